@@ -1,0 +1,37 @@
+"""Entry point: `amr --help` lists the command groups."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from amr.cli import broker, db
+from amr.cli.context import err_console
+from amr.errors import AmrError
+
+app = typer.Typer(
+    help="AMR/AMI metering data platform: collect meter readings, ingest them into TimescaleDB, "
+    "validate, estimate and bill them, and show the rollout on dashboards.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(broker.app, name="broker")
+
+
+@app.command()
+def demo() -> None:
+    """Bring up the database and the broker and show their status (the end-to-end demo grows from here)."""
+    db.up()
+    broker.up()
+    db.status()
+    broker.status()
+
+
+def main() -> None:
+    try:
+        app()
+    except AmrError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
