@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
+from psycopg import sql
 import pytest
 
 from amr.broker.mosquitto import LocalMosquitto
@@ -38,3 +39,22 @@ def settings(services: tuple[DatabaseServer, LocalMosquitto, Settings]) -> Setti
 def owner_conn(db: DatabaseServer) -> Iterator[psycopg.Connection]:
     with psycopg.connect(db.conninfo(Role.OWNER), autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def make_database(db: DatabaseServer) -> Iterator[Callable[[str], DatabaseServer]]:
+    """Factory for a separate, fully migrated database on the session's cluster, for tests that fill or
+    empty whole tables (fleet generation, billing runs) without disturbing the shared one."""
+    made: list[str] = []
+
+    def make(name: str) -> DatabaseServer:
+        settings = db.settings.model_copy(update={"db": db.settings.db.model_copy(update={"name": name})})
+        server = DatabaseServer(settings=settings, credentials=db.credentials, cluster=db.cluster)
+        server.up()
+        made.append(name)
+        return server
+
+    yield make
+    with psycopg.connect(db.admin_conninfo("postgres"), autocommit=True) as conn:
+        for name in made:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
