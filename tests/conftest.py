@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import psycopg
-from psycopg import sql
 import pytest
+from psycopg import sql
 
 from amr.broker.mosquitto import LocalMosquitto
 from amr.db.server import DatabaseServer, Role
