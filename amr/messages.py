@@ -23,6 +23,8 @@ Two message kinds reach ingest:
    ``values`` keys are short OBIS codes (C.D.E of 1.0.C.D.E.255) in the catalogue's unit (kWh for energy).
    A DCU may repeat a message after a reconnect (same ``seq``) and replays its buffer oldest first.
 
+3. **Client status** (``amr/v1/status/<client id>``, retained, also the MQTT last will): ``ClientStatus``.
+
 Events in a reading batch's sibling topic (``amr/v1/events/<collector id>``) use ``EventBatch``.
 Timestamps are RFC 3339 in UTC (a ``Z`` or an explicit offset; naive times are refused).
 """
@@ -87,6 +89,30 @@ class DcuUplink(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sent: datetime
     reads: list[DcuRead]
     events: list[DcuEvent] = []
+    v: int = FORMAT_VERSION
+
+
+class MeterCommStats(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    meter: str
+    attempts: int
+    successes: int
+    last_attempt_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+
+class ClientStatus(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Heartbeat and last will on ``amr/v1/status/<client id>`` (retained). Ingest stores it in
+    ``collector_status`` and the per-meter counters in ``meter_comm_stats``."""
+
+    source: str
+    kind: str  # 'collector' | 'ingest' | 'dcu'
+    state: str  # 'online' | 'offline'
+    ts: datetime
+    spool_depth: int | None = None
+    reads_per_s: float | None = None
+    meters: list[MeterCommStats] = []
     v: int = FORMAT_VERSION
 
 
