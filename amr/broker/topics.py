@@ -46,7 +46,7 @@ ACL: dict[str, list[tuple[str, str]]] = {
         ("read", f"{READINGS}/#"),
         ("read", f"{EVENTS}/#"),
         ("read", f"{DCU}/+/uplink"),
-        ("write", f"{STATUS}/#"),
+        ("readwrite", f"{STATUS}/#"),
     ],
     "monitor": [("read", f"{STATUS}/#")],
 }
