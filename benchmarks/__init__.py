@@ -1,0 +1,1 @@
+"""Throughput and scale measurements; `python -m benchmarks` runs them all."""
