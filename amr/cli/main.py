@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.add_typer(broker.app, name="broker")
+app.command(name="ingest")(importlib.import_module("amr.cli.ingest").ingest)
 
 
 @app.command()

@@ -1,0 +1,129 @@
+"""The MQTT side: paho 2.x client, persistent session, shared subscription, manual QoS 1 acks, bounded queue.
+
+Back-pressure, in two layers:
+1. We announce MQTT 5 Receive Maximum = RECEIVE_MAXIMUM and acknowledge a message only after its batch has
+   committed. When the database stalls, acks stop; once RECEIVE_MAXIMUM messages are unacknowledged the broker
+   stops sending to us and keeps the rest queued in our persistent session (Mosquitto: max_queued_messages).
+   Worker memory is therefore bounded by RECEIVE_MAXIMUM x MAX_PAYLOAD_BYTES.
+2. The queue between paho's network thread and the writer holds QUEUE_MAX_MESSAGES >= RECEIVE_MAXIMUM, so a put
+   does not block with a conforming broker. With one that ignores Receive Maximum, the put blocks the network
+   thread: it stops reading the socket and TCP flow control pushes back on the broker.
+
+Acks and reconnects: after a reconnect the broker resends unacknowledged messages with their packet ids, and may
+reuse an id once it is acknowledged. So each message carries the connection generation it arrived on, and only
+messages of the current generation are acknowledged; an older copy is still written (deduplicated by the unique
+key) while its redelivered twin carries the ack.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from amr.broker import topics
+from amr.broker.probe import new_client
+from ingest.limits import KEEPALIVE_S, QUEUE_MAX_MESSAGES, RECEIVE_MAXIMUM, SESSION_EXPIRY_S
+
+log = logging.getLogger(__name__)
+
+TOPIC_FILTERS = (
+    f"{topics.READINGS}/#",
+    f"{topics.EVENTS}/#",
+    f"{topics.DCU}/+/uplink",
+    f"{topics.STATUS}/#",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    received_s: float  # [s since the Unix epoch] when paho handed it over
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        client_id: str,
+        share_group: str = topics.INGEST_SHARE_GROUP,
+        receive_maximum: int = RECEIVE_MAXIMUM,
+        queue_max: int = QUEUE_MAX_MESSAGES,
+    ) -> None:
+        self.host, self.port = host, port
+        self.client_id = client_id
+        self.filters = [topics.shared(f, share_group) for f in TOPIC_FILTERS]
+        self.queue: queue.Queue[Incoming] = queue.Queue(maxsize=max(queue_max, receive_maximum))
+        self.receive_maximum = receive_maximum
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()  # set on the first SUBACK (tests and tools wait on it)
+        self.generation = 0
+        self.connects = 0
+        self._lock = threading.Lock()
+        self.client = new_client(client_id)
+        self.client.username_pw_set(username, password)
+        self.client.manual_ack_set(True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_args: self.subscribed.set()
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = self.receive_maximum
+        # connect_async + loop_start: a broker that is not up yet is retried by paho's own reconnect loop.
+        self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S, clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def ack(self, mid: int, qos: int, generation: int) -> bool:
+        """Acknowledge one message; False when it arrived on an earlier connection (its redelivery acks)."""
+        if qos == 0:
+            return True
+        with self._lock:
+            if generation != self.generation or not self.connected.is_set():
+                return False
+        self.client.ack(mid, qos)
+        return True
+
+    # -- paho callbacks (network thread) -------------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker refused %s: %s", self.client_id, reason)
+            return
+        with self._lock:
+            self.generation += 1
+            self.connects += 1
+        # Re-subscribing with a session present is harmless and covers a session the broker has expired.
+        client.subscribe([(f, 1) for f in self.filters])
+        self.connected.set()
+        log.info("%s connected (session present: %s)", self.client_id, flags.session_present)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        with self._lock:
+            self.connected.clear()
+        log.warning("%s disconnected: %s", self.client_id, reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        item = Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.generation, time.time())
+        self.queue.put(item)  # blocks only with a broker that ignores Receive Maximum: see the module docstring

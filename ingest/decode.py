@@ -1,0 +1,305 @@
+"""Payload decoding and validation: bytes from a topic -> rows to store + reasons to dead-letter. Pure functions.
+
+Two steps, so the only I/O (the serial -> meter_id lookup) stays outside: ``parse_message`` decodes the JSON with
+msgspec into the wire structs of amr.messages (a payload that is oversize, truncated, not JSON, or of the wrong
+shape raises PayloadError: the whole message is dead-lettered); ``validate_message`` then checks every item
+against the meter registry, the OBIS catalogue and the time window.
+
+Partial batches: a message with some bad items stores the good ones and writes ONE dead letter holding the raw
+payload and the reasons of the bad items (``readings[17]: unknown meter 'X'; ...``). Replaying that dead letter
+after fixing the cause (adding the meter) is safe: the readings already stored are dropped as duplicates.
+
+Non-finite values: msgspec's JSON decoder refuses ``NaN``/``Infinity`` literals and numbers that overflow to
+infinity (``1e999``: "Number out of range"), so those fail the whole message; the per-reading finiteness check
+stays as a guard for any other decoder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from amr.broker import topics
+from amr.errors import PayloadError
+from amr.messages import ClientStatus, DcuUplink, EventBatch, ReadingBatch, short_obis_to_full
+from amr.obis import CHANNELS
+from ingest.limits import EARLIEST_TS, MAX_FUTURE_S, MAX_PAYLOAD_BYTES, MAX_TEXT_FIELD_CHARS
+
+SMALLINT_MAX = 32_767
+EARLIEST_TS_S = EARLIEST_TS.timestamp()
+COLLECTOR_KINDS = frozenset({"collector", "ingest", "dcu"})
+STATES = frozenset({"online", "offline"})
+
+# OBIS code (full and without the trailing '.255') -> (channel_id, catalogue unit)
+CATALOGUE: dict[str, tuple[int, str]] = {c.obis: (c.channel_id, c.unit) for c in CHANNELS} | {
+    c.obis.removesuffix(".255"): (c.channel_id, c.unit) for c in CHANNELS
+}
+
+
+class Kind(StrEnum):
+    READINGS = "readings"
+    EVENTS = "events"
+    DCU = "dcu"
+    STATUS = "status"
+
+
+Message = ReadingBatch | EventBatch | DcuUplink | ClientStatus
+
+_DECODERS: dict[Kind, msgspec.json.Decoder[Any]] = {
+    Kind.READINGS: msgspec.json.Decoder(ReadingBatch),
+    Kind.EVENTS: msgspec.json.Decoder(EventBatch),
+    Kind.DCU: msgspec.json.Decoder(DcuUplink),
+    Kind.STATUS: msgspec.json.Decoder(ClientStatus),
+}
+
+
+def topic_kind(topic: str) -> Kind | None:
+    """Which wire format a topic carries, None for a topic ingest does not know."""
+    parts = topic.split("/")
+    if len(parts) < 4 or f"{parts[0]}/{parts[1]}" != topics.PREFIX:
+        return None
+    if topic.startswith(topics.READINGS + "/"):
+        return Kind.READINGS
+    if topic.startswith(topics.EVENTS + "/"):
+        return Kind.EVENTS
+    if topic.startswith(topics.STATUS + "/"):
+        return Kind.STATUS
+    if topic.startswith(topics.DCU + "/") and len(parts) == 5 and parts[4] == "uplink":
+        return Kind.DCU
+    return None
+
+
+def topic_source(topic: str) -> str:
+    """The client id a topic names (the dead letter's source when the payload cannot say)."""
+    parts = topic.split("/")
+    if len(parts) >= 4:
+        return clean_text(parts[3]) or "unknown"
+    return "unknown"
+
+
+def clean_text(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; long strings from a faulty client are cut."""
+    return text.replace("\x00", "\\0")[:MAX_TEXT_FIELD_CHARS]
+
+
+def parse_message(topic: str, payload: bytes) -> tuple[Kind, Message]:
+    """Decode one payload by its topic; PayloadError(reason) when it cannot be decoded at all."""
+    kind = topic_kind(topic)
+    if kind is None:
+        raise PayloadError(f"unknown topic {clean_text(topic)!r}")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"oversize payload: {len(payload)} bytes > limit {MAX_PAYLOAD_BYTES}")
+    if not payload:
+        raise PayloadError("empty payload")
+    try:
+        message = _DECODERS[kind].decode(payload)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise PayloadError(f"invalid {kind.value} payload: {clean_text(str(exc))}") from exc
+    if message.v != 1:
+        raise PayloadError(f"unsupported format version v={message.v}")
+    return kind, message
+
+
+def serials_of(message: Message) -> set[str]:
+    """The meter serials a message names (to resolve before validation)."""
+    if isinstance(message, ReadingBatch):
+        return {r.meter for r in message.readings}
+    if isinstance(message, EventBatch):
+        return {e.meter for e in message.events}
+    if isinstance(message, DcuUplink):
+        return {r.serial for r in message.reads} | {e.serial for e in message.events}
+    return {m.meter for m in message.meters}
+
+
+@dataclass(kw_only=True)
+class Validated:
+    """What one message contributes to a batch; `reasons` non-empty means a dead letter (raw payload kept)."""
+
+    source: str
+    ts_s: list[float] = field(default_factory=list)  # [s since the Unix epoch, UTC]
+    meter_id: list[int] = field(default_factory=list)
+    channel_id: list[int] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+    quality: list[int] = field(default_factory=list)
+    events: list[tuple[datetime, int, str, str | None]] = field(default_factory=list)  # ts, meter, event, json
+    status: ClientStatus | None = None
+    comm_stats: list[tuple[int, Any]] = field(default_factory=list)  # (meter_id, MeterCommStats)
+    reasons: list[str] = field(default_factory=list)
+    rejected: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.ts_s)
+
+
+def _ts_problem(ts: datetime, now_s: float) -> str | None:
+    if ts.tzinfo is None:
+        return "naive timestamp (no UTC offset)"
+    t = ts.timestamp()
+    if t < EARLIEST_TS_S:
+        return f"timestamp {ts.isoformat()} before {EARLIEST_TS.date()}"
+    if t > now_s + MAX_FUTURE_S:
+        return f"timestamp {ts.isoformat()} more than {MAX_FUTURE_S // 3600} h in the future"
+    return None
+
+
+def _reading_problem(
+    meter_ids: dict[str, int], serial: str, obis: str, unit: str | None, value: float, quality: int
+) -> str:
+    if serial not in meter_ids:
+        return f"unknown meter {clean_text(serial)!r}"
+    channel = CATALOGUE.get(obis)
+    if channel is None:
+        return f"unknown OBIS code {clean_text(obis)!r}"
+    if unit is not None and unit != channel[1]:
+        return f"unit {clean_text(unit)!r} is not {channel[1]!r} for OBIS {obis}"
+    if not math.isfinite(value):
+        return f"value {value!r} is not finite"
+    return f"quality {quality} outside 0..{SMALLINT_MAX}"
+
+
+def validate_message(message: Message, *, meter_ids: dict[str, int], now_s: float) -> Validated:
+    """Check every item; good items become rows, bad ones reasons. Never raises on content."""
+    if isinstance(message, ReadingBatch):
+        return _validate_readings(message, meter_ids, now_s)
+    if isinstance(message, DcuUplink):
+        return _validate_dcu(message, meter_ids, now_s)
+    if isinstance(message, EventBatch):
+        out = Validated(source=clean_text(message.source))
+        for i, e in enumerate(message.events):
+            _add_event(out, f"events[{i}]", meter_ids, e.meter, e.ts, e.event, e.detail, now_s)
+        return out
+    return _validate_status(message, meter_ids)
+
+
+def _validate_readings(message: ReadingBatch, meter_ids: dict[str, int], now_s: float) -> Validated:
+    out = Validated(source=clean_text(message.source))
+    ts_out, mid_out, ch_out, val_out, q_out = out.ts_s, out.meter_id, out.channel_id, out.value, out.quality
+    catalogue, isfinite, latest_s = CATALOGUE, math.isfinite, now_s + MAX_FUTURE_S
+    for i, r in enumerate(message.readings):
+        # The hot loop: one chain of cheap checks per reading, details only for the rare bad one.
+        mid = meter_ids.get(r.meter)
+        ch = catalogue.get(r.obis)
+        ts = r.ts
+        t = ts.timestamp() if ts.tzinfo is not None else -1.0
+        if (
+            mid is not None
+            and ch is not None
+            and ch[1] == r.unit
+            and EARLIEST_TS_S <= t <= latest_s
+            and isfinite(r.value)
+            and 0 <= r.quality <= SMALLINT_MAX
+        ):
+            ts_out.append(t)
+            mid_out.append(mid)
+            ch_out.append(ch[0])
+            val_out.append(r.value)
+            q_out.append(r.quality)
+            continue
+        why = _ts_problem(ts, now_s) or _reading_problem(meter_ids, r.meter, r.obis, r.unit, r.value, r.quality)
+        out.reasons.append(f"readings[{i}]: {why}")
+        out.rejected += 1
+    return out
+
+
+def _validate_dcu(message: DcuUplink, meter_ids: dict[str, int], now_s: float) -> Validated:
+    out = Validated(source=clean_text(message.dcu))
+    for i, read in enumerate(message.reads):
+        ts_problem = _ts_problem(read.ts, now_s)
+        mid = meter_ids.get(read.serial)
+        for short, value in read.values.items():
+            full = short_obis_to_full(short) if short.count(".") == 2 else short
+            ch = CATALOGUE.get(full)
+            if (
+                ts_problem is None
+                and mid is not None
+                and ch is not None
+                and math.isfinite(value)
+                and (0 <= read.status <= SMALLINT_MAX)
+            ):
+                out.ts_s.append(read.ts.timestamp())
+                out.meter_id.append(mid)
+                out.channel_id.append(ch[0])
+                out.value.append(value)
+                out.quality.append(read.status)
+                continue
+            why = ts_problem or _reading_problem(meter_ids, read.serial, full, None, value, read.status)
+            out.reasons.append(f"reads[{i}].values[{clean_text(short)!r}]: {why}")
+            out.rejected += 1
+    for i, e in enumerate(message.events):
+        _add_event(out, f"events[{i}]", meter_ids, e.serial, e.ts, e.event, e.detail, now_s)
+    return out
+
+
+def _add_event(
+    out: Validated,
+    where: str,
+    meter_ids: dict[str, int],
+    serial: str,
+    ts: datetime,
+    event: str,
+    detail: dict[str, Any] | None,
+    now_s: float,
+) -> None:
+    why = _ts_problem(ts, now_s)
+    if why is None and serial not in meter_ids:
+        why = f"unknown meter {clean_text(serial)!r}"
+    if why is None and not (0 < len(event) <= 64 and event.isprintable()):
+        why = f"event name {clean_text(event)!r} empty, too long or not printable"
+    detail_json = None
+    if why is None and detail is not None:
+        detail_json = _json_or_none(detail)
+        if detail_json is None or "\\u0000" in detail_json:
+            why = "event detail not storable as jsonb (NaN, infinity or NUL)"
+    if why is not None:
+        out.reasons.append(f"{where}: {why}")
+        out.rejected += 1
+        return
+    out.events.append((ts, meter_ids[serial], event, detail_json))
+
+
+def _json_or_none(value: Any) -> str | None:
+    try:
+        return json.dumps(value, allow_nan=False, default=str)
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
+def _validate_status(message: ClientStatus, meter_ids: dict[str, int]) -> Validated:
+    out = Validated(source=clean_text(message.source))
+    problems = []
+    if not message.source or message.source != out.source:
+        problems.append("source empty, too long or holding NUL")
+    if message.kind not in COLLECTOR_KINDS:
+        problems.append(f"kind {clean_text(message.kind)!r} not one of {sorted(COLLECTOR_KINDS)}")
+    if message.state not in STATES:
+        problems.append(f"state {clean_text(message.state)!r} not one of {sorted(STATES)}")
+    if message.ts.tzinfo is None:
+        problems.append("naive timestamp (no UTC offset)")
+    if message.reads_per_s is not None and not math.isfinite(message.reads_per_s):
+        problems.append("reads_per_s is not finite")
+    if message.spool_depth is not None and not 0 <= message.spool_depth <= 2**31 - 1:
+        problems.append("spool_depth outside integer range")
+    if problems:
+        out.reasons += problems
+        out.rejected += 1
+        return out
+    out.status = message
+    for i, m in enumerate(message.meters):
+        mid = meter_ids.get(m.meter)
+        bad_times = [t for t in (m.last_attempt_at, m.last_success_at, m.last_error_at) if t and t.tzinfo is None]
+        if mid is None:
+            out.reasons.append(f"meters[{i}]: unknown meter {clean_text(m.meter)!r}")
+        elif bad_times or m.attempts < 0 or m.successes < 0:
+            out.reasons.append(f"meters[{i}]: negative counter or naive timestamp")
+        else:
+            out.comm_stats.append((mid, m))
+            continue
+        out.rejected += 1
+    return out

@@ -1,0 +1,53 @@
+"""Named sizes and times of the ingest pipeline, each with the reason for its value."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+# A collector message carries about 100 readings (~12 KB of JSON); 256 KiB leaves room for ~2,000 readings or a
+# large DCU uplink, and bounds worker memory at RECEIVE_MAXIMUM x MAX_PAYLOAD_BYTES (256 MiB) in the worst case.
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+# Rows per COPY: large enough that per-transaction costs (commit, savepoint, upserts of meter_last_seen) are
+# small beside the COPY itself, small enough that a commit (and the acks behind it) follows within ~50 ms.
+BATCH_MAX_ROWS = 20_000
+# A quiet trickle is committed and acknowledged after at most this long, so lag stays well under a second.
+BATCH_MAX_AGE_S = 0.25
+# Messages per batch, for batches of tiny messages (events, status): each costs an ack and a list entry.
+BATCH_MAX_MESSAGES = 2_000
+
+# MQTT 5 Receive Maximum we announce: the broker sends at most this many unacknowledged QoS 1 messages. Since we
+# acknowledge only after commit, this is THE back-pressure bound: when the database stalls, acks stop, the broker
+# stops sending and keeps the rest in our persistent session. Several batches' worth keeps COPY busy while the
+# next batch arrives; paho's 16-bit packet ids are far away.
+RECEIVE_MAXIMUM = 1_000
+# The in-process queue between paho's network thread and the writer holds every message the broker may have in
+# flight to us, so a put never blocks with a conforming broker; with one that ignores Receive Maximum, the put
+# blocks the network thread, which stops reading the socket (TCP back-pressure).
+QUEUE_MAX_MESSAGES = RECEIVE_MAXIMUM
+
+# Persistent session: the broker keeps our subscription and queues readings while every worker is away
+# (an ingest outage over a weekend must not lose readings).
+SESSION_EXPIRY_S = 7 * 24 * 3600
+KEEPALIVE_S = 30
+
+# Database retry: exponential backoff from the first to the last value while the server is down or slow.
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
+
+# Unknown meter serials are looked up again at most this often each, so a misconfigured collector flooding
+# unknown serials cannot turn every message into a registry query.
+METER_MISS_RETRY_S = 10.0
+
+# Validity window for reading timestamps.
+EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE_S = 24 * 3600
+
+# How often a worker writes its own collector_status row and its metrics file.
+STATUS_INTERVAL_S = 5.0
+METRICS_INTERVAL_S = 1.0
+
+# A dead letter lists at most this many per-item reasons (a 2,000-reading message of unknown meters would
+# otherwise write a 100 KB reason).
+MAX_REASONS_PER_DEAD_LETTER = 10
+MAX_TEXT_FIELD_CHARS = 200

@@ -1,0 +1,271 @@
+"""One ingest worker: take messages from the consumer's queue, decode and validate them, batch by size and age,
+write each batch in one transaction, acknowledge its messages after the commit, retry with backoff while the
+database is down (the broker holds everything unacknowledged), and report its figures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+
+from amr.broker import topics
+from amr.broker.mosquitto import BrokerEndpoint
+from amr.errors import PayloadError
+from ingest import limits
+from ingest.consumer import Consumer, Incoming
+from ingest.decode import Validated, parse_message, serials_of, topic_source, validate_message
+from ingest.meters import MeterCache
+from ingest.metrics import Counters, RateMeter, write_status_file
+from ingest.writer import BatchContent, DeadLetter, Strategy, prepare_session, write_batch, write_dead_letters
+from ingest.writer import write_ingest_status as write_status_row
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Connection-level failures: the server is down, restarting or unreachable, or a deadlock/serialization
+# failure rolled the transaction back. The batch is retried unchanged; anything else is about the data.
+RETRYABLE = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    broker: BrokerEndpoint
+    conninfo: str  # DatabaseServer.conninfo(Role.INGEST)
+    client_id: str  # stable across restarts: the broker keeps this worker's persistent session under it
+    status_dir: Path
+    share_group: str = topics.INGEST_SHARE_GROUP
+    batch_max_rows: int = limits.BATCH_MAX_ROWS
+    batch_max_age_s: float = limits.BATCH_MAX_AGE_S
+    batch_max_messages: int = limits.BATCH_MAX_MESSAGES
+    strategy: Strategy = Strategy.SAVEPOINT
+
+
+class Stopped(Exception):
+    """Raised inside a retry loop when the worker is asked to stop: leave without acknowledging."""
+
+
+@dataclass
+class _Pending:
+    item: Incoming
+    part: Validated | None
+    dead: DeadLetter | None
+
+
+@dataclass
+class _Batch:
+    entries: list[_Pending] = field(default_factory=list)
+    rows: int = 0
+    first_s: float = 0.0  # monotonic time the first message joined
+
+    def add(self, entry: _Pending) -> None:
+        if not self.entries:
+            self.first_s = time.monotonic()
+        self.entries.append(entry)
+        self.rows += entry.part.rows if entry.part else 0
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        ep = config.broker
+        self.consumer = Consumer(
+            host=ep.host, port=ep.port, username=ep.username, password=ep.password,
+            client_id=config.client_id, share_group=config.share_group,
+        )  # fmt: skip
+        self.meters = MeterCache()
+        self.counters = Counters()
+        self.rates = RateMeter()
+        self.lag_s = 0.0
+        self.db_state = "connecting"
+        self._conn: psycopg.Connection[Any] | None = None
+        self._batch = _Batch()
+        self._next_status_s = 0.0
+        self._next_metrics_s = 0.0
+        self._rates = (0.0, 0.0)
+        config.status_dir.mkdir(parents=True, exist_ok=True)
+        self.status_file = config.status_dir / f"status-{config.client_id}.json"
+
+    # -- main loop -----------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self.consumer.start()
+        try:
+            while not stop.is_set():
+                self._fill(stop)
+                if self._batch.entries:
+                    self._flush(stop)
+                self._periodic(stop)
+        except Stopped:
+            pass
+        finally:
+            self.consumer.stop()
+            self._report(state="offline")
+            if self._conn is not None:
+                self._conn.close()
+
+    def _fill(self, stop: threading.Event) -> None:
+        """Take messages until the batch is full or old enough (or the worker is asked to stop)."""
+        cfg, q, batch = self.config, self.consumer.queue, self._batch
+        while not stop.is_set():
+            if batch.entries:
+                timeout = batch.first_s + cfg.batch_max_age_s - time.monotonic()
+                if timeout <= 0:
+                    return
+            else:
+                timeout = 0.2
+            try:
+                item = q.get(timeout=timeout)
+            except queue.Empty:
+                if not batch.entries:
+                    self._periodic(stop)
+                continue
+            self._take(item, stop)
+            if batch.rows >= cfg.batch_max_rows or len(batch.entries) >= cfg.batch_max_messages:
+                return
+
+    def _take(self, item: Incoming, stop: threading.Event) -> None:
+        try:
+            _kind, message = parse_message(item.topic, item.payload)
+        except PayloadError as exc:
+            letter = DeadLetter(
+                source=topic_source(item.topic), topic=item.topic, payload=item.payload, reason=exc.reason
+            )
+            self._batch.add(_Pending(item, None, letter))
+            return
+        serials = serials_of(message)
+        meter_ids = self._with_db(lambda conn: self.meters.resolve(conn, serials), stop)
+        part = validate_message(message, meter_ids=meter_ids, now_s=time.time())
+        dead = None
+        if part.reasons:
+            shown = part.reasons[: limits.MAX_REASONS_PER_DEAD_LETTER]
+            more = len(part.reasons) - len(shown)
+            reason = f"{part.rejected} item(s) rejected: " + "; ".join(shown) + (f"; ... {more} more" if more else "")
+            dead = DeadLetter(source=part.source or topic_source(item.topic), topic=item.topic,
+                              payload=item.payload, reason=reason)  # fmt: skip
+        self._batch.add(_Pending(item, part, dead))
+
+    def _flush(self, stop: threading.Event) -> None:
+        entries = self._batch.entries
+        try:
+            self._write(entries, stop)
+        except psycopg.Error as exc:  # not a connection problem: some message's data; find it, keep the rest
+            log.warning("batch refused by the database (%s); writing its %d messages one by one", exc, len(entries))
+            for entry in entries:
+                try:
+                    self._write([entry], stop)
+                except psycopg.Error as one_exc:
+                    letter = DeadLetter(
+                        source=entry.dead.source if entry.dead else topic_source(entry.item.topic),
+                        topic=entry.item.topic, payload=entry.item.payload,
+                        reason=f"database refused the message: {str(one_exc).splitlines()[0][:300]}",
+                    )  # fmt: skip
+                    self._with_db(partial(_write_letter, letter=letter), stop)
+                    self.counters.dead_letters += 1
+        for entry in entries:
+            self.consumer.ack(entry.item.mid, entry.item.qos, entry.item.generation)
+        now = time.time()
+        self.lag_s = now - min(e.item.received_s for e in entries)
+        self.counters.messages += len(entries)
+        self._batch = _Batch()
+
+    def _write(self, entries: list[_Pending], stop: threading.Event) -> None:
+        content = BatchContent.from_parts(
+            [e.part for e in entries if e.part is not None], [e.dead for e in entries if e.dead is not None]
+        )
+        result = self._with_db(lambda conn: write_batch(conn, content, self.config.strategy), stop)
+        c = self.counters
+        c.rows += result.inserted
+        c.duplicates += result.duplicates
+        c.events += result.events
+        c.dead_letters += result.dead_letters
+        c.flushes += 1
+        c.staging_flushes += int(result.used_staging)
+
+    # -- database access with retry --------------------------------------------------------------------------
+    def _with_db(self, fn: Callable[[psycopg.Connection[Any]], T], stop: threading.Event) -> T:
+        delay = limits.RETRY_FIRST_S
+        while True:
+            try:
+                return fn(self._connection())
+            except RETRYABLE as exc:
+                self.counters.db_errors += 1
+                self.db_state = "retrying"
+                log.warning("database unavailable (%s); retrying in %.1f s", str(exc).splitlines()[0], delay)
+                if self._conn is not None and (self._conn.closed or self._conn.broken):
+                    self._conn = None
+                self._write_metrics()
+                if stop.wait(delay):
+                    raise Stopped from exc
+                delay = min(delay * 2, limits.RETRY_MAX_S)
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            conn = psycopg.connect(
+                self.config.conninfo, autocommit=True, connect_timeout=5, application_name=self.config.client_id
+            )
+            prepare_session(conn)
+            self._conn = conn
+        self.db_state = "ok"
+        return self._conn
+
+    # -- reporting ----------------------------------------------------------------------------------------
+    def _periodic(self, stop: threading.Event) -> None:
+        now = time.monotonic()
+        if now >= self._next_metrics_s:
+            self._next_metrics_s = now + limits.METRICS_INTERVAL_S
+            self._rates = self.rates.rates(self.counters)
+            if not self._batch.entries and self.consumer.queue.empty():
+                self.lag_s = 0.0
+            self._write_metrics()
+        if now >= self._next_status_s:
+            self._next_status_s = now + limits.STATUS_INTERVAL_S
+            self._report(state="online")
+
+    def _report(self, *, state: str) -> None:
+        """The collector_status row; skipped (never retried) while the database is away."""
+        detail = json.dumps({"messages_per_s": self._rates[0], "pid": os.getpid()} | vars(self.counters))
+        try:
+            write_status_row(
+                self._connection(), source=self.config.client_id, state=state,
+                reads_per_s=self._rates[1], lag_s=self.lag_s, detail=detail,
+            )  # fmt: skip
+        except RETRYABLE:
+            self._conn = None
+        if state == "offline":
+            self._write_metrics(state="offline")
+
+    def _write_metrics(self, state: str | None = None) -> None:
+        write_status_file(
+            self.status_file,
+            {
+                "worker": self.config.client_id, "pid": os.getpid(), "updated_at": time.time(),
+                "state": state or ("online" if self.consumer.connected.is_set() else "connecting"),
+                "db": self.db_state, **vars(self.counters), "messages_per_s": self._rates[0],
+                "rows_per_s": self._rates[1], "lag_s": self.lag_s, "queue_depth": self.consumer.queue.qsize(),
+                "broker_connects": self.consumer.connects,
+            },
+        )  # fmt: skip
+
+
+def _write_letter(conn: psycopg.Connection[Any], *, letter: DeadLetter) -> None:
+    with conn.cursor() as cur:
+        write_dead_letters(cur, [letter])
+
+
+def run_worker(config: WorkerConfig) -> None:
+    """Run until SIGTERM/SIGINT (in the main thread of this process)."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {config.client_id} %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Worker(config).run(stop)

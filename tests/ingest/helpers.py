@@ -1,0 +1,156 @@
+"""Shared pieces of the ingest tests: test meters, payload builders, a windowed paho publisher, a worker thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+from amr.broker.mosquitto import BrokerEndpoint, LocalMosquitto
+from amr.broker.probe import new_client
+from amr.db.server import DatabaseServer, Role
+from amr.messages import Reading, ReadingBatch, encode
+from ingest.worker import Worker, WorkerConfig
+from tests.services import endpoint
+
+SERIAL_PREFIX = "ING-TEST-"
+METERS = 50
+PUBLISH_WINDOW = 1_000  # unacknowledged QoS 1 messages a publisher allows (paho ids are 16-bit)
+BASE_TS = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def serial(i: int) -> str:
+    return f"{SERIAL_PREFIX}{i:06d}"
+
+
+def add_test_meters(server: DatabaseServer, count: int = METERS) -> None:
+    with psycopg.connect(server.conninfo(Role.OWNER), autocommit=True) as conn:
+        company = conn.execute("SELECT code FROM power_companies ORDER BY code LIMIT 1").fetchone()
+        assert company is not None
+        conn.execute(
+            "INSERT INTO meters (serial, city, power_company, tariff_class, meter_kind, remote_read, protocol)"
+            " SELECT %s || lpad(g::text, 6, '0'), 'HN', %s, 'household', 'smart', true, 'dcu-mqtt'"
+            " FROM generate_series(1, %s) g ON CONFLICT (serial) DO NOTHING",
+            (SERIAL_PREFIX, company[0], count),
+        )
+
+
+def reading_batch(source: str, seq: int, *, start: int = 0, count: int = 100, meters: int = METERS) -> bytes:
+    """`count` valid readings: meter i cycles, 15-minute steps from BASE_TS, channel 1 (kWh)."""
+    readings = []
+    for k in range(start, start + count):
+        readings.append(
+            Reading(
+                meter=serial(1 + k % meters),
+                obis="1.0.1.8.0.255",
+                ts=BASE_TS + timedelta(minutes=15 * (k // meters)),
+                value=float(k) * 0.5,
+                unit="kWh",
+            )
+        )
+    return encode(ReadingBatch(source=source, seq=seq, readings=readings))
+
+
+def fetch_one(server: DatabaseServer, query: str, params: Sequence[Any] = ()) -> Any:
+    with psycopg.connect(server.conninfo(Role.OWNER), autocommit=True) as conn:
+        row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def count_readings(server: DatabaseServer) -> int:
+    return int(
+        fetch_one(
+            server,
+            "SELECT count(*) FROM readings r JOIN meters m USING (meter_id) WHERE m.serial LIKE %s",
+            (SERIAL_PREFIX + "%",),
+        )
+    )
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout_s: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def publish_paho(ep: BrokerEndpoint, messages: Sequence[tuple[str, bytes]], *, window: int = PUBLISH_WINDOW) -> None:
+    """QoS 1 with at most `window` messages unacknowledged; returns when the broker acknowledged all."""
+    client = new_client(f"test-pub-{uuid.uuid4().hex[:8]}")
+    client.username_pw_set(ep.username, ep.password)
+    free = threading.Semaphore(window)
+    acked = threading.Event()
+    outstanding = [len(messages)]
+    lock = threading.Lock()
+
+    def on_publish(_c: mqtt.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
+        free.release()
+        with lock:
+            outstanding[0] -= 1
+            if outstanding[0] == 0:
+                acked.set()
+
+    client.on_publish = on_publish
+    client.connect(ep.host, ep.port, keepalive=30)
+    client.loop_start()
+    try:
+        if not messages:
+            return
+        for topic, payload in messages:
+            assert free.acquire(timeout=60), "broker stopped acknowledging"
+            info = client.publish(topic, payload, qos=1)
+            assert info.rc == mqtt.MQTT_ERR_SUCCESS, info.rc
+        assert acked.wait(120), f"{outstanding[0]} messages not acknowledged"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def drop_session(broker: LocalMosquitto, client_id: str) -> None:
+    """Forget a worker's persistent session (and anything the broker still queues for it)."""
+    ep = endpoint(broker, "ingest")
+    client = new_client(client_id)
+    client.username_pw_set(ep.username, ep.password)
+    client.connect(ep.host, ep.port, keepalive=10, clean_start=True)
+    client.loop_start()
+    time.sleep(0.3)
+    client.disconnect()
+    client.loop_stop()
+
+
+def worker_config(broker: LocalMosquitto, server: DatabaseServer, status_dir: Path, **kw: Any) -> WorkerConfig:
+    tag = uuid.uuid4().hex[:8]
+    defaults: dict[str, Any] = {"client_id": f"ingest-test-{tag}", "share_group": f"ingest-test-{tag}"}
+    return WorkerConfig(
+        broker=endpoint(broker, "ingest"),
+        conninfo=server.conninfo(Role.INGEST),
+        status_dir=status_dir,
+        **(defaults | kw),
+    )
+
+
+@contextmanager
+def running_worker(config: WorkerConfig, broker: LocalMosquitto) -> Iterator[Worker]:
+    worker = Worker(config)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert worker.consumer.subscribed.wait(20), "worker did not subscribe at the broker"
+        yield worker
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), "worker did not stop"
+        drop_session(broker, config.client_id)
