@@ -1,0 +1,281 @@
+"""`amr simulate`: start a fleet of meter simulators speaking the real protocols and list where they listen.
+
+Options or a TOML file (``--config``)::
+
+    [simulate]
+    seed = 1
+    start = "2025-04-01T00:00:00+07:00"   # simulated start (any offset; stored as UTC)
+    speed = 1440                          # simulated seconds per real second (1440: a day per minute)
+    host = "127.0.0.1"
+    base_port = 0                         # 0: the OS picks free ports; else consecutive ports from here
+    meters_per_gateway = 10
+    city = "mix"                          # HN | HCM | mix
+
+    [simulate.gateways]                   # gateways (or serial lines) per protocol
+    tcp = 2
+    rtu-tcp = 1
+    rtu-serial = 1
+
+    [simulate.faults]                     # share of meters with each fault
+    no_answer = 0.02
+    exception = 0.01
+
+    [simulate.options.tcp]                # per-protocol options, passed to its starter
+    register_map = "eastron_sdm630"
+
+Extension point: ``STARTERS`` maps a protocol name to a starter, or to "module:function" imported on first use.
+A starter is called with keyword arguments (protocol, meters, clock, host, port, options, index, run_dir) and
+returns a :class:`simulators.modbus.fleet.Listener` (protocol, endpoint, units, serials, stop).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from rich.table import Table
+
+from amr.cli.context import console
+from amr.errors import ConfigError
+from simulators.clock import SimClock
+from simulators.modbus.fleet import FAULT_NAMES, Listener, build_meters, start_modbus_listener
+
+Starter = Callable[..., Listener]
+
+# protocol -> starter (or "module:function"); other simulators plug in here.
+STARTERS: dict[str, Starter | str] = {
+    "tcp": start_modbus_listener,
+    "rtu-tcp": start_modbus_listener,
+    "rtu-serial": start_modbus_listener,
+    "dlms": "simulators.dlms.cli:start_listener",
+    "dcu": "simulators.dcu.cli:start_listener",
+}
+DEFAULT_START = "2025-04-01T00:00:00+07:00"
+
+
+def register_starter(protocol: str, starter: Starter | str) -> None:
+    """Add (or replace) the starter of a protocol."""
+    STARTERS[protocol] = starter
+
+
+def resolve_starter(protocol: str) -> Starter:
+    entry = STARTERS.get(protocol)
+    if entry is None:
+        raise ConfigError(f"unknown simulator protocol {protocol!r}; known: {sorted(STARTERS)}", key="gateways")
+    if isinstance(entry, str):
+        module, _, name = entry.partition(":")
+        try:
+            entry = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                f"protocol {protocol!r}: its starter {STARTERS[protocol]!r} is not available ({exc})"
+            ) from exc
+        STARTERS[protocol] = entry
+    return entry
+
+
+class SimulateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    seed: int = 1
+    start: datetime = Field(default_factory=lambda: datetime.fromisoformat(DEFAULT_START))
+    speed: float = Field(default=1.0, ge=0)
+    host: str = "127.0.0.1"
+    base_port: int = Field(default=0, ge=0, le=65535)
+    meters_per_gateway: int = Field(default=10, ge=1, le=247)
+    city: str = Field(default="mix", pattern="^(HN|HCM|mix)$")
+    gateways: dict[str, int] = Field(default_factory=lambda: {"tcp": 1})
+    faults: dict[str, float] = Field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("start needs a UTC offset, e.g. 2025-04-01T00:00:00+07:00")
+        return v.astimezone(UTC)
+
+    @field_validator("faults")
+    @classmethod
+    def _faults(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, share in v.items():
+            if name not in FAULT_NAMES:
+                raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULT_NAMES)}")
+            if not 0 <= share <= 1:
+                raise ValueError(f"fault {name!r} share must be in [0, 1], got {share}")
+        return v
+
+    @field_validator("gateways")
+    @classmethod
+    def _gateways(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, n in v.items():
+            if n < 0:
+                raise ValueError(f"gateways.{name} must be >= 0, got {n}")
+        return v
+
+
+def read_simulate_config(path: Path | None, overrides: dict[str, Any]) -> SimulateConfig:
+    """The [simulate] table of ``path`` (if any) with command-line ``overrides`` on top."""
+    data: dict[str, Any] = {}
+    source = str(path) if path else "command line"
+    if path is not None:
+        import tomllib
+
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", source=source) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
+        data = dict(doc.get("simulate", {}))
+        unknown = set(doc) - {"simulate"}
+        if unknown:
+            raise ConfigError(f"unknown table(s) {sorted(unknown)}; expected [simulate]", source=source)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return SimulateConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(first["msg"], source=source, key=f"simulate.{key}" if key else None) from exc
+
+
+def start_fleet(cfg: SimulateConfig, clock: SimClock, run_dir: Path) -> list[Listener]:
+    """Start every gateway the config asks for; on a failure stop those already started."""
+    listeners: list[Listener] = []
+    index = 0
+    try:
+        for protocol, count in cfg.gateways.items():
+            starter = resolve_starter(protocol)
+            for _ in range(count):
+                meters = build_meters(
+                    fleet_seed=cfg.seed,
+                    first_index=index * cfg.meters_per_gateway,
+                    count=cfg.meters_per_gateway,
+                    city=cfg.city,
+                    start=cfg.start,
+                    fault_shares=cfg.faults,
+                )
+                now_s = clock.now_s()
+                for m in meters:  # build each meter's energy table now, not on the first request
+                    m.read_registers_ts(now_s)
+                port = cfg.base_port + index if cfg.base_port else 0
+                listeners.append(
+                    starter(
+                        protocol=protocol,
+                        meters=meters,
+                        clock=clock,
+                        host=cfg.host,
+                        port=port,
+                        options=cfg.options.get(protocol, {}),
+                        index=index,
+                        run_dir=run_dir,
+                    )
+                )
+                index += 1
+    except BaseException:
+        for listener in listeners:
+            listener.stop()
+        raise
+    return listeners
+
+
+def _units(units: list[int]) -> str:
+    return f"{units[0]}-{units[-1]}" if len(units) > 1 and units == list(range(units[0], units[-1] + 1)) else str(units)
+
+
+def listing_table(listeners: list[Listener], cfg: SimulateConfig) -> Table:
+    table = Table(title=f"simulators: start {cfg.start.isoformat()} x{cfg.speed:g}, seed {cfg.seed}")
+    table.add_column("protocol")
+    table.add_column("listens on", no_wrap=True)
+    for col in ("units", "meters", "serials"):
+        table.add_column(col)
+    for li in listeners:
+        serials = li.serials if len(li.serials) <= 3 else [li.serials[0], "...", li.serials[-1]]
+        table.add_row(li.protocol, li.endpoint, _units(li.units), str(len(li.serials)), " ".join(serials))
+    return table
+
+
+def simulate(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML file with a \\[simulate] table")] = None,
+    tcp: Annotated[int | None, typer.Option(help="Modbus TCP gateways")] = None,
+    rtu_tcp: Annotated[int | None, typer.Option(help="RTU-over-TCP gateways")] = None,
+    serial: Annotated[int | None, typer.Option(help="RTU serial lines (socat pty pairs)")] = None,
+    meters_per_gateway: Annotated[int | None, typer.Option(help="meters (unit ids) per gateway")] = None,
+    register_map: Annotated[str | None, typer.Option(help="Modbus register map name or file")] = None,
+    baud: Annotated[int | None, typer.Option(help="serial baud rate")] = None,
+    fault: Annotated[list[str] | None, typer.Option(help="NAME=SHARE, e.g. no_answer=0.05 (repeatable)")] = None,
+    start: Annotated[str | None, typer.Option(help="simulated start time, ISO with offset")] = None,
+    speed: Annotated[float | None, typer.Option(help="simulated seconds per real second")] = None,
+    seed: Annotated[int | None, typer.Option(help="fleet seed")] = None,
+    host: Annotated[str | None, typer.Option(help="listen address")] = None,
+    base_port: Annotated[int | None, typer.Option(help="first TCP port (0: any free port)")] = None,
+    listing: Annotated[Path | None, typer.Option(help="write the listeners as JSON here (for scripts)")] = None,
+    duration: Annotated[float | None, typer.Option(help="stop after this many real seconds")] = None,
+) -> None:
+    """Start meter simulators (Modbus TCP / RTU-over-TCP / RTU serial, and any registered protocol) until Ctrl-C."""
+    overrides: dict[str, Any] = {
+        "start": start, "speed": speed, "seed": seed, "host": host, "base_port": base_port,
+        "meters_per_gateway": meters_per_gateway,
+    }  # fmt: skip
+    cli_gateways = {k: v for k, v in (("tcp", tcp), ("rtu-tcp", rtu_tcp), ("rtu-serial", serial)) if v is not None}
+    base = read_simulate_config(config, {})
+    if cli_gateways:
+        overrides["gateways"] = cli_gateways if config is None else {**base.gateways, **cli_gateways}
+    if fault:
+        shares = dict(base.faults)
+        for item in fault:
+            name, sep, value = item.partition("=")
+            try:
+                shares[name.strip()] = float(value)
+            except ValueError:
+                raise ConfigError(f"--fault wants NAME=SHARE, got {item!r}", key="fault") from None
+            if not sep:
+                raise ConfigError(f"--fault wants NAME=SHARE, got {item!r}", key="fault")
+        overrides["faults"] = shares
+    if register_map or baud:
+        opts = {k: dict(v) for k, v in base.options.items()}
+        for proto in ("tcp", "rtu-tcp", "rtu-serial"):
+            if register_map:
+                opts.setdefault(proto, {})["register_map"] = register_map
+        if baud:
+            opts.setdefault("rtu-serial", {})["baud"] = baud
+        overrides["options"] = opts
+    cfg = read_simulate_config(config, overrides)
+    clock = SimClock(cfg.start, speed=cfg.speed)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    run_dir = Path(tempfile.mkdtemp(prefix="amr-simulate-"))
+    listeners = start_fleet(cfg, clock, run_dir)
+    try:
+        console.print(listing_table(listeners, cfg))
+        if listing:
+            rows = [
+                {"protocol": li.protocol, "endpoint": li.endpoint, "units": li.units, "serials": li.serials, **li.extra}
+                for li in listeners
+            ]
+            listing.write_text(json.dumps({"start": cfg.start.isoformat(), "speed": cfg.speed, "listeners": rows}))
+        console.print("running; Ctrl-C or SIGTERM stops")
+        deadline = time.monotonic() + duration if duration else None
+        while not stop.wait(0.2):
+            if deadline and time.monotonic() >= deadline:
+                break
+    finally:
+        for li in listeners:
+            li.stop()
+        for s, h in previous.items():
+            signal.signal(s, h)
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+    console.print(f"stopped {len(listeners)} simulator(s)")

@@ -1,0 +1,1 @@
+"""Modbus collection: register maps, codec, block planning."""

@@ -1,0 +1,1 @@
+"""The concentrator (DCU) uplink bridge: DCU pushes in, normalized reading batches out."""

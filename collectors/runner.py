@@ -1,0 +1,282 @@
+"""The collector service: Modbus buses, DLMS meters and the DCU bridge feeding one spool and one MQTT link.
+
+``run_collector(config, stop_event)`` runs until `stop_event` (a threading.Event) is set, then stops polling,
+seals what waits in memory into the spool, waits a little for the broker to acknowledge it (what is not
+acknowledged stays in the spool for the next start), publishes the 'offline' status and returns a summary.
+``amr collect --config FILE`` wraps it with a live status line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from amr.broker.mosquitto import BrokerEndpoint, broker_endpoint
+from amr.broker.topics import events_topic, readings_topic, status_topic
+from amr.messages import ClientStatus, Reading, encode
+from collectors.batcher import Batcher
+from collectors.config import CollectorConfig, GatewayConfig
+from collectors.dlmspoll import DlmsPoller
+from collectors.modbus.bus import BusPoller
+from collectors.modbus.meterread import ModbusMeterReader, read_compiled_map
+from collectors.modbus.transport import ModbusClient, RtuOverTcpClient, SerialRtuClient, TcpClient
+from collectors.mqtt.bridge import DcuBridge
+from collectors.publisher import MqttPublisher
+from collectors.spool import Spool
+from collectors.stats import MeterStats
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.1  # spool commit cadence: the most a reading waits before it is durable (plus linger)
+DRAIN_TIMEOUT_S = 5.0  # at a clean stop, how long to wait for the broker to acknowledge the spool
+RATE_WINDOW_S = 5.0  # reads/s is measured over this window
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectorSnapshot:
+    """What the status line and the heartbeat show."""
+
+    collector_id: str
+    meters: int
+    meters_ok: int  # answered their last poll
+    meter_reads: int
+    reads_per_s: float
+    readings: int
+    errors: int  # failed polls
+    spool_depth: int
+    published: int
+    inflight: int
+    connected: bool
+    dcu_uplinks: int
+
+
+def resolve_endpoint(config: CollectorConfig) -> BrokerEndpoint:
+    """The broker for this collector: the config's [broker], else the project's (AMR_MQTT_URL or local)."""
+    if config.broker is not None and config.broker.password is not None:
+        b = config.broker
+        return BrokerEndpoint(host=b.host, port=b.port, username=b.username, password=b.password or "")
+    from amr.credentials import read_or_create_credentials
+    from amr.settings import read_settings
+
+    settings = read_settings()
+    ep = broker_endpoint(settings, read_or_create_credentials(settings.credentials_file), "collector")
+    if config.broker is not None:
+        ep = BrokerEndpoint(
+            host=config.broker.host, port=config.broker.port, username=ep.username, password=ep.password
+        )
+    return ep
+
+
+def make_client(gw: GatewayConfig) -> ModbusClient:
+    if gw.transport == "serial":
+        assert gw.device is not None
+        return SerialRtuClient(
+            gw.name, gw.device, baudrate=gw.baudrate, parity=gw.parity, stopbits=gw.stopbits, bytesize=gw.bytesize
+        )
+    assert gw.host is not None
+    if gw.framer == "rtu":
+        return RtuOverTcpClient(gw.name, gw.host, gw.port, connect_timeout_s=gw.timeout_s)
+    return TcpClient(gw.name, gw.host, gw.port, connect_timeout_s=gw.timeout_s)
+
+
+class Collector:
+    """The assembled service; `run` is its asyncio entry point."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        *,
+        endpoint: BrokerEndpoint | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.endpoint = endpoint or resolve_endpoint(config)
+        self.spool = Spool(config.spool_dir, sync=config.spool_sync)
+        self.batcher = Batcher(
+            self.spool,
+            source=config.collector_id,
+            readings_topic=readings_topic(config.collector_id),
+            events_topic=events_topic(config.collector_id),
+            batch_readings=config.batch_readings,
+        )
+        self.buses = [
+            BusPoller(
+                name=gw.name,
+                client=make_client(gw),
+                readers=[
+                    ModbusMeterReader(
+                        serial=m.serial,
+                        unit_id=m.unit_id,
+                        poll_interval_s=m.poll_interval_s,
+                        multiplier=m.multiplier,
+                        compiled=read_compiled_map(config.map_path(m.map).resolve()),
+                    )
+                    for m in gw.meters
+                ],
+                sink=self._on_readings,
+                timeout_s=gw.timeout_s,
+                retries=gw.retries,
+                inter_request_delay_s=gw.inter_request_delay_s,
+                max_backoff_s=gw.max_backoff_s,
+                wall_clock=clock,
+            )
+            for gw in config.gateways
+        ]
+        self.dlms = DlmsPoller(
+            meters=list(config.dlms_meters),
+            sink=lambda readings, done: self.batcher.add(readings, on_durable=done),
+            load_since=self._load_since,
+            save_since=self._save_since,
+            wall_clock=clock,
+        )
+        self.publisher = MqttPublisher(
+            endpoint=self.endpoint,
+            client_id=f"amr-{config.collector_id}",
+            spool=self.spool,
+            batcher=self.batcher,
+            window=config.publish_window,
+            status_topic=status_topic(config.collector_id),
+            will_payload=self._status_payload("offline"),
+            subscriptions=list(config.concentrators.topics),
+            on_message=self._on_uplink,
+            on_connected=self._heartbeat,
+        )
+        self.bridge = DcuBridge(self.batcher, self.publisher.ack_incoming)
+        self.batcher.on_commit = self.publisher.wake
+        self._rate_marks: list[tuple[float, int]] = []
+
+    # ---- wiring -----------------------------------------------------------------------------------------------
+
+    def _on_readings(self, readings: list[Reading]) -> None:
+        self.batcher.add(readings)
+
+    def _on_uplink(self, message: object) -> None:
+        self.bridge.handle(message)  # type: ignore[arg-type]
+
+    def _load_since(self, serial: str) -> datetime | None:
+        value = self.spool.get_state(f"dlms.since.{serial}")
+        return datetime.fromisoformat(value) if value else None
+
+    def _save_since(self, serial: str, ts: datetime) -> None:
+        self.spool.set_state(f"dlms.since.{serial}", ts.astimezone(UTC).isoformat())
+
+    # ---- status -----------------------------------------------------------------------------------------------
+
+    def meter_stats(self) -> list[MeterStats]:
+        out: list[MeterStats] = []
+        for bus in self.buses:
+            out += bus.stats
+        return out + self.dlms.stats
+
+    def meter_reads(self) -> int:
+        return sum(b.meter_reads for b in self.buses) + self.dlms.meter_reads
+
+    def reads_per_s(self) -> float:
+        now = time.monotonic()
+        total = self.meter_reads()
+        self._rate_marks.append((now, total))
+        while len(self._rate_marks) > 2 and now - self._rate_marks[1][0] >= RATE_WINDOW_S:
+            self._rate_marks.pop(0)
+        t0, n0 = self._rate_marks[0]
+        return (total - n0) / (now - t0) if now > t0 else 0.0
+
+    def snapshot(self) -> CollectorSnapshot:
+        stats = self.meter_stats()
+        return CollectorSnapshot(
+            collector_id=self.config.collector_id,
+            meters=len(stats),
+            meters_ok=sum(1 for s in stats if s.successes and s.consecutive_failures == 0),
+            meter_reads=self.meter_reads(),
+            reads_per_s=self.reads_per_s(),
+            readings=self.batcher.readings_in,
+            errors=sum(s.attempts - s.successes for s in stats),
+            spool_depth=self.spool.depth,
+            published=self.publisher.published,
+            inflight=self.publisher.inflight,
+            connected=self.publisher.connected,
+            dcu_uplinks=self.bridge.uplinks,
+        )
+
+    def _status_payload(self, state: str, *, with_meters: bool = False) -> bytes:
+        status = ClientStatus(
+            source=self.config.collector_id,
+            kind="collector",
+            state=state,
+            ts=datetime.now(UTC),
+            spool_depth=self.spool.depth,
+            reads_per_s=round(self.reads_per_s(), 2) if with_meters else None,
+            meters=[s.snapshot() for s in self.meter_stats()] if with_meters else [],
+        )
+        return encode(status)
+
+    def _heartbeat(self) -> None:
+        self.publisher.publish_status(self._status_payload("online", with_meters=True))
+
+    # ---- run --------------------------------------------------------------------------------------------------
+
+    async def _ticker(self, stop: asyncio.Event, on_tick: Callable[[CollectorSnapshot], None] | None) -> None:
+        next_beat = time.monotonic() + self.config.heartbeat_s
+        next_tick = time.monotonic()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL_S)
+            self.batcher.flush()
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.config.heartbeat_s
+                self._heartbeat()
+            if on_tick is not None and now >= next_tick:
+                next_tick = now + 0.5
+                on_tick(self.snapshot())
+
+    async def run(
+        self, stop_event: threading.Event, on_tick: Callable[[CollectorSnapshot], None] | None = None
+    ) -> CollectorSnapshot:
+        stop = asyncio.Event()
+        polling_stop = asyncio.Event()
+        self.publisher.start()
+        tasks = [asyncio.create_task(bus.run(polling_stop), name=f"bus-{bus.name}") for bus in self.buses]
+        tasks.append(asyncio.create_task(self.dlms.run(polling_stop), name="dlms"))
+        pump = asyncio.create_task(self.publisher.pump(stop), name="pump")
+        ticker = asyncio.create_task(self._ticker(stop, on_tick), name="ticker")
+        try:
+            while not stop_event.is_set():
+                await asyncio.sleep(0.05)
+                for task in [*tasks, pump, ticker]:
+                    if task.done() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+        finally:
+            polling_stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.batcher.flush(force=True)
+            self.publisher.wake()
+            await self.publisher.drain(DRAIN_TIMEOUT_S)
+            stop.set()
+            await asyncio.gather(pump, ticker, return_exceptions=True)
+            snapshot = self.snapshot()
+            self.publisher.stop(self._status_payload("offline", with_meters=True))
+            self.spool.close()
+        return snapshot
+
+
+def run_collector(
+    config: CollectorConfig,
+    stop_event: threading.Event,
+    *,
+    endpoint: BrokerEndpoint | None = None,
+    clock: Callable[[], float] = time.time,
+    on_tick: Callable[[CollectorSnapshot], None] | None = None,
+) -> CollectorSnapshot:
+    """Run a collector until `stop_event` is set; returns the final counters.
+
+    `clock` gives the UTC epoch seconds readings are stamped with (a simulator's ``SimClock.now_s`` in tests).
+    `endpoint` overrides the broker (default: the config's [broker] or the project's, as account collector)."""
+    collector = Collector(config, endpoint=endpoint, clock=clock)
+    return asyncio.run(collector.run(stop_event, on_tick))

@@ -1,0 +1,86 @@
+"""Where a key sits in a TOML file, so a config error can name the line (tomllib keeps no positions).
+
+A light line scanner, not a TOML parser: it follows ``[table]`` and ``[[array.of.tables]]`` headers and
+``key = value`` lines and records the first line of each. Keys inside inline tables or multi-line values are
+not recorded; a lookup then falls back to the nearest enclosing table header.
+"""
+
+from __future__ import annotations
+
+import re
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'. ]+?)\s*=")
+
+
+def _split_dotted(name: str) -> list[str]:
+    return [part.strip().strip("\"'") for part in name.split(".")]
+
+
+def key_path(loc: tuple[object, ...] | list[object]) -> str:
+    """('gateways', 0, 'meters', 2, 'unit_id') -> 'gateways[0].meters[2].unit_id'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def parse_key_lines(text: str) -> dict[str, int]:
+    """Map every key path and table header found in `text` to its 1-based line number."""
+    lines: dict[str, int] = {}
+    array_counts: dict[str, int] = {}
+    current: list[object] = []
+    in_multiline: str | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if in_multiline:
+            if in_multiline in line:
+                in_multiline = None
+            continue
+        if not line or line.startswith("#"):
+            continue
+        header = _HEADER.match(line)
+        if header and not _KEY.match(line):
+            names = _split_dotted(header.group(2))
+            # Resolve parent arrays of tables to their latest element: [[gateways.meters]] belongs to the last
+            # [[gateways]] seen.
+            resolved: list[object] = []
+            for name in names[:-1]:
+                resolved.append(name)
+                parent = key_path(resolved)
+                if parent in array_counts:
+                    resolved.append(array_counts[parent] - 1)
+            resolved.append(names[-1])
+            if header.group(1) == "[[":
+                base = key_path(resolved)
+                index = array_counts.get(base, 0)
+                array_counts[base] = index + 1
+                resolved.append(index)
+            current = resolved
+            lines.setdefault(key_path(current), number)
+            continue
+        key = _KEY.match(line)
+        if key:
+            path = key_path([*current, *_split_dotted(key.group(1))])
+            lines.setdefault(path, number)
+            rest = line[key.end() :].strip()
+            for quote in ('"""', "'''"):
+                if rest.startswith(quote) and rest.count(quote) == 1:
+                    in_multiline = quote
+    return lines
+
+
+def line_of(lines: dict[str, int], path: str) -> int | None:
+    """Line of `path`, or of its nearest recorded ancestor ('a[0].b' -> 'a[0]' -> 'a')."""
+    probe = path
+    while probe:
+        if probe in lines:
+            return lines[probe]
+        cut = max(probe.rfind("."), probe.rfind("["))
+        if cut <= 0:
+            break
+        probe = probe[:cut]
+    return lines.get(probe)

@@ -1,0 +1,98 @@
+"""A wrong collector config or register map is refused at start, naming the file, the line and the key."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from amr.errors import ConfigError
+from collectors.config import read_collector_config
+from tests.collectors.fleet import env_without_pytest
+
+GOOD = """collector_id = "c-cfg"
+
+[[gateways]]
+name = "g1"
+transport = "tcp"
+host = "127.0.0.1"
+port = 1502
+
+[[gateways.meters]]
+serial = "TCFG001"
+unit_id = 1
+map = "vn_sim_meter"
+
+[[gateways.meters]]
+serial = "TCFG002"
+unit_id = 2
+map = "eastron_sdm630"
+poll_interval_s = 60
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "collector.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_good_config_loads(tmp_path: Path) -> None:
+    config = read_collector_config(_write(tmp_path, GOOD))
+    assert [m.serial for m in config.gateways[0].meters] == ["TCFG001", "TCFG002"]
+    assert config.spool_dir == tmp_path / "spool"
+    assert config.gateways[0].framing == "socket"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "key", "words"),
+    [
+        ("unit_id = 2", "unit_id = 300", 16, "gateways[0].meters[1].unit_id", "less than or equal to 255"),
+        ("unit_id = 2", "unit_id = 1", 16, "gateways[0].meters[1].unit_id", "used twice"),
+        ('map = "eastron_sdm630"', 'map = "no_such_map"', 17, "gateways[0].meters[1].map", "not found"),
+        ("poll_interval_s = 60", "poll_every = 60", 18, "gateways[0].meters[1].poll_every", "unknown key"),
+        ('host = "127.0.0.1"', "", 3, "gateways[0]", "needs 'host'"),
+        ('transport = "tcp"', 'transport = "udp"', 5, "gateways[0].transport", "'tcp' or 'serial'"),
+        ('serial = "TCFG002"', 'serial = "TCFG001"', 15, "gateways[0].meters[1].serial", "configured twice"),
+    ],
+)
+def test_bad_config_names_file_line_and_key(
+    tmp_path: Path, old: str, new: str, line: int, key: str, words: str
+) -> None:
+    path = _write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(ConfigError) as err:
+        read_collector_config(path)
+    message = str(err.value)
+    assert f"{path}:{line}" in message
+    assert key in message
+    assert words in message
+
+
+def test_bad_register_map_is_refused_with_its_file_and_line(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        '[map]\nname = "bad"\nmodel = "x"\n\n[[register]]\nname = "e"\nobis = "1.0.1.8.0.255"\nfunction = "input"\n'
+        'address = 0\ntype = "uint32"\nscale = 1.0\nunit = "Wh"\n',
+        "bad_map.toml",
+    )
+    path = _write(tmp_path, GOOD.replace('map = "vn_sim_meter"', 'map = "./bad_map.toml"'))
+    with pytest.raises(ConfigError) as err:
+        read_collector_config(path)
+    message = str(err.value)
+    assert f"{path}:12" in message and "gateways[0].meters[0].map" in message
+    assert "bad_map.toml:12" in message and "'Wh'" in message
+
+
+def test_cli_refuses_a_bad_config(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("unit_id = 2", "unit_id = 300"))
+    amr = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "amr"
+    proc = subprocess.run(
+        [str(amr), "collect", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_without_pytest(),
+    )
+    assert proc.returncode == 2
+    assert f"{path}:16" in proc.stderr.replace("\n", "")
