@@ -211,6 +211,8 @@ def simulate(
     tcp: Annotated[int | None, typer.Option(help="Modbus TCP gateways")] = None,
     rtu_tcp: Annotated[int | None, typer.Option(help="RTU-over-TCP gateways")] = None,
     serial: Annotated[int | None, typer.Option(help="RTU serial lines (socat pty pairs)")] = None,
+    dlms: Annotated[int | None, typer.Option(help="DLMS/COSEM servers (TCP wrapper, one port each)")] = None,
+    dcu: Annotated[int | None, typer.Option(help="MQTT data concentrators pushing to the broker")] = None,
     meters_per_gateway: Annotated[int | None, typer.Option(help="meters (unit ids) per gateway")] = None,
     register_map: Annotated[str | None, typer.Option(help="Modbus register map name or file")] = None,
     baud: Annotated[int | None, typer.Option(help="serial baud rate")] = None,
@@ -228,7 +230,11 @@ def simulate(
         "start": start, "speed": speed, "seed": seed, "host": host, "base_port": base_port,
         "meters_per_gateway": meters_per_gateway,
     }  # fmt: skip
-    cli_gateways = {k: v for k, v in (("tcp", tcp), ("rtu-tcp", rtu_tcp), ("rtu-serial", serial)) if v is not None}
+    cli_gateways = {
+        k: v
+        for k, v in (("tcp", tcp), ("rtu-tcp", rtu_tcp), ("rtu-serial", serial), ("dlms", dlms), ("dcu", dcu))
+        if v is not None
+    }
     base = read_simulate_config(config, {})
     if cli_gateways:
         overrides["gateways"] = cli_gateways if config is None else {**base.gateways, **cli_gateways}
