@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.add_typer(broker.app, name="broker")
+app.add_typer(importlib.import_module("amr.cli.fleet").app, name="fleet")
 app.command(name="collect")(importlib.import_module("amr.cli.collect").collect)
 app.command(name="ingest")(importlib.import_module("amr.cli.ingest").ingest)
 app.command(name="simulate")(importlib.import_module("amr.cli.simulate").simulate)

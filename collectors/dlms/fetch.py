@@ -127,7 +127,9 @@ def _read(
 
     profile_last_ts = since
     if read_profile:
-        profile = _read_profile(session, serial=serial, since=since, scalers=scalers, meter_tz=meter_tz, now=clock())
+        # The profile window is in the meter's own time base (its entries carry meter timestamps), so a meter
+        # whose clock differs from ours still delivers the entries since the last read.
+        profile = _read_profile(session, serial=serial, since=since, scalers=scalers, meter_tz=meter_tz, now=meter_time)
         readings += profile
         if profile:
             profile_last_ts = max(r.ts for r in profile)

@@ -1,0 +1,316 @@
+"""Calibration data for the fleet generator: published rollout figures, the chosen customer totals, the power
+companies of Hanoi (HN) and Ho Chi Minh City (HCM), and the rollout curves' anchor points.
+
+Everything here is data copied into the project (the product never reads the design notes at run time).
+
+Published figures (Ministry of Industry and Trade report, mid-Sep 2017; EVN 2023; EVNHANOI 2024):
+Hanoi 699,033 electronic meters (33 % of customers), 563,800 read remotely (25 %); HCMC 413,159 (19 %),
+363,632 remote (16.6 %); 100 % (HN) and 99.98 % (HCM) remote by 31 May 2023; Hanoi > 2.8 M customers,
+100 % electronic in Feb 2024; HCMC about 2 M meters around 2018, more than 2.5 M customers by 2021; HCMC plan
+(Nov 2017): replace 230 k meters in 2017, then about 20 % of meters a year 2018-2021.
+
+Customer totals on 2017-09-15 (a choice, the report's rounding is inconsistent): Hanoi 699,033 / 33 % = 2.12 M
+but 563,800 / 25 % = 2.26 M, so no total reproduces both rounded shares. We take the total that puts both shares
+equally far from the published ones: N = (699,033 + 563,800) / (0.33 + 0.25) = 2,177,298 -> 2,177,000, giving
+32.1 % electronic and 25.9 % remote. HCMC the same way: (413,159 + 363,632) / (0.19 + 0.166) = 2,182,000,
+giving 18.9 % and 16.7 %. The electronic and remote COUNTS are reproduced exactly (at scale 1.0).
+
+Horizon: the registry is generated as of 2025-06-30, the last day of the power-company grouping in
+sql/002_reference_data.sql (both utilities reorganised on 1 Jul / 1 Aug 2025): about 2.90 M customers in Hanoi
+and 2.64 M in HCMC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+CALIBRATION_DATE = date(2017, 9, 15)  # "mid-Sep 2017" of the Ministry report
+TARGET_DATE = date(2018, 1, 1)  # Government Resolution 36a: complete AMR in both cities before this date
+COMPLETION_DATE = date(2023, 5, 31)  # EVN: Hanoi 100 %, HCMC 99.98 % remote
+HORIZON = date(2025, 6, 30)  # last day before the 2025 reorganisations of the power companies
+FIRST_CONNECTION = date(1975, 1, 1)  # the oldest customer connection dates spread from here
+
+CITIES = ("HN", "HCM")
+
+# Tariff classes, in the order of the codes the generator uses.
+TARIFF_CLASSES = ("household", "business", "production", "administrative")
+METER_KINDS = ("mechanical", "electronic", "smart")
+PROTOCOLS = ("modbus-tcp", "modbus-rtu", "modbus-rtu-tcp", "dlms", "dcu-mqtt", "manual")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishedFigure:
+    """One row of the published rollout figures (shares are fractions of customers, 0..1)."""
+
+    as_of: date
+    city: str
+    electronic_meters: int | None
+    electronic_share: float | None
+    remote_meters: int | None
+    remote_share: float | None
+    source: str
+
+
+PUBLISHED = (
+    PublishedFigure(
+        as_of=CALIBRATION_DATE,
+        city="HN",
+        electronic_meters=699_033,
+        electronic_share=0.33,
+        remote_meters=563_800,
+        remote_share=0.25,
+        source="Ministry of Industry and Trade report, 2017",
+    ),
+    PublishedFigure(
+        as_of=CALIBRATION_DATE,
+        city="HCM",
+        electronic_meters=413_159,
+        electronic_share=0.19,
+        remote_meters=363_632,
+        remote_share=0.166,
+        source="Ministry of Industry and Trade report, 2017",
+    ),
+    PublishedFigure(
+        as_of=COMPLETION_DATE,
+        city="HN",
+        electronic_meters=None,
+        electronic_share=None,
+        remote_meters=None,
+        remote_share=1.0,
+        source="EVN, 2023",
+    ),
+    PublishedFigure(
+        as_of=COMPLETION_DATE,
+        city="HCM",
+        electronic_meters=None,
+        electronic_share=None,
+        remote_meters=None,
+        remote_share=0.9998,
+        source="EVN, 2023",
+    ),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Company:
+    """A power company (Cong ty Dien luc) as in sql/002_reference_data.sql, with the generator's weights.
+
+    population_k: residents [thousands], approximate 2019 census of its districts: the share of old customers.
+    growth: relative weight of new connections (outskirts grow faster than the old centre).
+    area: 'urban' | 'suburban' | 'rural': sets the spread of meters around the centroid, the tariff mix and how
+    early the company's meters are replaced (the centre went first).
+    """
+
+    code: str
+    city: str
+    latitude_deg: float
+    longitude_deg: float
+    population_k: float
+    growth: float
+    area: str
+
+
+def _c(code: str, city: str, lat: float, lon: float, pop: float, growth: float, area: str) -> Company:
+    return Company(
+        code=code, city=city, latitude_deg=lat, longitude_deg=lon, population_k=pop, growth=growth, area=area
+    )
+
+
+COMPANIES = (
+    _c("PD0100", "HN", 21.029, 105.852, 135, 0.3, "urban"),  # Hoan Kiem
+    _c("PD0200", "HN", 21.006, 105.857, 304, 0.6, "urban"),  # Hai Ba Trung
+    _c("PD0300", "HN", 21.036, 105.823, 221, 0.4, "urban"),  # Ba Dinh
+    _c("PD0400", "HN", 21.015, 105.826, 372, 0.5, "urban"),  # Dong Da
+    _c("PD0500", "HN", 21.068, 105.818, 160, 1.0, "urban"),  # Tay Ho
+    _c("PD0600", "HN", 20.994, 105.815, 294, 0.9, "urban"),  # Thanh Xuan
+    _c("PD0700", "HN", 21.033, 105.794, 292, 1.2, "urban"),  # Cau Giay
+    _c("PD0800", "HN", 20.974, 105.863, 506, 1.6, "urban"),  # Hoang Mai
+    _c("PD0900", "HN", 21.047, 105.889, 322, 1.6, "urban"),  # Long Bien
+    _c("PD1000", "HN", 21.257, 105.849, 343, 1.0, "rural"),  # Soc Son
+    _c("PD1100", "HN", 21.137, 105.849, 382, 1.6, "suburban"),  # Dong Anh
+    _c("PD1200", "HN", 21.021, 105.937, 292, 1.6, "suburban"),  # Gia Lam
+    _c("PD1300", "HN", 20.944, 105.846, 281, 1.4, "suburban"),  # Thanh Tri
+    _c("PD1400", "HN", 20.971, 105.776, 382, 1.8, "urban"),  # Ha Dong
+    _c("PD1500", "HN", 21.138, 105.506, 145, 0.8, "suburban"),  # Son Tay
+    _c("PD1600", "HN", 21.199, 105.423, 305, 0.8, "rural"),  # Ba Vi
+    _c("PD1700", "HN", 21.107, 105.563, 185, 0.8, "rural"),  # Phuc Tho
+    _c("PD1800", "HN", 21.087, 105.670, 166, 1.0, "rural"),  # Dan Phuong
+    _c("PD1900", "HN", 21.023, 105.701, 257, 1.6, "suburban"),  # Hoai Duc
+    _c("PD2000", "HN", 20.992, 105.641, 180, 1.0, "rural"),  # Quoc Oai
+    _c("PD2100", "HN", 21.021, 105.560, 207, 1.0, "rural"),  # Thach That
+    _c("PD2200", "HN", 20.921, 105.702, 337, 0.9, "rural"),  # Chuong My
+    _c("PD2300", "HN", 20.858, 105.769, 210, 0.9, "rural"),  # Thanh Oai
+    _c("PD2400", "HN", 20.873, 105.861, 256, 0.9, "rural"),  # Thuong Tin
+    _c("PD2500", "HN", 20.736, 105.909, 212, 0.8, "rural"),  # Phu Xuyen
+    _c("PD2600", "HN", 20.716, 105.776, 211, 0.7, "rural"),  # Ung Hoa
+    _c("PD2700", "HN", 20.688, 105.739, 196, 0.7, "rural"),  # My Duc
+    _c("PD2800", "HN", 21.182, 105.717, 241, 1.2, "suburban"),  # Me Linh
+    _c("PD2900", "HN", 21.071, 105.764, 334, 1.6, "urban"),  # Bac Tu Liem
+    _c("PD3000", "HN", 21.013, 105.765, 264, 1.8, "urban"),  # Nam Tu Liem
+    _c("PE0100", "HCM", 10.776, 106.695, 332, 0.3, "urban"),  # Sai Gon: Districts 1, 3
+    _c("PE0200", "HCM", 10.767, 106.656, 443, 0.4, "urban"),  # Phu Tho: Districts 10, 11
+    _c("PE0300", "HCM", 10.748, 106.662, 583, 0.6, "urban"),  # Cho Lon: Districts 5, 8
+    _c("PE0400", "HCM", 10.805, 106.700, 662, 0.6, "urban"),  # Gia Dinh: Binh Thanh, Phu Nhuan
+    _c("PE0500", "HCM", 10.745, 106.715, 535, 1.3, "urban"),  # Tan Thuan: Districts 4, 7
+    _c("PE0600", "HCM", 10.760, 106.610, 1018, 1.6, "suburban"),  # Binh Phu: District 6, Binh Tan
+    _c("PE0700", "HCM", 10.790, 106.628, 485, 0.9, "urban"),  # Tan Phu
+    _c("PE0800", "HCM", 10.885, 106.592, 542, 1.6, "suburban"),  # Hoc Mon
+    _c("PE0900", "HCM", 10.972, 106.510, 462, 1.1, "rural"),  # Cu Chi
+    _c("PE1000", "HCM", 10.830, 106.765, 1013, 1.5, "suburban"),  # Thu Duc city
+    _c("PE1100", "HCM", 10.640, 106.740, 277, 1.3, "rural"),  # Duyen Hai: Nha Be, Can Gio
+    _c("PE1300", "HCM", 10.838, 106.665, 676, 1.0, "urban"),  # Go Vap
+    _c("PE1400", "HCM", 10.802, 106.652, 474, 0.6, "urban"),  # Tan Binh
+    _c("PE1500", "HCM", 10.700, 106.600, 705, 1.8, "suburban"),  # Binh Chanh
+    _c("PE1600", "HCM", 10.865, 106.650, 620, 1.5, "suburban"),  # An Phu Dong: District 12
+)
+
+# The HCMC meters that are still read by hand on 31 May 2023 (0.02 %): island and mangrove customers of Can Gio
+# without network coverage, kept mechanical.
+HOLDOUT_COMPANY = "PE1100"
+
+# Per area: spread of customers around the centroid [km], how late the area's old meters are replaced (added to
+# a uniform 0..1 draw when ordering the replacements), tariff class probabilities (TARIFF_CLASSES order).
+AREA_SPREAD_KM = {"urban": 1.6, "suburban": 4.0, "rural": 6.5}
+AREA_REPLACEMENT_DELAY = {"urban": 0.0, "suburban": 0.3, "rural": 0.5}
+AREA_TARIFF_MIX = {
+    "urban": (0.86, 0.11, 0.015, 0.015),
+    "suburban": (0.905, 0.06, 0.025, 0.01),
+    "rural": (0.93, 0.04, 0.02, 0.01),
+}
+# The business districts have many more shops and offices.
+CBD_TARIFF_MIX = {"PD0100": (0.76, 0.21, 0.005, 0.025), "PE0100": (0.75, 0.22, 0.005, 0.025)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CityCalibration:
+    """Rollout curves of one city, as anchor points interpolated linearly day by day.
+
+    customers: cumulative customers connected [count] at dates (the calibration-date total is the choice above).
+    replacement_start: first electronic meters replace mechanical ones.
+    new_connections_electronic: from this date new customers get an electronic meter at connection; customers
+    connected before it form the replacement pool.
+    replacement_before: replaced pool meters as a fraction of the calibration-date replacements, before it.
+    replacement_after: replaced pool meters as a fraction of the pool, after the calibration date (1.0 = done).
+    remote_share: remote-read meters as a fraction of customers (the calibration date is added from the count).
+    smart_from: electronic meters installed from this date are smart (AMI) meters.
+    holdout_share: fraction of customers on COMPLETION_DATE never converted (mechanical, read by hand).
+    read_day: None = spread over the month by reading route; 31 = last day of the month.
+    """
+
+    city: str
+    customers: tuple[tuple[date, float], ...]
+    electronic_2017: int
+    remote_2017: int
+    replacement_start: date
+    new_connections_electronic: date
+    replacement_before: tuple[tuple[date, float], ...]
+    replacement_after: tuple[tuple[date, float], ...]
+    remote_share: tuple[tuple[date, float], ...]
+    smart_from: date
+    holdout_share: float
+    read_day: int | None
+
+
+HANOI = CityCalibration(
+    city="HN",
+    customers=(
+        (FIRST_CONNECTION, 0.0),
+        (date(1995, 1, 1), 700_000.0),
+        (date(2005, 1, 1), 1_250_000.0),
+        (date(2012, 1, 1), 1_800_000.0),
+        (CALIBRATION_DATE, 2_177_000.0),
+        (date(2020, 1, 1), 2_420_000.0),
+        (date(2024, 2, 1), 2_810_000.0),  # EVNHANOI Feb 2024: > 2.8 M customers
+        (HORIZON, 2_900_000.0),
+    ),
+    electronic_2017=699_033,
+    remote_2017=563_800,
+    replacement_start=date(2012, 1, 1),
+    new_connections_electronic=date(2014, 1, 1),
+    replacement_before=(
+        (date(2012, 1, 1), 0.0),
+        (date(2013, 1, 1), 0.03),
+        (date(2014, 1, 1), 0.10),
+        (date(2015, 1, 1), 0.25),
+        (date(2016, 1, 1), 0.48),
+        (date(2017, 1, 1), 0.75),
+    ),
+    replacement_after=(
+        (TARGET_DATE, 0.30),  # the push towards the Resolution 36a target
+        (date(2019, 1, 1), 0.55),
+        (date(2020, 7, 1), 0.85),
+        (date(2022, 6, 30), 1.0),  # Feb 2024: 100 % electronic
+    ),
+    remote_share=(
+        (date(2012, 1, 1), 0.0),
+        (date(2014, 1, 1), 0.005),
+        (date(2016, 1, 1), 0.05),
+        (TARGET_DATE, 0.32),
+        (date(2019, 1, 1), 0.55),
+        (date(2020, 7, 1), 0.80),
+        (date(2022, 6, 30), 0.97),
+        (COMPLETION_DATE, 1.0),
+        (HORIZON, 1.0),
+    ),
+    smart_from=date(2019, 7, 1),
+    holdout_share=0.0,
+    read_day=31,  # EVNHANOI reads every customer on the last day of the month since 2024
+)
+
+HCMC = CityCalibration(
+    city="HCM",
+    customers=(
+        (FIRST_CONNECTION, 0.0),
+        (date(1995, 1, 1), 800_000.0),
+        (date(2005, 1, 1), 1_400_000.0),
+        (date(2012, 1, 1), 1_900_000.0),
+        (CALIBRATION_DATE, 2_182_000.0),
+        (date(2021, 12, 31), 2_510_000.0),  # more than 2.5 M customers by 2021
+        (COMPLETION_DATE, 2_560_000.0),
+        (HORIZON, 2_640_000.0),
+    ),
+    electronic_2017=413_159,
+    remote_2017=363_632,
+    replacement_start=date(2012, 1, 1),
+    new_connections_electronic=date(2016, 7, 1),
+    replacement_before=(
+        (date(2012, 1, 1), 0.0),
+        (date(2013, 1, 1), 0.02),
+        (date(2014, 1, 1), 0.06),
+        (date(2015, 1, 1), 0.14),
+        (date(2016, 1, 1), 0.28),
+        (date(2017, 1, 1), 0.52),  # about 230 k replaced in 2017, as planned
+    ),
+    replacement_after=(
+        (date(2017, 12, 31), 0.20),
+        (date(2018, 12, 31), 0.40),  # then about 20 % of the meters a year
+        (date(2019, 12, 31), 0.61),
+        (date(2020, 12, 31), 0.82),
+        (date(2021, 12, 31), 0.96),
+        (date(2022, 9, 30), 1.0),
+    ),
+    remote_share=(
+        (date(2012, 1, 1), 0.0),
+        (date(2014, 1, 1), 0.003),
+        (date(2016, 1, 1), 0.025),
+        (date(2017, 1, 1), 0.08),
+        (date(2017, 12, 31), 0.20),
+        (date(2018, 12, 31), 0.38),
+        (date(2019, 12, 31), 0.58),
+        (date(2020, 12, 31), 0.78),
+        (date(2021, 12, 31), 0.92),
+        (date(2022, 12, 31), 0.985),
+        (COMPLETION_DATE, 1.0),
+        (HORIZON, 1.0),
+    ),
+    smart_from=date(2020, 1, 1),
+    holdout_share=0.0002,  # 99.98 % remote on 31 May 2023
+    read_day=None,
+)
+
+CITY_CALIBRATION = {"HN": HANOI, "HCM": HCMC}
+
+
+def companies_of(city: str) -> tuple[Company, ...]:
+    return tuple(c for c in COMPANIES if c.city == city)
