@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from amr.cli import broker, db
+from amr.cli import bill, broker, db
 from amr.cli.context import err_console
 from amr.errors import AmrError
 
@@ -20,18 +20,14 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(broker.app, name="broker")
 app.add_typer(importlib.import_module("amr.cli.fleet").app, name="fleet")
+app.add_typer(bill.app, name="bill")
+app.add_typer(importlib.import_module("amr.cli.dashboard").app, name="dashboard")
 app.command(name="collect")(importlib.import_module("amr.cli.collect").collect)
 app.command(name="ingest")(importlib.import_module("amr.cli.ingest").ingest)
 app.command(name="simulate")(importlib.import_module("amr.cli.simulate").simulate)
 
 
-@app.command()
-def demo() -> None:
-    """Bring up the database and the broker and show their status (the end-to-end demo grows from here)."""
-    db.up()
-    broker.up()
-    db.status()
-    broker.status()
+app.command(name="demo")(importlib.import_module("amr.cli.demo").demo)
 
 
 def main() -> None:

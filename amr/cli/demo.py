@@ -1,0 +1,33 @@
+"""`amr demo`: the main job end to end (what `make demo` runs)."""
+
+from __future__ import annotations
+
+import typer
+
+from amr.cli.context import console, database, local_broker
+from amr.errors import ConfigError
+
+
+def demo(
+    scale: float = typer.Option(0.00002, help="fleet scale (1.0 = about 5.5 M meters); every remote meter is "
+                                "simulated live, so keep it small"),
+    period: str = typer.Option("2026-10", help="billing month YYYY-MM to simulate and bill"),
+    seed: int = typer.Option(1, help="seed of the fleet, the meters and their faults"),
+    step_min: int = typer.Option(1440, help="simulated minutes between polls (1440: daily register reads)"),
+    baud: int = typer.Option(19200, help="baud rate of the simulated RS-485 lines"),
+    faults: bool = typer.Option(True, help="give a share of meters faults (dead, drift, spikes, stuck, outages)"),
+    non_interactive: bool = typer.Option(False, "--non-interactive", help="exit after the billing run"),
+    host: str = typer.Option("127.0.0.1", help="dashboards listen address"),
+    port: int = typer.Option(8050, help="dashboards port"),
+    override_hold: bool = typer.Option(False, help="release the billing run even when a quality check fails"),
+) -> None:
+    """Database + broker, a generated fleet, simulators of every protocol, collector, ingest, a simulated billing
+    period, VEE and bills with exports, then the dashboards (Ctrl-C stops everything)."""
+    from amr.demo.run import DemoOptions, run_demo
+
+    if step_min < 15 or 1440 % step_min:
+        raise ConfigError("must divide a day into whole steps of at least 15 minutes", key="--step-min")
+    opts = DemoOptions(scale=scale, seed=seed, period=period, step_min=step_min, baud=baud,
+                       faults=DemoOptions().faults if faults else {}, serve=not non_interactive, host=host,
+                       port=port, override_hold=override_hold)
+    run_demo(database(), local_broker(), opts, console)

@@ -1,0 +1,119 @@
+"""Writing VEE and billing results: runs, daily consumption (binary COPY), exceptions and bills (CSV COPY)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from billing.vee import VeeResult
+
+PG_EPOCH_DAY = np.datetime64("2000-01-01", "D")
+COPY_CHUNK_ROWS = 1_000_000  # rows per COPY write: bounds the temporary big-endian buffer to ~50 MB
+_DAILY = np.dtype([
+    ("n_fields", ">i2"),
+    ("l1", ">i4"), ("meter_id", ">i4"),
+    ("l2", ">i4"), ("channel_id", ">i2"),
+    ("l3", ">i4"), ("day", ">i4"),
+    ("l4", ">i4"), ("measured_kwh", ">f8"),
+    ("l5", ">i4"), ("estimated_kwh", ">f8"),
+    ("l6", ">i4"), ("n_measured", ">i4"),
+    ("l7", ">i4"), ("n_estimated", ">i4"),
+    ("l8", ">i4"), ("flags", ">i4"),
+    ("l9", ">i4"), ("methods", ">i2"),
+    ("l10", ">i4"), ("vee_run_id", ">i8"),
+])
+_DAILY_COLUMNS = ("meter_id", "channel_id", "day", "measured_kwh", "estimated_kwh", "n_measured", "n_estimated",
+                  "flags", "methods", "vee_run_id")
+
+
+def insert_run(conn: psycopg.Connection, *, kind: str, period: str, city: str | None, power_company: str | None,
+               rules_sha256: str, tariffs_sha256: str) -> int:
+    row = conn.execute(
+        "INSERT INTO billing_runs (kind, period, city, power_company, status, rules_sha256, tariffs_sha256) "
+        "VALUES (%s, %s, %s, %s, 'running', %s, %s) RETURNING run_id",
+        (kind, period, city, power_company, rules_sha256, tariffs_sha256),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def finish_run(conn: psycopg.Connection, run_id: int, **fields: Any) -> None:
+    fields = {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in fields.items()}
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in fields
+    )
+    conn.execute(
+        sql.SQL("UPDATE billing_runs SET finished_at = now(), {} WHERE run_id = {}").format(
+            assignments, sql.Literal(run_id)
+        ),
+        fields,
+    )
+
+
+def write_daily(conn: psycopg.Connection, vee: VeeResult, *, multiplier: np.ndarray, run_id: int) -> int:
+    """Replace the daily rows of these series' meters over the window with this run's; energy x multiplier [kWh].
+    multiplier: one per series."""
+    s_count, d_count = vee.measured.shape
+    if s_count == 0:
+        return 0
+    days = vee.window.days()
+    conn.execute(
+        "DELETE FROM daily_consumption WHERE meter_id = ANY(%s) AND day >= %s AND day < %s",
+        ([int(m) for m in np.unique(vee.series_meter)], days[0].item(),
+         (days[-1] + 1).item()),
+    )
+    rows = np.zeros(s_count * d_count, dtype=_DAILY)
+    rows["n_fields"] = len(_DAILY_COLUMNS)
+    for k, width in zip([f"l{i}" for i in range(1, 11)], (4, 2, 4, 8, 8, 4, 4, 4, 2, 8), strict=True):
+        rows[k] = width
+    rows["meter_id"] = np.repeat(vee.series_meter, d_count)
+    rows["channel_id"] = np.repeat(vee.series_channel, d_count)
+    rows["day"] = np.tile((days - PG_EPOCH_DAY).astype(np.int32), s_count)
+    mult = np.asarray(multiplier, dtype=np.float64)[:, None]
+    rows["measured_kwh"] = (vee.measured * mult).ravel()
+    rows["estimated_kwh"] = (vee.estimated * mult).ravel()
+    rows["n_measured"] = vee.n_measured.ravel()
+    rows["n_estimated"] = vee.n_estimated.ravel()
+    rows["flags"] = vee.day_flags.ravel().astype(np.int32)
+    rows["methods"] = vee.day_methods.ravel()
+    rows["vee_run_id"] = run_id
+    query = sql.SQL("COPY daily_consumption ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in _DAILY_COLUMNS)
+    )
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
+        for lo in range(0, rows.shape[0], COPY_CHUNK_ROWS):
+            copy.write(rows[lo:lo + COPY_CHUNK_ROWS].tobytes())
+        copy.write(b"\xff\xff")
+    return int(rows.shape[0])
+
+
+def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame, *, not_null: tuple[str, ...] = ()) -> int:
+    """COPY a DataFrame's columns (same names as the table's) as CSV; not_null: text columns whose empty strings
+    stay empty strings (CSV reads an unquoted empty field as NULL)."""
+    if frame.empty:
+        return 0
+    options: sql.Composable = sql.SQL("FORMAT csv")
+    if not_null:
+        options = sql.SQL("FORMAT csv, FORCE_NOT_NULL ({})").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in not_null))
+    query = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns), options
+    )
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        for lo in range(0, len(frame), COPY_CHUNK_ROWS):
+            buf = io.StringIO()
+            frame.iloc[lo:lo + COPY_CHUNK_ROWS].to_csv(buf, header=False, index=False,
+                                                       date_format="%Y-%m-%d %H:%M:%S%z")
+            copy.write(buf.getvalue())
+    return len(frame)
+
+
+def write_exceptions(conn: psycopg.Connection, exceptions: pd.DataFrame, *, run_id: int) -> int:
+    return copy_frame(conn, "vee_exceptions", exceptions.assign(run_id=run_id))

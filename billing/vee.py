@@ -1,0 +1,318 @@
+"""Validation, estimation and daily aggregation of register reads: the public face of billing.kernels.
+
+Rules (thresholds in billing/vee_rules.toml), per series = one meter's cumulative channel, reads sorted by time:
+- DUPLICATE: a read at the same instant as the previous one is ignored.
+- GAP: reads missing before this one (more than the series' interval since the previous read);
+  INTERVAL_SIZE: a read off the local interval grid by more than the tolerance. The series' interval is the most
+  common allowed interval between its reads.
+- STATUS_INVALID / STATUS_WARN: the meter's status bits (amr.obis.STATUS_BITS, in the quality column).
+- A register that went backwards is a ROLLOVER when the wrapped delta (+ 10**register_digits) is plausible
+  (at most max_plausible_kw over the interval), a REPLACEMENT when the register restarted at most
+  replacement_max_kwh (interval estimated flat, the new read becomes the base), NEGATIVE (read not used) otherwise.
+- SPIKE: delta above factor x the last valid rate over the same span and above min_kw; the read is not used
+  when the register comes back down at the next read (a bad read), kept and flagged otherwise.
+- FLAT_LINE: register unchanged for max_s or longer.
+- Estimation between two valid reads: linear up to linear_max_s, like-day (same weekday and slot, else same
+  slot) beyond, always scaled to the register delta; beyond estimation.max_s: GAP_TOO_LONG, the delta stays
+  on the closing read's day for review. With one valid side only (a replaced meter, the period's tail): flat at
+  the last valid rate, or like-day energy unscaled. LEADING_GAP: no valid read at or before the period start.
+- Per day, on total-register series: HIGH_USE / LOW_USE against the series' own average day over the history
+  window, ZERO_USE after zero_days zero days (active customers only); TOU_SUM: T1+T2+T3 against the total.
+- Per clock-offset reading (OBIS 0.0.1.0.0.255): CLOCK_SUSPECT / CLOCK_INVALID, also flagged on that meter's days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+from amr.errors import AmrError
+from billing import flags as F
+from billing import kernels as K
+from billing.rules import VeeRules, kernel_params
+
+TOTAL_CHANNEL = 1  # 1.0.1.8.0.255 active import total [kWh]
+RATE_CHANNELS = (2, 3, 4)  # 1.0.1.8.1/2/3: normal, peak, off-peak [kWh]
+ENERGY_CHANNELS = (1, 2, 3, 4)
+CLOCK_CHANNEL = 20  # 0.0.1.0.0.255 clock offset [s]
+DEFAULT_REGISTER_DIGITS = 6  # the meters table's default
+_LOCAL = timezone(timedelta(hours=7))
+
+
+class VeeInputError(AmrError):
+    """Arrays handed to the VEE kernels have the wrong dtype, shape or order."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReadingArrays:
+    """Reads sorted by (meter_id, channel_id, ts_s); one element per reading."""
+
+    meter_id: np.ndarray  # int32
+    channel_id: np.ndarray  # int16
+    ts_s: np.ndarray  # int64, UTC epoch [s]
+    value: np.ndarray  # float64, register units [kWh] or [s] for the clock offset
+    quality: np.ndarray  # int16, amr.obis.STATUS_BITS
+
+    def __len__(self) -> int:
+        return int(self.ts_s.shape[0])
+
+    def take(self, mask: np.ndarray) -> ReadingArrays:
+        return ReadingArrays(meter_id=self.meter_id[mask], channel_id=self.channel_id[mask], ts_s=self.ts_s[mask],
+                             value=self.value[mask], quality=self.quality[mask])
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeriodWindow:
+    """Local days [first_day, first_day + n_days) that VEE reports on."""
+
+    first_day: date
+    n_days: int
+
+    @property
+    def day0_s(self) -> int:
+        """UTC epoch [s] of the first day's local midnight."""
+        return int(datetime(self.first_day.year, self.first_day.month, self.first_day.day, tzinfo=_LOCAL).timestamp())
+
+    @property
+    def end_s(self) -> int:
+        return self.day0_s + self.n_days * K.DAY_S
+
+    def days(self) -> np.ndarray:
+        return np.datetime64(self.first_day, "D") + np.arange(self.n_days)
+
+
+@dataclass(kw_only=True)
+class VeeResult:
+    window: PeriodWindow
+    series_meter: np.ndarray  # (S,) int32
+    series_channel: np.ndarray  # (S,) int16
+    measured: np.ndarray  # (S, D) float64 [kWh register units]
+    estimated: np.ndarray  # (S, D) float64
+    n_measured: np.ndarray  # (S, D) int32 intervals
+    n_estimated: np.ndarray  # (S, D) int32 intervals
+    day_flags: np.ndarray  # (S, D) uint32
+    day_methods: np.ndarray  # (S, D) uint8
+    series_flags: np.ndarray  # (S,) uint32
+    series_interval_s: np.ndarray  # (S,) int64
+    hist_kwh_per_day: np.ndarray  # (S,) float64, NaN without history
+    reading_flags: np.ndarray  # per energy reading, uint32
+    exceptions: pd.DataFrame  # meter_id, channel_id, interval_start, interval_end, rule, severity, value
+
+    def series_index(self, meter_id: int, channel_id: int) -> int:
+        hits = np.flatnonzero((self.series_meter == meter_id) & (self.series_channel == channel_id))
+        if hits.size == 0:
+            raise KeyError((meter_id, channel_id))
+        return int(hits[0])
+
+
+def check_readings(r: ReadingArrays, *, sorted_check: bool = True) -> None:
+    """Refuse arrays the kernels cannot take: wrong dtype, unequal lengths, not C-contiguous, not sorted
+    (validate_estimate checks the order while it finds the series, in the same pass)."""
+    expected = {"meter_id": np.int32, "channel_id": np.int16, "ts_s": np.int64, "value": np.float64,
+                "quality": np.int16}
+    n = len(r)
+    for name, dtype in expected.items():
+        a = getattr(r, name)
+        if not isinstance(a, np.ndarray) or a.ndim != 1:
+            raise VeeInputError(f"{name}: a one-dimensional numpy array is required")
+        if a.dtype != dtype:
+            raise VeeInputError(f"{name}: dtype {a.dtype}, expected {np.dtype(dtype)}")
+        if a.shape[0] != n:
+            raise VeeInputError(f"{name}: length {a.shape[0]}, expected {n}")
+        if not a.flags.c_contiguous:
+            raise VeeInputError(f"{name}: not C-contiguous")
+    if sorted_check:
+        series_segments(r)
+
+
+def series_segments(r: ReadingArrays) -> np.ndarray:
+    """Offsets of each (meter, channel) series: seg[s]:seg[s + 1] (length S + 1); refuses unsorted rows."""
+    seg = np.empty(len(r) + 1, dtype=np.int64)
+    count = K.sorted_segments(r.meter_id, r.channel_id, r.ts_s, seg)
+    if count < 0:
+        raise VeeInputError("readings must be sorted by (meter_id, channel_id, ts_s)")
+    return seg[: count + 1].copy()
+
+
+def lookup_digits(series_meter: np.ndarray, meter_ids: np.ndarray, register_digits: np.ndarray) -> np.ndarray:
+    """register_digits per series (meter_ids sorted ascending); the schema default for unknown meters."""
+    digits = np.full(series_meter.shape[0], DEFAULT_REGISTER_DIGITS, dtype=np.int64)
+    if meter_ids.size:
+        pos = np.clip(np.searchsorted(meter_ids, series_meter), 0, meter_ids.size - 1)
+        known = meter_ids[pos] == series_meter
+        digits[known] = register_digits[pos[known]]
+    return digits
+
+
+def validate_estimate(readings: ReadingArrays, *, rules: VeeRules, window: PeriodWindow,
+                      meter_ids: np.ndarray | None = None, register_digits: np.ndarray | None = None) -> VeeResult:
+    """Run every VEE rule over a batch of reads (energy channels 1-4 and the clock offset, channel 20).
+
+    readings: sorted by (meter_id, channel_id, ts_s), covering the window plus the rules' history days before it;
+    meter_ids / register_digits: the meters' register sizes (sorted by meter_id) for rollover detection.
+    """
+    check_readings(readings, sorted_check=False)
+    ch = readings.channel_id
+    only_energy = len(readings) == 0 or (int(ch.min()) >= min(ENERGY_CHANNELS) and int(ch.max()) <= max(
+        ENERGY_CHANNELS))
+    # the common case (energy channels only) runs on the caller's arrays without copying them
+    energy = readings if only_energy else readings.take(np.isin(ch, ENERGY_CHANNELS))
+    clock = readings.take(np.zeros(0, np.int64)) if only_energy else readings.take(ch == CLOCK_CHANNEL)
+    seg = series_segments(energy)
+    n_series = seg.shape[0] - 1
+    series_meter = energy.meter_id[seg[:-1]] if n_series else np.zeros(0, np.int32)
+    series_channel = energy.channel_id[seg[:-1]] if n_series else np.zeros(0, np.int16)
+    ids = meter_ids if meter_ids is not None else np.zeros(0, np.int32)
+    digits = register_digits if register_digits is not None else np.zeros(0, np.int64)
+    modulus = np.power(10.0, lookup_digits(series_meter, ids, np.asarray(digits, dtype=np.int64)))
+
+    n, d = len(energy), window.n_days
+    out_flags = np.empty(n, np.uint32)  # the kernel writes every element
+    out_start = np.empty(n, np.int64)
+    out_delta = np.empty(n, np.float64)
+    measured = np.zeros((n_series, d), np.float64)
+    estimated = np.zeros((n_series, d), np.float64)
+    n_meas = np.zeros((n_series, d), np.int32)
+    n_est = np.zeros((n_series, d), np.int32)
+    day_flags = np.zeros((n_series, d), np.uint32)
+    day_methods = np.zeros((n_series, d), np.uint8)
+    series_flags = np.zeros(n_series, np.uint32)
+    series_interval = np.zeros(n_series, np.int64)
+    hist = np.zeros(n_series, np.float64)
+    first_valid = np.zeros(n_series, np.int64)
+    last_valid = np.zeros(n_series, np.int64)
+    allowed = np.asarray(rules.interval.allowed_s, dtype=np.int64)
+    day0_s, end_s = window.day0_s, window.end_s
+    if n_series:
+        K.vee_kernel(seg, energy.ts_s, energy.value, energy.quality, modulus, kernel_params(rules), allowed,
+                     day0_s, d, end_s, out_flags, out_start, out_delta, measured, estimated, n_meas, n_est,
+                     day_flags, day_methods, series_flags, series_interval, hist, first_valid, last_valid)
+        h = rules.history
+        K.use_check_kernel(measured, estimated, n_meas, n_est, hist, series_channel == TOTAL_CHANNEL,
+                           h.active_min_kwh_per_day, h.high_factor, h.low_factor, h.zero_days, day_flags)
+        if rules.tou_sum.enabled:
+            total_idx, rate_idx = tou_groups(series_meter, series_channel)
+            K.tou_sum_kernel(total_idx, rate_idx, measured, estimated, n_meas, n_est, rules.tou_sum.tolerance_kwh,
+                             rules.tou_sum.tolerance_ratio, day_flags)
+    clock_flags = _clock_flags(clock, rules)
+    _flag_clock_days(clock, clock_flags, series_meter, day_flags, day0_s, d)
+
+    exceptions = pd.concat(
+        [
+            _reading_exceptions(energy, out_flags, out_start, day0_s, end_s),
+            _reading_exceptions(clock, clock_flags, clock.ts_s, day0_s, end_s),
+            _day_exceptions(series_meter, series_channel, day_flags, measured + estimated, window),
+            _series_exceptions(series_meter, series_channel, series_flags, first_valid, last_valid, window),
+        ],
+        ignore_index=True,
+    )
+    return VeeResult(window=window, series_meter=series_meter, series_channel=series_channel, measured=measured,
+                     estimated=estimated, n_measured=n_meas, n_estimated=n_est, day_flags=day_flags,
+                     day_methods=day_methods, series_flags=series_flags, series_interval_s=series_interval,
+                     hist_kwh_per_day=hist, reading_flags=out_flags, exceptions=exceptions)
+
+
+def tou_groups(series_meter: np.ndarray, series_channel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Series indices of meters that have the total and all three rate registers: (total_idx[G], rate_idx[G, 3])."""
+    idx = np.arange(series_meter.shape[0])
+    by_channel = {}
+    for ch in (TOTAL_CHANNEL, *RATE_CHANNELS):
+        m = series_channel == ch
+        by_channel[ch] = (series_meter[m], idx[m])
+    meters = by_channel[TOTAL_CHANNEL][0]
+    for ch in RATE_CHANNELS:
+        meters = np.intersect1d(meters, by_channel[ch][0])
+    total_idx = by_channel[TOTAL_CHANNEL][1][np.searchsorted(by_channel[TOTAL_CHANNEL][0], meters)]
+    rate_idx = np.stack([by_channel[ch][1][np.searchsorted(by_channel[ch][0], meters)] for ch in RATE_CHANNELS],
+                        axis=1) if meters.size else np.zeros((0, 3), np.int64)
+    return total_idx.astype(np.int64), np.ascontiguousarray(rate_idx, dtype=np.int64)
+
+
+def _clock_flags(clock: ReadingArrays, rules: VeeRules) -> np.ndarray:
+    offset = np.abs(clock.value)
+    out = np.zeros(len(clock), np.uint32)
+    out[offset > rules.clock.suspect_s] = F.CLOCK_SUSPECT
+    out[offset > rules.clock.invalid_s] = F.CLOCK_INVALID
+    return out
+
+
+def _flag_clock_days(clock: ReadingArrays, clock_flags: np.ndarray, series_meter: np.ndarray,
+                     day_flags: np.ndarray, day0_s: int, n_days: int) -> None:
+    hit = np.flatnonzero(clock_flags)
+    if hit.size == 0 or series_meter.size == 0:
+        return
+    day = (clock.ts_s[hit] - day0_s) // K.DAY_S
+    keep = (day >= 0) & (day < n_days)
+    hit, day = hit[keep], day[keep]
+    meters = clock.meter_id[hit]
+    lo = np.searchsorted(series_meter, meters, "left")
+    hi = np.searchsorted(series_meter, meters, "right")
+    counts = hi - lo
+    rows = np.repeat(lo, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    np.bitwise_or.at(day_flags, (rows, np.repeat(day, counts)), np.repeat(clock_flags[hit], counts))
+
+
+def _frame(meter: np.ndarray, channel: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, bits: np.ndarray,
+           value: np.ndarray) -> pd.DataFrame:
+    """One exception row per (row, rule bit set in bits[row])."""
+    parts = []
+    for rule in F.RULES:
+        rows = np.flatnonzero(bits & rule.bit)
+        if rows.size == 0:
+            continue
+        parts.append(pd.DataFrame({
+            "meter_id": meter[rows].astype(np.int32),
+            "channel_id": channel[rows].astype(np.int16),
+            "interval_start": pd.to_datetime(start_s[rows], unit="s", utc=True),
+            "interval_end": pd.to_datetime(end_s[rows], unit="s", utc=True),
+            "rule": rule.code,
+            "severity": rule.severity,
+            "value": value[rows].astype(np.float64),
+        }))
+    if not parts:
+        return empty_exceptions()
+    return pd.concat(parts, ignore_index=True)
+
+
+def empty_exceptions() -> pd.DataFrame:
+    return pd.DataFrame({
+        "meter_id": pd.Series(dtype=np.int32), "channel_id": pd.Series(dtype=np.int16),
+        "interval_start": pd.Series(dtype="datetime64[ns, UTC]"),
+        "interval_end": pd.Series(dtype="datetime64[ns, UTC]"),
+        "rule": pd.Series(dtype=object), "severity": pd.Series(dtype=object), "value": pd.Series(dtype=np.float64),
+    })
+
+
+def _reading_exceptions(r: ReadingArrays, bits: np.ndarray, start_s: np.ndarray, day0_s: int,
+                        end_s: int) -> pd.DataFrame:
+    # Intervals that overlap the window; history reads before it were judged by the previous period's run.
+    sel = K.exception_rows(bits, r.ts_s, start_s, F.EXCEPTION_MASK, day0_s, end_s)
+    return _frame(r.meter_id[sel], r.channel_id[sel], start_s[sel], r.ts_s[sel], bits[sel], r.value[sel])
+
+
+_DAY_RULES = F.HIGH_USE | F.LOW_USE | F.ZERO_USE | F.TOU_SUM
+
+
+def _day_exceptions(series_meter: np.ndarray, series_channel: np.ndarray, day_flags: np.ndarray,
+                    day_kwh: np.ndarray, window: PeriodWindow) -> pd.DataFrame:
+    s, d = np.nonzero(day_flags & _DAY_RULES)
+    start = window.day0_s + d.astype(np.int64) * K.DAY_S
+    return _frame(series_meter[s], series_channel[s], start, start + K.DAY_S, day_flags[s, d] & _DAY_RULES,
+                  day_kwh[s, d])
+
+
+def _series_exceptions(series_meter: np.ndarray, series_channel: np.ndarray, series_flags: np.ndarray,
+                       first_valid: np.ndarray, last_valid: np.ndarray, window: PeriodWindow) -> pd.DataFrame:
+    lead = np.flatnonzero(series_flags & F.LEADING_GAP)
+    lead_end = np.where(first_valid[lead] < 0, window.end_s, first_valid[lead])
+    tail = np.flatnonzero(series_flags & F.GAP_TOO_LONG)
+    return pd.concat([
+        _frame(series_meter[lead], series_channel[lead], np.full(lead.size, window.day0_s), lead_end,
+               np.full(lead.size, F.LEADING_GAP, np.uint32), np.full(lead.size, np.nan)),
+        _frame(series_meter[tail], series_channel[tail], np.maximum(last_valid[tail], window.day0_s),
+               np.full(tail.size, window.end_s), np.full(tail.size, F.GAP_TOO_LONG, np.uint32),
+               np.full(tail.size, np.nan)),
+    ], ignore_index=True)

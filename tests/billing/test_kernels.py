@@ -1,0 +1,236 @@
+"""The numba VEE kernels against the plain-Python twin on random series, and on named cases."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from amr.obis import STATUS_BITS
+from billing import flags as F
+from billing.rules import read_vee_rules
+from billing.vee import PeriodWindow, ReadingArrays, VeeInputError, VeeResult, validate_estimate
+from tests.billing.twin import twin_series, twin_tou_sum
+
+RULES = read_vee_rules()
+WINDOW = PeriodWindow(first_day=date(2026, 9, 1), n_days=10)
+DAY0 = WINDOW.day0_s
+
+
+def _one_series(ts: list[int], values: list[float], quality: list[int] | None = None, *, channel: int = 1,
+                digits: int = 6) -> ReadingArrays:
+    n = len(ts)
+    return ReadingArrays(meter_id=np.full(n, 42, np.int32), channel_id=np.full(n, channel, np.int16),
+                         ts_s=np.asarray(ts, np.int64), value=np.asarray(values, np.float64),
+                         quality=np.asarray(quality or [0] * n, np.int16))
+
+
+def _run(ts: list[int], values: list[float], quality: list[int] | None = None, digits: int = 6) -> VeeResult:
+    r = _one_series(ts, values, quality)
+    return validate_estimate(r, rules=RULES, window=WINDOW, meter_ids=np.array([42], np.int32),
+                             register_digits=np.array([digits]))
+
+
+@st.composite
+def series(draw: st.DrawFn) -> tuple[list[int], list[float], list[int], int]:
+    interval = draw(st.sampled_from([3600, 86400]))
+    digits = draw(st.sampled_from([4, 6]))
+    modulus = 10.0**digits
+    span_days = 10 + 5  # 5 history days before the window
+    n = span_days * 86400 // interval + 1
+    t0 = DAY0 - 5 * 86400
+    rate = draw(st.floats(0.0, 3.0 if interval == 3600 else 60.0))
+    value = draw(st.floats(0, modulus - 1)) // 1
+    ts, values, quality = [], [], []
+    i = 0
+    while i < n:
+        t = t0 + i * interval
+        action = draw(st.sampled_from(["ok"] * 12 + ["skip", "skip_run", "dup", "neg", "spike", "repl", "flat",
+                                                      "status", "jitter"]))
+        inc = round(rate * draw(st.floats(0.0, 2.0)), 2)
+        if action == "skip":
+            value = (value + inc) % modulus
+            i += 1
+            continue
+        if action == "skip_run":
+            k = draw(st.integers(2, 12))
+            value = (value + inc * k) % modulus
+            i += k
+            continue
+        if action == "flat":
+            for _ in range(draw(st.integers(2, 60))):
+                if i >= n:
+                    break
+                ts.append(t0 + i * interval)
+                values.append(value)
+                quality.append(0)
+                i += 1
+            continue
+        value = (value + inc) % modulus
+        v = value
+        q = 0
+        if action == "neg":
+            v = max(value - draw(st.floats(1, 500)), 0.0)
+        elif action == "spike":
+            v = value + draw(st.floats(100, 5000))
+        elif action == "repl":
+            value = draw(st.floats(0, 50)) // 1
+            v = value
+        elif action == "status":
+            q = draw(st.sampled_from(list(STATUS_BITS.values())))
+        elif action == "jitter":
+            t += draw(st.integers(-600, 600))
+        ts.append(t)
+        values.append(round(v, 2))
+        quality.append(q)
+        if action == "dup":
+            ts.append(t)
+            values.append(round(v + draw(st.floats(0, 5)), 2))
+            quality.append(0)
+        i += 1
+    order = sorted(range(len(ts)), key=lambda k: ts[k])  # jitter may reorder neighbours
+    return [ts[k] for k in order], [values[k] for k in order], [quality[k] for k in order], digits
+
+
+@given(series())
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_kernel_matches_python_twin(data: tuple[list[int], list[float], list[int], int]) -> None:
+    ts, values, quality, digits = data
+    if not ts:
+        return
+    res = _run(ts, values, quality, digits)
+    twin = twin_series(ts, values, quality, modulus=10.0**digits, rules=RULES, day0=DAY0, n_days=WINDOW.n_days,
+                       end_s=WINDOW.end_s)
+    assert res.series_interval_s[0] == twin.interval
+    assert res.reading_flags.tolist() == twin.flags
+    assert res.series_flags[0] == twin.series_flags
+    if math.isnan(twin.hist):
+        assert math.isnan(res.hist_kwh_per_day[0])
+    else:
+        assert res.hist_kwh_per_day[0] == pytest.approx(twin.hist, rel=1e-9, abs=1e-9)
+    for d in range(WINDOW.n_days):
+        assert res.measured[0, d] == pytest.approx(twin.measured.get(d, 0.0), rel=1e-9, abs=1e-6)
+        assert res.estimated[0, d] == pytest.approx(twin.estimated.get(d, 0.0), rel=1e-9, abs=1e-6)
+        assert res.n_measured[0, d] == twin.n_meas.get(d, 0)
+        assert res.n_estimated[0, d] == twin.n_est.get(d, 0)
+        assert res.day_methods[0, d] == twin.methods.get(d, 0)
+        assert res.day_flags[0, d] == twin.day_flags.get(d, 0), (d, F.flag_codes(int(res.day_flags[0, d])),
+                                                                 F.flag_codes(twin.day_flags.get(d, 0)))
+
+
+@given(st.lists(st.tuples(st.floats(0, 50), st.floats(0, 20), st.floats(0, 20), st.floats(0, 20)), min_size=1,
+                max_size=10))
+@settings(max_examples=60, deadline=None)
+def test_tou_sum_matches_twin(days: list[tuple[float, float, float, float]]) -> None:
+    n = len(days) + 1
+    ts = [DAY0 + k * 86400 for k in range(n)]
+    series = []
+    for ch in range(4):
+        cum = [1000.0]
+        for d in days:
+            cum.append(round(cum[-1] + d[ch], 3))
+        series.append(_one_series(ts, cum, channel=ch + 1))
+    r = ReadingArrays(**{k: np.concatenate([getattr(s, k) for s in series]) for k in
+                         ("meter_id", "channel_id", "ts_s", "value", "quality")})
+    window = PeriodWindow(first_day=WINDOW.first_day, n_days=len(days))
+    res = validate_estimate(r, rules=RULES, window=window)
+    got = [(int(f) & F.TOU_SUM) != 0 for f in res.day_flags[res.series_index(42, 1)]]
+    per_day: list[list[float | None]] = [[float(res.measured[res.series_index(42, ch), d]) for d in range(len(days))]
+                                         for ch in (1, 2, 3, 4)]
+    want = twin_tou_sum(per_day[0], per_day[1:], tol_kwh=RULES.tou_sum.tolerance_kwh,
+                        tol_ratio=RULES.tou_sum.tolerance_ratio)
+    assert got == want
+
+
+def _daily(values: list[float], start: int = -3) -> tuple[list[int], list[float]]:
+    return [DAY0 + (start + k) * 86400 for k in range(len(values))], values
+
+
+def test_rollover_replacement_and_negative_are_told_apart() -> None:
+    ts, values = _daily([999_960.0, 999_980.0, 999_995.0, 8.0, 30.0, 51.0, 12.0, 125.0, 238.0, 200.0, 251.0, 270.0])
+    res = _run(ts, values)
+    f = res.reading_flags
+    assert f[3] & F.ROLLOVER and not f[3] & (F.NEGATIVE | F.REPLACEMENT)
+    assert f[6] & F.REPLACEMENT  # 51 -> 12: a new meter counting from near zero
+    assert f[9] & F.NEGATIVE  # 238 -> 200: backwards, neither near the dial count nor near zero ...
+    assert f[10] == 0  # ... and the next read is judged against the last valid one (238)
+    # rollover energy counts: 999,995 -> 8 is 13 kWh on the day before 2026-09-01 ... and the series goes on
+    assert res.measured[0, 0] == pytest.approx(22.0)  # 8 -> 30
+
+
+def test_big_backwards_jump_is_negative_not_replacement() -> None:
+    ts, values = _daily([5000.0, 5010.0, 5020.0, 4000.0, 5030.0, 5040.0])
+    f = _run(ts, values).reading_flags
+    assert f[3] & F.NEGATIVE and not f[3] & (F.ROLLOVER | F.REPLACEMENT)
+    assert f[4] == 0
+
+
+def test_short_gap_interpolated_long_gap_like_day_and_scaled() -> None:
+    # hourly reads, 1 kWh/h; two reads missing (3 h span): linear; 10 missing: like-day, scaled to 11 kWh
+    ts = [DAY0 + h * 3600 for h in range(-48, 48)]
+    values = [1000.0 + k for k in range(len(ts))]
+    drop = {50, 51} | set(range(74, 84))  # index 48 is the window start; day 1 holds ends 73..96
+    ts = [t for k, t in enumerate(ts) if k not in drop]
+    values = [v for k, v in enumerate(values) if k not in drop]
+    res = _run(ts, values)
+    day0, day1 = res.estimated[0, 0], res.estimated[0, 1]
+    assert day0 == pytest.approx(3.0) and res.day_methods[0, 0] == F.METHOD_LINEAR | F.METHOD_SCALED
+    assert day1 == pytest.approx(11.0) and res.day_methods[0, 1] == F.METHOD_HISTORICAL | F.METHOD_SCALED
+    assert res.measured[0, 0] + day0 == pytest.approx(24.0)
+
+
+def test_gap_over_the_maximum_is_an_exception_not_an_estimate() -> None:
+    ts, values = _daily([100.0, 110.0, 120.0, 130.0, 240.0, 250.0])
+    ts[4] = ts[3] + 11 * 86400  # 11 days without a read (maximum 8)
+    ts[5] = ts[4] + 86400
+    res = _run(ts, values)
+    assert res.reading_flags[4] & F.GAP_TOO_LONG
+    assert res.estimated.sum() == 0
+    assert "GAP_TOO_LONG" in set(res.exceptions["rule"])
+
+
+def test_spike_bad_read_is_dropped_real_jump_is_kept() -> None:
+    ts, values = _daily([100.0, 110.0, 120.0, 5000.0, 130.0, 140.0, 150.0, 5150.0, 5160.0])
+    res = _run(ts, values)
+    f = res.reading_flags
+    assert f[3] & F.SPIKE  # 120 -> 5000 -> 130: a bad read, not used ...
+    assert f[4] == 0  # ... the next read is judged against 120: a normal day
+    assert res.estimated[0, 0] > 0  # the two days around the bad read are spread like-day
+    assert f[7] & F.SPIKE  # 150 -> 5150 and the register stays up: real energy, kept and flagged
+    assert res.measured[0, 3] == pytest.approx(5000.0)
+
+
+def test_flat_line_and_zero_use() -> None:
+    ts, values = _daily([100.0, 110.0, 120.0, 130.0] + [140.0] * 6 + [150.0])
+    res = _run(ts, values)
+    assert res.reading_flags[6] & F.FLAT_LINE and not res.reading_flags[5] & F.FLAT_LINE  # 2 days unchanged
+    zero_days = [d for d in range(WINDOW.n_days) if res.day_flags[0, d] & F.ZERO_USE]
+    assert zero_days == [3, 4, 5]  # zero from day 1; the third zero day is day 3
+
+
+def test_status_bits_and_clock_drift() -> None:
+    ts, values = _daily([100.0, 110.0, 120.0, 130.0, 140.0, 150.0])
+    quality = [0, 0, 0, 0, STATUS_BITS["DATA_NOT_VALID"], STATUS_BITS["POWER_DOWN"]]
+    energy = _one_series(ts, values, quality)
+    clock = _one_series([DAY0 + 3600, DAY0 + 86400 + 3600], [45.0, 900.0], channel=20)
+    r = ReadingArrays(**{k: np.concatenate([getattr(energy, k), getattr(clock, k)]) for k in
+                         ("meter_id", "channel_id", "ts_s", "value", "quality")})
+    res = validate_estimate(r, rules=RULES, window=WINDOW)
+    assert res.reading_flags[4] & F.STATUS_INVALID and res.reading_flags[5] & F.STATUS_WARN
+    assert res.day_flags[0, 0] & F.CLOCK_SUSPECT and res.day_flags[0, 1] & F.CLOCK_INVALID
+    rules = res.exceptions.groupby("rule").size().to_dict()
+    assert rules["CLOCK_SUSPECT"] == 1 and rules["CLOCK_INVALID"] == 1 and rules["STATUS_INVALID"] == 1
+
+
+def test_wrapper_refuses_unsorted_and_wrong_dtypes() -> None:
+    r = _one_series([DAY0 + 10, DAY0], [1.0, 2.0])
+    with pytest.raises(VeeInputError, match="sorted"):
+        validate_estimate(r, rules=RULES, window=WINDOW)
+    bad = ReadingArrays(meter_id=r.meter_id, channel_id=r.channel_id, ts_s=r.ts_s.astype(np.float64),
+                        value=r.value, quality=r.quality)
+    with pytest.raises(VeeInputError, match="ts_s: dtype float64"):
+        validate_estimate(bad, rules=RULES, window=WINDOW)

@@ -1,0 +1,74 @@
+"""A live dashboard server over a seeded database, and one headless Chromium for the browser tests."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from amr.db.server import DatabaseServer, Role
+from amr.settings import PROJECT_ROOT
+from dashboards.app import create_app
+from tests.dashboards import seed
+from tests.services import make_state_dir
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+SCREENSHOTS = PROJECT_ROOT / "artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@dataclass(frozen=True)
+class LiveDashboard:
+    url: str
+    db: DatabaseServer
+    export_dir: Path
+
+
+@pytest.fixture(scope="session")
+def dash_db(make_database: Callable[[str], DatabaseServer]) -> tuple[DatabaseServer, Path]:
+    server = make_database("dash_test")
+    export_dir = make_state_dir("amr-dash-exports-")
+    (export_dir / "bills_2024-05_HN.csv").write_text("customer_code,energy_kwh,total_vnd\nPD0100000001,212,648000\n",
+                                                   encoding="utf-8")
+    seed.seed(server.conninfo(Role.OWNER))
+    seed.seed_billing(server.conninfo(Role.OWNER), str(export_dir))
+    return server, export_dir
+
+
+@pytest.fixture(scope="session")
+def live_dashboard(dash_db: tuple[DatabaseServer, Path]) -> Iterator[LiveDashboard]:
+    server, export_dir = dash_db
+    app = create_app(server.conninfo(Role.READER))
+    http: BaseWSGIServer = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, name="dash-test-server", daemon=True)
+    thread.start()
+    try:
+        yield LiveDashboard(url=f"http://127.0.0.1:{http.server_port}", db=server, export_dir=export_dir)
+    finally:
+        http.shutdown()
+        thread.join(timeout=10)
+        app.server.config["AMR_DATA_SOURCE"].close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS

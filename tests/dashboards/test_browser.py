@@ -1,0 +1,183 @@
+"""The dashboards in a real headless Chromium against a live server over a seeded database."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+
+from tests.dashboards import seed
+from tests.dashboards.conftest import LiveDashboard
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT_MS = 30_000  # a loaded 2-core machine renders slowly; never a speed assertion
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            errors.append(msg.text)
+
+    pg.on("console", on_console)
+    pg.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    yield pg
+    context.close()
+    assert errors == [], f"browser console errors: {errors}"
+
+
+def _wait_idle(page: Page) -> None:
+    # Dash marks the document while callbacks are in flight.
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("!document.querySelector('[data-dash-is-loading=\"true\"]')")
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "marker"),
+    [
+        ("rollout", "/?date=2017-09-15", "#rollout-kpi-HN-electronic-share"),
+        ("network", "/network", "#network-kpi-remote"),
+        ("quality", "/quality", "#quality-kpi-exceptions"),
+        ("billing", "/billing", "#billing-kpi-runs"),
+    ],
+)
+def test_page_loads_without_console_errors(live_dashboard: LiveDashboard, page: Page, screenshots: Path, name: str,
+                                           path: str, marker: str) -> None:
+    page.goto(live_dashboard.url + path)
+    expect(page.locator(marker)).to_be_visible()
+    _wait_idle(page)
+    # Vietnamese names with their diacritics reach the page (from power_companies.name).
+    expect(page.locator(".nav")).to_contain_text("Hà Nội")
+    page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
+
+
+def test_rollout_shows_published_2017_shares(live_dashboard: LiveDashboard, page: Page) -> None:
+    page.goto(live_dashboard.url + "/?date=2017-09-15")
+    expect(page.locator("#rollout-kpi-HN-electronic-share")).to_have_text("33.0 %")
+    expect(page.locator("#rollout-kpi-HN-remote-share")).to_have_text("25.0 %")
+    expect(page.locator("#rollout-kpi-HCM-electronic-share")).to_have_text("19.0 %")
+    expect(page.locator("#rollout-kpi-HCM-remote-share")).to_have_text("16.6 %")
+    expect(page.locator("#rollout-kpi-HN-customers")).to_have_text("1,000")
+    expect(page.locator("#rollout-table")).to_contain_text("Hoàn Kiếm")
+    expect(page.locator("#rollout-table")).to_contain_text("Chợ Lớn")
+
+
+def test_rollout_date_controls_change_the_figures(live_dashboard: LiveDashboard, page: Page,
+                                                  screenshots: Path) -> None:
+    page.goto(live_dashboard.url + "/?date=2017-09-15")
+    expect(page.locator("#rollout-kpi-HN-remote-share")).to_have_text("25.0 %")
+    # The date picker: HN finished its rollout in 2018 (seeded), HCMC keeps two mechanical meters.
+    picker = page.locator("input#rollout-date")
+    picker.fill("2024-01-01")
+    picker.press("Enter")
+    expect(page.locator("#rollout-kpi-HN-remote-share")).to_have_text("100.0 %")
+    expect(page.locator("#rollout-kpi-HCM-electronic-share")).to_have_text("99.8 %")
+    # The slider, moved with the keyboard, goes back in time: shares can only fall.
+    thumb = page.locator("#rollout-slider [role=slider]")
+    before = int(thumb.get_attribute("aria-valuenow") or 0)
+    thumb.focus()
+    for _ in range(3):
+        thumb.press("PageDown")
+    page.mouse.up()
+    expect(thumb).not_to_have_attribute("aria-valuenow", str(before))
+    # Play replays from the start when at the end; the date moves on by itself.
+    thumb.press("End")
+    page.mouse.up()
+    expect(thumb).to_have_attribute("aria-valuemax", thumb.get_attribute("aria-valuenow") or "")
+    page.locator("#rollout-play").click()
+    expect(page.locator("#rollout-play")).to_contain_text("pause")
+    expect(page.locator("#rollout-kpi-HN-remote-share")).not_to_have_text("100.0 %")
+    first = picker.input_value()
+    page.wait_for_function(
+        "v => document.querySelector('input#rollout-date').value !== v", arg=first, timeout=TIMEOUT_MS
+    )
+    page.locator("#rollout-play").click()
+    expect(page.locator("#rollout-play")).to_contain_text("play")
+    # City filter: only the chosen city's card remains.
+    page.locator("#rollout-city").click()
+    page.get_by_role("option", name="TP. Hồ Chí Minh").click()
+    expect(page.locator("#rollout-kpi-HN-customers")).to_have_count(0)
+    expect(page.locator("#rollout-kpi-HCM-customers")).to_be_visible()
+    page.screenshot(path=str(screenshots / "rollout_replay.png"), full_page=True)
+
+
+def test_network_filters_lists_and_csv(live_dashboard: LiveDashboard, page: Page) -> None:
+    page.goto(live_dashboard.url + "/network")
+    expect(page.locator("#network-kpi-remote")).to_have_text("1,998")
+    expect(page.locator("#network-silent-count")).to_have_text("177 silent meters match")
+    page.locator("#network-city").click()
+    page.get_by_role("option", name="Hà Nội").click()
+    expect(page.locator("#network-kpi-remote")).to_have_text("1,000")
+    expect(page.locator("#network-silent-table")).not_to_contain_text("DASH-HCM-")
+    # Search narrows the silent list to one meter.
+    page.locator("#network-search").fill("DASH-HN-00003")
+    page.locator("#network-search").press("Enter")
+    expect(page.locator("#network-silent-count")).to_have_text("1 silent meters match")
+    # Silent gateways: the seeded one is in HCMC.
+    page.locator("#network-search").fill("")
+    page.locator("#network-search").press("Enter")
+    page.locator("#network-city").click()
+    page.get_by_role("option", name="both cities").click()
+    page.locator("#network-gateway-silent input").check()
+    expect(page.locator("#network-gateway-count")).to_have_text("1 gateways match")
+    expect(page.locator("#network-gateway-table")).to_contain_text(seed.SILENT_GATEWAY)
+    with page.expect_download() as dl:
+        page.locator("#network-gateway-csv-button").click()
+    rows = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text(encoding="utf-8"))))
+    assert [r["gateway"] for r in rows] == [seed.SILENT_GATEWAY]
+    with page.expect_download() as dl2:
+        page.locator("#network-silent-csv-button").click()
+    silent = list(csv.DictReader(io.StringIO(Path(dl2.value.path()).read_text(encoding="utf-8"))))
+    assert len(silent) == 177
+    expect(page.locator("#network-collectors")).to_contain_text("collector-hcm-1")
+
+
+def test_quality_drilldown_marks_flags_and_estimates(live_dashboard: LiveDashboard, page: Page,
+                                                     screenshots: Path) -> None:
+    page.goto(live_dashboard.url + "/quality")
+    expect(page.locator("#quality-kpi-exceptions")).to_have_text("80")
+    expect(page.locator("#quality-exceptions")).to_contain_text("GAP")
+    page.locator("#quality-serial").fill(seed.DRILL_SERIAL)
+    page.locator("#quality-serial").press("Enter")
+    start = page.locator("input.dash-datepicker-start-date")
+    start.fill("2024-05-01")
+    start.press("Enter")
+    end = page.locator("input.dash-datepicker-end-date")
+    end.fill("2024-05-14")
+    end.press("Enter")
+    note = page.locator("#quality-drill-note")
+    # 14 days of 30-min reads minus the 6-hour gap; its GAP exception and one seeded rule exception.
+    expect(note).to_contain_text("660 reads, 2 VEE exceptions")
+    expect(note).to_contain_text("12 intervals estimated")
+    expect(page.locator("#quality-drilldown")).to_be_visible()
+    expect(page.locator("#quality-drilldown")).to_contain_text("VEE review")
+    expect(page.locator("#quality-drilldown")).to_contain_text("estimated [kWh/day]")
+    page.keyboard.press("Escape")  # close the date picker's calendar before the screenshot
+    _wait_idle(page)
+    page.screenshot(path=str(screenshots / "quality_drilldown.png"), full_page=True)
+
+
+def test_billing_runs_and_export_download(live_dashboard: LiveDashboard, page: Page) -> None:
+    page.goto(live_dashboard.url + "/billing")
+    expect(page.locator("#billing-kpi-runs")).to_have_text("3")
+    expect(page.locator("#billing-kpi-held")).to_have_text("1")
+    page.locator("#billing-status").click()
+    page.get_by_role("option", name="held").click()
+    expect(page.locator("#billing-kpi-runs")).to_have_text("1")
+    page.locator("#billing-runs input[type=radio]").first.check()
+    expect(page.locator("#billing-export-note")).to_contain_text("1 file(s)")
+    with page.expect_download() as dl:
+        page.locator("#billing-export-button").click()
+    assert dl.value.suggested_filename == "bills_2024-05_HN.csv"
+    assert "PD0100000001" in Path(dl.value.path()).read_text(encoding="utf-8")
