@@ -32,6 +32,8 @@ _NEGATIVE = np.uint32(F.NEGATIVE)
 _ROLLOVER = np.uint32(F.ROLLOVER)
 _REPLACEMENT = np.uint32(F.REPLACEMENT)
 _SPIKE = np.uint32(F.SPIKE)
+# A spike is a read the register falls back below within this many later reads (a glitch of a few reads).
+SPIKE_LOOKAHEAD_READS = 4
 _FLAT_LINE = np.uint32(F.FLAT_LINE)
 _GAP_TOO_LONG = np.uint32(F.GAP_TOO_LONG)
 _LEADING_GAP = np.uint32(F.LEADING_GAP)
@@ -288,11 +290,19 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
         ref = last_rate * dt if last_rate > 0.0 else 0.0
         if d > spike_factor * ref and d > spike_min_kw * dt / 3600.0:
             f |= _SPIKE
+            # The register comes back down within the next few reads: this read is bad, not the energy. A meter
+            # glitch can hold for more than one read, so look beyond the next one.
             j = i + 1
-            while j < hi and ts[j] == t:
+            seen = 0
+            bad = False
+            while j < hi and seen < SPIKE_LOOKAHEAD_READS:
+                if ts[j] != t:
+                    seen += 1
+                    if value[j] < v:
+                        bad = True
+                        break
                 j += 1
-            if j < hi and value[j] < v:
-                # the register comes back down at the next read: this read is bad, not the energy
+            if bad:
                 out_flags[i] = f
                 continue
         if d == 0.0:

@@ -204,6 +204,16 @@ def test_spike_bad_read_is_dropped_real_jump_is_kept() -> None:
     assert res.measured[0, 3] == pytest.approx(5000.0)
 
 
+def test_spike_held_over_two_reads_is_dropped() -> None:
+    # A meter glitch that holds for two reads: both are bad, and the reads after it are not negative.
+    ts, values = _daily([100.0, 110.0, 120.0, 5000.0, 5001.0, 130.0, 140.0, 150.0])
+    res = _run(ts, values)
+    f = res.reading_flags
+    assert f[3] & F.SPIKE and f[4] & F.SPIKE
+    assert not any(int(x) & F.NEGATIVE for x in f)
+    assert f[5] == 0 and f[6] == 0
+
+
 def test_flat_line_and_zero_use() -> None:
     ts, values = _daily([100.0, 110.0, 120.0, 130.0] + [140.0] * 6 + [150.0])
     res = _run(ts, values)

@@ -9,6 +9,7 @@ from itertools import pairwise
 
 from amr.obis import STATUS_BITS
 from billing import flags as F
+from billing.kernels import SPIKE_LOOKAHEAD_READS
 from billing.rules import VeeRules
 
 DAY = 86400
@@ -112,8 +113,8 @@ def twin_series(ts: list[int], values: list[float], quality: list[int], *, modul
         reference = last_rate * dt if last_rate > 0 else 0.0
         if d > spike_factor * reference and d > r.spike.min_kw * dt / 3600:
             f |= F.SPIKE
-            later = [values[j] for j in range(i + 1, n) if ts[j] != t]
-            if later and later[0] < v:
+            later = [values[j] for j in range(i + 1, n) if ts[j] != t][:SPIKE_LOOKAHEAD_READS]
+            if any(x < v for x in later):
                 out.flags.append(f)
                 out.delta.append(math.nan)
                 continue
