@@ -91,8 +91,15 @@ def _worker_init() -> None:
     numba.set_num_threads(1)
 
 
-def _run_jobs(jobs: list[_PartitionJob], workers: int) -> Iterator[tuple[int, _PartitionResult]]:
-    """(job index, result) as partitions finish; in this process when one worker or one job."""
+def _run_jobs(jobs: list[_PartitionJob], workers: int,
+              dask_scheduler: str | None = None) -> Iterator[tuple[int, _PartitionResult]]:
+    """(job index, result) as partitions finish: on a Dask cluster when `dask_scheduler` is given, else in
+    `workers` local processes, else in this process (one worker or one job)."""
+    if dask_scheduler:
+        from billing.distributed import run_on_dask
+
+        yield from run_on_dask(_run_partition, jobs, dask_scheduler)
+        return
     if workers <= 1 or len(jobs) <= 1:
         for k, job in enumerate(jobs):
             yield k, _run_partition(job)
@@ -288,10 +295,10 @@ def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str
                override_hold: bool = False,
                rules_file: Path | None = None, tariff_dir: Path | None = None,
                partition_meters: int = PARTITION_METERS, workers: int = DEFAULT_WORKERS,
-               on_progress: ProgressFn | None = None) -> RunSummary:
+               dask_scheduler: str | None = None, on_progress: ProgressFn | None = None) -> RunSummary:
     """VEE (kind='vee') or VEE + billing (kind='bill') for one period; see the module docstring.
-    Partitions of partition_meters meters run in `workers` processes (1: in this process); the per-stage
-    seconds in the summary add up the workers' time."""
+    Partitions of partition_meters meters run in `workers` processes (1: in this process), or on the Dask
+    cluster at `dask_scheduler` ('local': a LocalCluster); the per-stage seconds add up the workers' time."""
     parse_period(period)
     rules: VeeRules = read_vee_rules(rules_file)
     book = read_tariff_book(tariff_dir)
@@ -314,7 +321,7 @@ def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str
             ]
             results: list[_PartitionResult | None] = [None] * len(jobs)
             done = 0
-            for k, result in _run_jobs(jobs, workers):
+            for k, result in _run_jobs(jobs, workers, dask_scheduler):
                 results[k] = result
                 done += len(jobs[k].meters)
                 summary.readings += result.readings

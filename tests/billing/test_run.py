@@ -207,3 +207,23 @@ def test_a_run_without_customers_is_recorded(fleet: DatabaseServer, tmp_path: Pa
     summary = run_period(fleet, period=PERIOD, power_company="PE1600", out_dir=tmp_path)
     assert (summary.customers, summary.total_vnd, summary.status) == (0, 0, "released")
     assert len(pd.read_parquet(tmp_path / f"{PERIOD}_run{summary.run_id}" / "bills.parquet")) == 0
+
+
+def _bills_of(db: DatabaseServer, run_id: int) -> pd.DataFrame:
+    with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
+        cur = conn.execute("SELECT * FROM bills WHERE run_id = %s ORDER BY meter_id", (run_id,))
+        frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description or []])
+    return frame.drop(columns=[c for c in ("run_id", "bill_id") if c in frame.columns]).reset_index(drop=True)
+
+
+def test_partitions_on_a_dask_cluster_give_the_same_bills(fleet: DatabaseServer, tmp_path: Path) -> None:
+    single = run_period(fleet, period=PERIOD, city="HCM", out_dir=tmp_path / "single", partition_meters=2)
+    on_dask = run_period(fleet, period=PERIOD, city="HCM", out_dir=tmp_path / "dask", partition_meters=2,
+                         dask_scheduler="local")
+    assert on_dask.run_id != single.run_id
+    assert (on_dask.billed, on_dask.total_vnd, on_dask.energy_kwh) == (single.billed, single.total_vnd,
+                                                                       single.energy_kwh)
+    assert on_dask.exceptions_by_rule == single.exceptions_by_rule
+    a, b = _bills_of(fleet, single.run_id), _bills_of(fleet, on_dask.run_id)
+    assert len(a) == 5
+    pd.testing.assert_frame_equal(a, b)
