@@ -185,7 +185,7 @@ def _serve_serial(gateway: Gateway, port: serial.Serial, baud: int, turnaround_s
         start = time.monotonic()
         for i in range(0, len(out), _PACE_CHUNK_BYTES):
             chunk = out[i : i + _PACE_CHUNK_BYTES]
-            due = start + i * char
+            due = start + (i + len(chunk)) * char  # a byte is there once its last bit is on the wire
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
