@@ -23,6 +23,22 @@ Two message kinds reach ingest:
    ``values`` keys are short OBIS codes (C.D.E of 1.0.C.D.E.255) in the catalogue's unit (kWh for energy).
    A DCU may repeat a message after a reconnect (same ``seq``) and replays its buffer oldest first.
 
+   **Columnar variant, v2** (same topic, same meaning, what collectors publish since v2): the batch's distinct
+   meters and OBIS codes once, then one column per field with one entry per reading: ::
+
+       {"v": 2, "source": "collector-hn-1", "seq": 4712,
+        "meters": ["VN24HN000123", "VN24HN000124"], "obis": ["1.0.1.8.0.255", "1.0.32.7.0.255"],
+        "units": ["kWh", "V"],
+        "m": [0, 1, 0], "o": [0, 0, 1], "t": [1759278600, 1759278600, 1759278600.25],
+        "x": [1234.567, 88.1, 229.8], "q": [0, 0, 128]}
+
+   ``units[j]`` is the unit of ``obis[j]``; reading ``i`` is meter ``meters[m[i]]``, code ``obis[o[i]]``, time
+   ``t[i]`` [s since the Unix epoch, UTC; an int or a float to the microsecond], value ``x[i]`` in
+   ``units[o[i]]`` and quality ``q[i]``. ``q`` may be empty, meaning quality 0 for every reading; otherwise
+   ``m``, ``o``, ``t``, ``x`` (and ``q``) have equal lengths. Ingest decodes the columns straight into arrays
+   (no per-reading objects), which is what makes it several times cheaper than v1 per reading; v1 stays
+   accepted. ``iter_readings`` turns either version into ``Reading`` objects (tests, tools).
+
 3. **Client status** (``amr/v1/status/<client id>``, retained, also the MQTT last will): ``ClientStatus``.
 
 Events in a reading batch's sibling topic (``amr/v1/events/<collector id>``) use ``EventBatch``.
@@ -31,7 +47,8 @@ Timestamps are RFC 3339 in UTC (a ``Z`` or an explicit offset; naive times are r
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -53,6 +70,63 @@ class ReadingBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seq: int
     readings: list[Reading]
     v: int = FORMAT_VERSION
+
+
+COLUMNS_FORMAT_VERSION = 2
+
+
+class ColumnarReadingBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Reading batch v2 (see the module docstring): one column per field, meters and OBIS codes listed once."""
+
+    source: str
+    seq: int
+    meters: list[str]
+    obis: list[str]
+    units: list[str]
+    m: list[int]
+    o: list[int]
+    t: list[float]  # [s since the Unix epoch, UTC]
+    x: list[float]
+    q: list[int] = []
+    v: int = COLUMNS_FORMAT_VERSION
+
+
+def columnar_from_readings(source: str, seq: int, readings: list[Reading]) -> ColumnarReadingBatch | None:
+    """The v2 form of `readings`; None when one has a naive timestamp (v2 cannot say 'naive': send those as v1,
+    which ingest dead-letters with its reason). A reading's unit is its code's unit in v2: a reading whose unit
+    differs from the first unit seen for its code gets a second entry for the same code in ``obis``."""
+    meter_index: dict[str, int] = {}
+    code_index: dict[tuple[str, str], int] = {}
+    m: list[int] = []
+    o: list[int] = []
+    t: list[float] = []
+    x: list[float] = []
+    q: list[int] = []
+    for r in readings:
+        ts = r.ts
+        if ts.tzinfo is None:
+            return None
+        stamp = ts.timestamp()
+        m.append(meter_index.setdefault(r.meter, len(meter_index)))
+        o.append(code_index.setdefault((r.obis, r.unit), len(code_index)))
+        t.append(int(stamp) if stamp.is_integer() else stamp)  # '1759278600' rather than '1759278600.0'
+        x.append(r.value)
+        q.append(r.quality)
+    return ColumnarReadingBatch(
+        source=source, seq=seq, meters=list(meter_index), obis=[c for c, _ in code_index],
+        units=[u for _, u in code_index], m=m, o=o, t=t, x=x, q=q if any(q) else [],
+    )  # fmt: skip
+
+
+def iter_readings(batch: ReadingBatch | ColumnarReadingBatch) -> Iterator[Reading]:
+    """The readings of either version as v1 ``Reading`` objects (tests and tools; ingest reads the columns)."""
+    if isinstance(batch, ReadingBatch):
+        yield from batch.readings
+        return
+    q = batch.q or [0] * len(batch.t)
+    for mi, oi, ts, value, quality in zip(batch.m, batch.o, batch.t, batch.x, q, strict=True):
+        yield Reading(meter=batch.meters[mi], obis=batch.obis[oi], ts=datetime.fromtimestamp(ts, UTC), value=value,
+                      unit=batch.units[oi], quality=quality)  # fmt: skip
 
 
 class MeterEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

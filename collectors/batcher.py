@@ -4,6 +4,10 @@ A batch gets its ``seq`` when it is sealed, in the same spool transaction as its
 twice (QoS 1 after a reconnect or a restart) is the same bytes with the same seq. Readings wait in memory
 until their batch is full or `linger_s` old; `flush` seals what waits and commits. Only committed rows are
 published (`committed_id`), so a crash never lets a seq reach the broker that a restart would reuse.
+
+Readings go out in the columnar v2 format (amr.messages.ColumnarReadingBatch: ~4x smaller than v1 and several
+times cheaper for ingest to decode); a batch holding a reading with a naive timestamp, which v2 cannot express,
+goes out as v1 so that ingest dead-letters it with its reason as before.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from amr.messages import EventBatch, MeterEvent, Reading, ReadingBatch, encode
+from amr.messages import EventBatch, MeterEvent, Reading, ReadingBatch, columnar_from_readings, encode
 from collectors.spool import Spool
 
 DEFAULT_LINGER_S = 0.5  # longest a reading waits in memory for its batch to fill
@@ -78,9 +82,9 @@ class Batcher:
 
     def _seal_readings(self, readings: list[Reading]) -> None:
         seq = self.spool.take_seq()
-        self._last_id = self.spool.append(
-            self.readings_topic, encode(ReadingBatch(source=self.source, seq=seq, readings=readings))
-        )
+        columnar = columnar_from_readings(self.source, seq, readings)
+        batch = columnar if columnar is not None else ReadingBatch(source=self.source, seq=seq, readings=readings)
+        self._last_id = self.spool.append(self.readings_topic, encode(batch))
         self._uncommitted += 1
 
     def _seal_events(self, events: list[MeterEvent]) -> None:

@@ -106,6 +106,21 @@ class Consumer:
         self.client.ack(mid, qos)
         return True
 
+    def ack_many(self, items: list[Incoming]) -> int:
+        """Acknowledge a committed batch's messages under one lock check; returns how many were acknowledged
+        (those from an earlier connection are left to their redelivered twins)."""
+        with self._lock:
+            if not self.connected.is_set():
+                return 0
+            generation = self.generation
+        acked = 0
+        ack = self.client.ack
+        for item in items:
+            if item.qos and item.generation == generation:
+                ack(item.mid, item.qos)
+                acked += 1
+        return acked
+
     # -- paho callbacks (network thread) -------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:

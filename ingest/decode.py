@@ -9,6 +9,13 @@ Partial batches: a message with some bad items stores the good ones and writes O
 payload and the reasons of the bad items (``readings[17]: unknown meter 'X'; ...``). Replaying that dead letter
 after fixing the cause (adding the meter) is safe: the readings already stored are dropped as duplicates.
 
+Reading batches come in two versions on the same topic (amr.messages): v1 (one object per reading) and the
+columnar v2, which msgspec decodes straight into lists of primitives. ``_validate_columns`` checks a v2 message
+with a handful of dictionary look-ups (its meters and OBIS codes) and C-level min/max over its columns; the lists
+become numpy arrays once per batch (``column_rows_to_arrays``) and go to the COPY encoder with no per-reading
+Python object on the way. Only a message with a bad reading is checked reading by reading (numpy masks); its bad
+readings get the same reasons as in v1 (``readings[i]: ...``, i the position in the columns).
+
 Non-finite values: msgspec's JSON decoder refuses ``NaN``/``Infinity`` literals and numbers that overflow to
 infinity (``1e999``: "Number out of range"), so those fail the whole message; the per-reading finiteness check
 stays as a guard for any other decoder.
@@ -16,18 +23,29 @@ stays as a guard for any other decoder.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from amr.broker import topics
 from amr.errors import PayloadError
-from amr.messages import ClientStatus, DcuUplink, EventBatch, ReadingBatch, short_obis_to_full
+from amr.messages import (
+    COLUMNS_FORMAT_VERSION,
+    ClientStatus,
+    ColumnarReadingBatch,
+    DcuUplink,
+    EventBatch,
+    ReadingBatch,
+    short_obis_to_full,
+)
 from amr.obis import CHANNELS
 from ingest.limits import EARLIEST_TS, MAX_FUTURE_S, MAX_PAYLOAD_BYTES, MAX_TEXT_FIELD_CHARS
 
@@ -49,7 +67,7 @@ class Kind(StrEnum):
     STATUS = "status"
 
 
-Message = ReadingBatch | EventBatch | DcuUplink | ClientStatus
+Message = ReadingBatch | ColumnarReadingBatch | EventBatch | DcuUplink | ClientStatus
 
 _DECODERS: dict[Kind, msgspec.json.Decoder[Any]] = {
     Kind.READINGS: msgspec.json.Decoder(ReadingBatch),
@@ -57,6 +75,16 @@ _DECODERS: dict[Kind, msgspec.json.Decoder[Any]] = {
     Kind.DCU: msgspec.json.Decoder(DcuUplink),
     Kind.STATUS: msgspec.json.Decoder(ClientStatus),
 }
+_COLUMNS_DECODER = msgspec.json.Decoder(ColumnarReadingBatch)
+
+
+class _VersionOnly(msgspec.Struct):
+    """Just the version of a message that decodes as neither reading batch (to report the right error)."""
+
+    v: int = 1
+
+
+_VERSION_DECODER = msgspec.json.Decoder(_VersionOnly)
 
 
 def topic_kind(topic: str) -> Kind | None:
@@ -97,17 +125,51 @@ def parse_message(topic: str, payload: bytes) -> tuple[Kind, Message]:
         raise PayloadError(f"oversize payload: {len(payload)} bytes > limit {MAX_PAYLOAD_BYTES}")
     if not payload:
         raise PayloadError("empty payload")
+    columns_error = None
+    if kind is Kind.READINGS:  # v2 first: it is what collectors send; a v1 payload fails at its first field
+        try:
+            columnar = _COLUMNS_DECODER.decode(payload)
+        except msgspec.DecodeError as exc:
+            columns_error = exc
+        else:
+            if columnar.v != COLUMNS_FORMAT_VERSION:
+                raise PayloadError(f"unsupported format version v={columnar.v}")
+            _check_column_lengths(columnar)
+            return kind, columnar
     try:
         message = _DECODERS[kind].decode(payload)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-        raise PayloadError(f"invalid {kind.value} payload: {clean_text(str(exc))}") from exc
+        error = exc
+        if columns_error is not None and _version_of(payload) == COLUMNS_FORMAT_VERSION:
+            error = columns_error  # a v2 message: its own error says what is wrong
+        raise PayloadError(f"invalid {kind.value} payload: {clean_text(str(error))}") from error
     if message.v != 1:
         raise PayloadError(f"unsupported format version v={message.v}")
     return kind, message
 
 
+def _version_of(payload: bytes) -> int | None:
+    try:
+        return _VERSION_DECODER.decode(payload).v
+    except msgspec.DecodeError:
+        return None
+
+
+def _check_column_lengths(message: ColumnarReadingBatch) -> None:
+    n = len(message.t)
+    if not (len(message.m) == len(message.o) == len(message.x) == n and len(message.q) in (0, n)):
+        raise PayloadError(
+            f"invalid readings payload: columns differ in length (m {len(message.m)}, o {len(message.o)},"
+            f" t {n}, x {len(message.x)}, q {len(message.q)})"
+        )
+    if len(message.units) != len(message.obis):
+        raise PayloadError(f"invalid readings payload: {len(message.units)} units for {len(message.obis)} OBIS codes")
+
+
 def serials_of(message: Message) -> set[str]:
     """The meter serials a message names (to resolve before validation)."""
+    if isinstance(message, ColumnarReadingBatch):
+        return set(message.meters)
     if isinstance(message, ReadingBatch):
         return {r.meter for r in message.readings}
     if isinstance(message, EventBatch):
@@ -115,6 +177,58 @@ def serials_of(message: Message) -> set[str]:
     if isinstance(message, DcuUplink):
         return {r.serial for r in message.reads} | {e.serial for e in message.events}
     return {m.meter for m in message.meters}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowArrays:
+    """Validated reading rows as numpy columns (v2 messages): equal lengths, every row storable."""
+
+    ts_s: npt.NDArray[np.float64]  # [s since the Unix epoch, UTC]
+    meter_id: npt.NDArray[np.int32]
+    channel_id: npt.NDArray[np.int16]
+    value: npt.NDArray[np.float64]
+    quality: npt.NDArray[np.int16]
+
+    def __len__(self) -> int:
+        return len(self.ts_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnRows:
+    """The rows of a v2 message that passed whole: still the decoded lists, turned into arrays once per batch
+    (``column_rows_to_arrays``), since a numpy call costs as much as ~100 list items on this path."""
+
+    meter_table: list[int]  # meter_id of meters[j]
+    channel_table: list[int]  # channel_id of obis[j]
+    m: list[int]
+    o: list[int]
+    t: list[float]
+    x: list[float]
+    q: list[int]  # empty: quality 0 throughout
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+def column_rows_to_arrays(parts: list[ColumnRows]) -> RowArrays:
+    """Many messages' ColumnRows -> one set of arrays: one conversion per column for the whole batch."""
+    chain = itertools.chain.from_iterable
+    counts = [len(p) for p in parts]
+    n = sum(counts)
+    meter_offsets = np.repeat(np.cumsum([0] + [len(p.meter_table) for p in parts[:-1]]), counts)
+    channel_offsets = np.repeat(np.cumsum([0] + [len(p.channel_table) for p in parts[:-1]]), counts)
+    meter_table = np.fromiter(chain(p.meter_table for p in parts), dtype=np.int32)
+    channel_table = np.fromiter(chain(p.channel_table for p in parts), dtype=np.int16)
+    m = np.fromiter(chain(p.m for p in parts), dtype=np.int64, count=n) + meter_offsets
+    o = np.fromiter(chain(p.o for p in parts), dtype=np.int64, count=n) + channel_offsets
+    quality = np.fromiter(chain(p.q or itertools.repeat(0, len(p)) for p in parts), dtype=np.int16, count=n)
+    return RowArrays(
+        ts_s=np.fromiter(chain(p.t for p in parts), dtype=np.float64, count=n),
+        meter_id=meter_table[m],
+        channel_id=channel_table[o],
+        value=np.fromiter(chain(p.x for p in parts), dtype=np.float64, count=n),
+        quality=quality,
+    )
 
 
 @dataclass(kw_only=True)
@@ -130,12 +244,18 @@ class Validated:
     events: list[tuple[datetime, int, str, str | None]] = field(default_factory=list)  # ts, meter, event, json
     status: ClientStatus | None = None
     comm_stats: list[tuple[int, Any]] = field(default_factory=list)  # (meter_id, MeterCommStats)
+    columns: ColumnRows | None = None  # a v2 message without a bad reading (the lists above stay empty then)
+    arrays: RowArrays | None = None  # the good rows of a v2 message with bad ones
     reasons: list[str] = field(default_factory=list)
     rejected: int = 0
 
     @property
     def rows(self) -> int:
-        return len(self.ts_s)
+        return (
+            len(self.ts_s)
+            + (len(self.arrays) if self.arrays is not None else 0)
+            + (len(self.columns) if self.columns is not None else 0)
+        )
 
 
 def _ts_problem(ts: datetime, now_s: float) -> str | None:
@@ -166,6 +286,8 @@ def _reading_problem(
 
 def validate_message(message: Message, *, meter_ids: dict[str, int], now_s: float) -> Validated:
     """Check every item; good items become rows, bad ones reasons. Never raises on content."""
+    if isinstance(message, ColumnarReadingBatch):
+        return _validate_columns(message, meter_ids, now_s)
     if isinstance(message, ReadingBatch):
         return _validate_readings(message, meter_ids, now_s)
     if isinstance(message, DcuUplink):
@@ -206,6 +328,100 @@ def _validate_readings(message: ReadingBatch, meter_ids: dict[str, int], now_s: 
         out.reasons.append(f"readings[{i}]: {why}")
         out.rejected += 1
     return out
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _int_column(values: list[int]) -> npt.NDArray[np.int64]:
+    """A column of JSON integers; one beyond int64 (a hostile client) becomes -1, which every check refuses
+    (the reason quotes the original value)."""
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:
+        return np.array([v if _INT64_MIN <= v <= _INT64_MAX else -1 for v in values], dtype=np.int64)
+
+
+def _validate_columns(message: ColumnarReadingBatch, meter_ids: dict[str, int], now_s: float) -> Validated:
+    """v2: per message, the meters and codes through dictionaries, then the columns' ranges (C-level min/max);
+    only a message failing those takes numpy per reading to find and name its bad readings.
+
+    Values need no finiteness check: msgspec's decoder refuses NaN, infinity and overflowing numbers."""
+    out = Validated(source=clean_text(message.source))
+    n = len(message.t)
+    if n == 0:
+        return out
+    meter_ids_list = [meter_ids.get(s, -1) for s in message.meters]
+    channels = [
+        ch[0] if (ch := CATALOGUE.get(c)) is not None and ch[1] == u else -1
+        for c, u in zip(message.obis, message.units, strict=True)
+    ]
+    m, o, t, q = message.m, message.o, message.t, message.q
+    if (
+        -1 not in meter_ids_list
+        and -1 not in channels
+        and min(m) >= 0
+        and max(m) < len(meter_ids_list)
+        and min(o) >= 0
+        and max(o) < len(channels)
+        and min(t) >= EARLIEST_TS_S
+        and max(t) <= now_s + MAX_FUTURE_S
+        and (not q or (min(q) >= 0 and max(q) <= SMALLINT_MAX))
+    ):
+        out.columns = ColumnRows(meter_table=meter_ids_list, channel_table=channels, m=m, o=o, t=t, x=message.x, q=q)
+        return out
+    _split_columns(out, message, meter_ids_list, channels, meter_ids, now_s)
+    return out
+
+
+def _split_columns(
+    out: Validated,
+    message: ColumnarReadingBatch,
+    meter_ids_list: list[int],
+    channels: list[int],
+    meter_ids: dict[str, int],
+    now_s: float,
+) -> None:
+    """A v2 message with some bad reading: numpy masks find them, the good rows go to `out.arrays`."""
+    # Look-up tables with a trailing -1: an index outside the list maps there and is refused with the others.
+    meter_table = np.array([*meter_ids_list, -1], dtype=np.int64)
+    channel_table = np.array([*channels, -1], dtype=np.int64)
+    mi = _int_column(message.m)
+    oi = _int_column(message.o)
+    mi = np.where((mi >= 0) & (mi < len(meter_ids_list)), mi, len(meter_ids_list))
+    oi = np.where((oi >= 0) & (oi < len(channels)), oi, len(channels))
+    mid, ch = meter_table[mi], channel_table[oi]
+    ts_s = np.array(message.t, dtype=np.float64)
+    value = np.array(message.x, dtype=np.float64)
+    quality = _int_column(message.q) if message.q else np.zeros(len(ts_s), dtype=np.int64)
+    ok = (mid >= 0) & (ch >= 0) & (ts_s >= EARLIEST_TS_S) & (ts_s <= now_s + MAX_FUTURE_S) & np.isfinite(value)
+    ok &= (quality >= 0) & (quality <= SMALLINT_MAX)
+    for i in np.flatnonzero(~ok).tolist():
+        out.reasons.append(f"readings[{i}]: {_column_problem(message, i, meter_ids, now_s)}")
+    out.rejected = len(out.reasons)
+    out.arrays = RowArrays(
+        ts_s=ts_s[ok], meter_id=mid[ok].astype(np.int32), channel_id=ch[ok].astype(np.int16), value=value[ok],
+        quality=quality[ok].astype(np.int16),
+    )  # fmt: skip
+
+
+def _column_problem(message: ColumnarReadingBatch, i: int, meter_ids: dict[str, int], now_s: float) -> str:
+    """Why reading i of a v2 message is refused (the rare path: plain Python, v1's wording)."""
+    mi, oi, t = message.m[i], message.o[i], message.t[i]
+    if not 0 <= mi < len(message.meters):
+        return f"meter index {mi} outside meters[0..{len(message.meters) - 1}]"
+    if not 0 <= oi < len(message.obis):
+        return f"OBIS index {oi} outside obis[0..{len(message.obis) - 1}]"
+    if not (EARLIEST_TS_S <= t <= now_s + MAX_FUTURE_S):
+        try:
+            shown = datetime.fromtimestamp(t, UTC).isoformat()
+        except (OverflowError, OSError, ValueError):
+            shown = f"{t!r} s"
+        if t >= EARLIEST_TS_S:
+            return f"timestamp {shown} more than {MAX_FUTURE_S // 3600} h in the future"
+        return f"timestamp {shown} before {EARLIEST_TS.date()}"
+    quality = message.q[i] if message.q else 0
+    return _reading_problem(meter_ids, message.meters[mi], message.obis[oi], message.units[oi], message.x[i], quality)
 
 
 def _validate_dcu(message: DcuUplink, meter_ids: dict[str, int], now_s: float) -> Validated:

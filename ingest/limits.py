@@ -13,6 +13,10 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 BATCH_MAX_ROWS = 20_000
 # A quiet trickle is committed and acknowledged after at most this long, so lag stays well under a second.
 BATCH_MAX_AGE_S = 0.25
+# A batch is committed once no message came for this long: the last readings of a burst need not wait for
+# BATCH_MAX_AGE_S. In a steady stream messages come much closer together, so batches stay full; commits caused by
+# this rule are at most 1 / BATCH_IDLE_S a second.
+BATCH_IDLE_S = 0.05
 # Messages per batch, for batches of tiny messages (events, status): each costs an ack and a list entry.
 BATCH_MAX_MESSAGES = 2_000
 
@@ -51,3 +55,13 @@ METRICS_INTERVAL_S = 1.0
 # otherwise write a 100 KB reason).
 MAX_REASONS_PER_DEAD_LETTER = 10
 MAX_TEXT_FIELD_CHARS = 200
+
+# meter_last_seen (read by the dashboards' 'silent meter' views, which look back 30 min) is written at most this
+# often per worker, holding each meter's newest reading of every batch committed since. One upsert per meter costs
+# PostgreSQL more than COPYing that meter's readings (measured: ~60 ms for 10,000 meters beside ~45 ms to COPY
+# their 20,000 readings), so writing it with every batch cut end-to-end throughput by more than half. The price: a
+# worker killed outright loses at most this long's last-seen advance (its readings are stored; the meter's next
+# read sets it right). 0 writes it inside every batch's own transaction (WorkerConfig.last_seen_interval_s).
+LAST_SEEN_INTERVAL_S = 2.0
+# (meter, newest reading) pairs held before they are written regardless of the interval (~16 MB).
+LAST_SEEN_MAX_PENDING = 1_000_000

@@ -1,6 +1,6 @@
-"""Worker counters, published as one JSON status file per worker (atomically replaced every second) in the
-status directory (default ``<state dir>/ingest/``). Other tools read those files; ``amr ingest`` aggregates them
-into its live line and, with ``--metrics-port``, serves them as Prometheus text (``/metrics``).
+"""Worker counters, published as one JSON status file per worker (atomically replaced every second and after
+each commit) in the status directory (default ``<state dir>/ingest/``). Other tools read those files; ``amr ingest``
+aggregates them into its live line and, with ``--metrics-port``, serves them as Prometheus text (``/metrics``).
 
 File ``status-<client id>.json``: ``{"worker", "pid", "updated_at", "state", "messages", "rows", "duplicates",
 "dead_letters", "events", "flushes", "staging_flushes", "db_errors", "messages_per_s", "rows_per_s", "lag_s",

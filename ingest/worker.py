@@ -17,6 +17,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 
 from amr.broker import topics
@@ -25,6 +27,7 @@ from amr.errors import PayloadError
 from ingest import limits
 from ingest.consumer import Consumer, Incoming
 from ingest.decode import Validated, parse_message, serials_of, topic_source, validate_message
+from ingest.last_seen import PendingLastSeen, write_last_seen
 from ingest.meters import MeterCache
 from ingest.metrics import Counters, RateMeter, write_status_file
 from ingest.writer import BatchContent, DeadLetter, Strategy, prepare_session, write_batch, write_dead_letters
@@ -48,7 +51,9 @@ class WorkerConfig:
     batch_max_rows: int = limits.BATCH_MAX_ROWS
     batch_max_age_s: float = limits.BATCH_MAX_AGE_S
     batch_max_messages: int = limits.BATCH_MAX_MESSAGES
+    batch_idle_s: float = limits.BATCH_IDLE_S
     strategy: Strategy = Strategy.SAVEPOINT
+    last_seen_interval_s: float = limits.LAST_SEEN_INTERVAL_S  # 0: meter_last_seen inside every batch
 
 
 class Stopped(Exception):
@@ -93,6 +98,8 @@ class Worker:
         self._next_status_s = 0.0
         self._next_metrics_s = 0.0
         self._rates = (0.0, 0.0)
+        self._last_seen = PendingLastSeen()
+        self._last_seen_due_s = 0.0
         config.status_dir.mkdir(parents=True, exist_ok=True)
         self.status_file = config.status_dir / f"status-{config.client_id}.json"
 
@@ -109,25 +116,29 @@ class Worker:
             pass
         finally:
             self.consumer.stop()
+            self._write_last_seen_once()
             self._report(state="offline")
             if self._conn is not None:
                 self._conn.close()
 
     def _fill(self, stop: threading.Event) -> None:
-        """Take messages until the batch is full or old enough (or the worker is asked to stop)."""
+        """Take messages until the batch is full, old enough or no message came for a while (or the worker is
+        asked to stop)."""
         cfg, q, batch = self.config, self.consumer.queue, self._batch
         while not stop.is_set():
             if batch.entries:
                 timeout = batch.first_s + cfg.batch_max_age_s - time.monotonic()
                 if timeout <= 0:
                     return
+                timeout = min(timeout, cfg.batch_idle_s)
             else:
                 timeout = 0.2
             try:
                 item = q.get(timeout=timeout)
             except queue.Empty:
-                if not batch.entries:
-                    self._periodic(stop)
+                if batch.entries:
+                    return  # the stream paused: commit what waits rather than let it age
+                self._periodic(stop)
                 continue
             self._take(item, stop)
             if batch.rows >= cfg.batch_max_rows or len(batch.entries) >= cfg.batch_max_messages:
@@ -143,7 +154,11 @@ class Worker:
             self._batch.add(_Pending(item, None, letter))
             return
         serials = serials_of(message)
-        meter_ids = self._with_db(lambda conn: self.meters.resolve(conn, serials), stop)
+        meters = self.meters
+        if meters.ids.keys() >= serials:  # all known: no database round trip, no connection check
+            meter_ids = meters.ids
+        else:
+            meter_ids = self._with_db(lambda conn: meters.resolve(conn, serials), stop)
         part = validate_message(message, meter_ids=meter_ids, now_s=time.time())
         dead = None
         if part.reasons:
@@ -171,18 +186,48 @@ class Worker:
                     )  # fmt: skip
                     self._with_db(partial(_write_letter, letter=letter), stop)
                     self.counters.dead_letters += 1
-        for entry in entries:
-            self.consumer.ack(entry.item.mid, entry.item.qos, entry.item.generation)
+        self.consumer.ack_many([e.item for e in entries])
         now = time.time()
         self.lag_s = now - min(e.item.received_s for e in entries)
         self.counters.messages += len(entries)
         self._batch = _Batch()
+        self._maybe_write_last_seen(stop)
+        # Readers of the status file (the live line, the benchmark) see each commit at once, not a second later;
+        # flushes come at most a few dozen a second (BATCH_MAX_ROWS, BATCH_IDLE_S), so this costs little.
+        self._write_metrics()
+
+    def _maybe_write_last_seen(self, stop: threading.Event) -> None:
+        """meter_last_seen for the batches committed since the last time, once the interval is up."""
+        now = time.monotonic()
+        if not self._last_seen.pairs or (
+            now < self._last_seen_due_s and self._last_seen.pairs < limits.LAST_SEEN_MAX_PENDING
+        ):
+            return
+        self._last_seen_due_s = now + self.config.last_seen_interval_s
+        meters, newest_us = self._last_seen.take()
+        try:
+            self._with_db(partial(_write_last_seen, meters=meters, newest_us=newest_us), stop)
+        except psycopg.Error as exc:  # not a connection problem (those are retried): nothing to do but report it
+            log.error("meter_last_seen not updated for %d meters: %s", len(meters), exc)
+
+    def _write_last_seen_once(self) -> None:
+        """On the way out: what is pending, if the database answers now (no retries while stopping)."""
+        if not self._last_seen.pairs:
+            return
+        meters, newest_us = self._last_seen.take()
+        try:
+            _write_last_seen(self._connection(), meters=meters, newest_us=newest_us)
+        except psycopg.Error as exc:
+            log.warning("meter_last_seen of %d meters not written on stop: %s", len(meters), exc)
 
     def _write(self, entries: list[_Pending], stop: threading.Event) -> None:
         content = BatchContent.from_parts(
             [e.part for e in entries if e.part is not None], [e.dead for e in entries if e.dead is not None]
         )
-        result = self._with_db(lambda conn: write_batch(conn, content, self.config.strategy), stop)
+        inline = self.config.last_seen_interval_s <= 0
+        result = self._with_db(lambda conn: write_batch(conn, content, self.config.strategy, last_seen=inline), stop)
+        if not inline and content.readings is not None:
+            self._last_seen.add(*content.readings.last_seen())
         c = self.counters
         c.rows += result.inserted
         c.duplicates += result.duplicates
@@ -220,6 +265,7 @@ class Worker:
 
     # -- reporting ----------------------------------------------------------------------------------------
     def _periodic(self, stop: threading.Event) -> None:
+        self._maybe_write_last_seen(stop)
         now = time.monotonic()
         if now >= self._next_metrics_s:
             self._next_metrics_s = now + limits.METRICS_INTERVAL_S
@@ -255,6 +301,13 @@ class Worker:
                 "broker_connects": self.consumer.connects,
             },
         )  # fmt: skip
+
+
+def _write_last_seen(
+    conn: psycopg.Connection[Any], *, meters: npt.NDArray[np.int32], newest_us: npt.NDArray[np.int64]
+) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        write_last_seen(cur, meters, newest_us)
 
 
 def _write_letter(conn: psycopg.Connection[Any], *, letter: DeadLetter) -> None:

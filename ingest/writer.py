@@ -20,10 +20,10 @@ from psycopg import errors
 
 from amr.messages import ClientStatus
 from ingest.copy_binary import COPY_READINGS_SQL, encode_readings, sort_order, unix_s_to_pg_us
-from ingest.decode import Validated, clean_text
+from ingest.decode import Validated, clean_text, column_rows_to_arrays
+from ingest.last_seen import write_last_seen
 
 STAGING_TABLE = "ingest_staging"
-_PG_EPOCH_SQL = "timestamptz '2000-01-01 00:00:00+00'"
 
 
 class Strategy(StrEnum):
@@ -52,11 +52,27 @@ class ReadingColumns:
 
     @classmethod
     def from_validated(cls, parts: list[Validated]) -> ReadingColumns:
-        ts_s = np.fromiter((t for p in parts for t in p.ts_s), dtype=np.float64)
-        meter = np.fromiter((m for p in parts for m in p.meter_id), dtype=np.int32, count=len(ts_s))
-        channel = np.fromiter((c for p in parts for c in p.channel_id), dtype=np.int16, count=len(ts_s))
-        value = np.fromiter((v for p in parts for v in p.value), dtype=np.float64, count=len(ts_s))
-        quality = np.fromiter((q for p in parts for q in p.quality), dtype=np.int16, count=len(ts_s))
+        """v2 parts bring lists converted once for the whole batch (or arrays), v1/DCU parts per-item lists."""
+        arrays = [p.arrays for p in parts if p.arrays is not None and len(p.arrays)]
+        whole = [p.columns for p in parts if p.columns is not None]
+        if whole:
+            arrays.append(column_rows_to_arrays(whole))
+        columns: list[tuple[np.ndarray, ...]] = [(a.ts_s, a.meter_id, a.channel_id, a.value, a.quality) for a in arrays]
+        listed = [p for p in parts if p.ts_s]
+        if listed:
+            ts_s = np.fromiter((t for p in listed for t in p.ts_s), dtype=np.float64)
+            n = len(ts_s)
+            columns.append((
+                ts_s,
+                np.fromiter((m for p in listed for m in p.meter_id), dtype=np.int32, count=n),
+                np.fromiter((c for p in listed for c in p.channel_id), dtype=np.int16, count=n),
+                np.fromiter((v for p in listed for v in p.value), dtype=np.float64, count=n),
+                np.fromiter((q for p in listed for q in p.quality), dtype=np.int16, count=n),
+            ))  # fmt: skip
+        if not columns:
+            empty = (np.float64, np.int32, np.int16, np.float64, np.int16)
+            columns.append(tuple(np.empty(0, dtype=d) for d in empty))
+        ts_s, meter, channel, value, quality = (np.concatenate(c) for c in zip(*columns, strict=True))
         return cls.from_arrays(unix_s_to_pg_us(ts_s), meter, channel, value, quality)
 
     @classmethod
@@ -75,13 +91,13 @@ class ReadingColumns:
     def copy_data(self) -> bytes:
         return encode_readings(self.ts_us, self.meter_id, self.channel_id, self.value, self.quality)
 
-    def last_seen(self) -> tuple[list[int], list[int]]:
+    def last_seen(self) -> tuple[np.ndarray, np.ndarray]:
         """Per meter, its newest reading [µs since 2000] (columns are sorted by meter first)."""
         if not len(self):
-            return [], []
+            return self.meter_id[:0], self.ts_us[:0]
         starts = np.flatnonzero(np.r_[True, self.meter_id[1:] != self.meter_id[:-1]])
         newest = np.maximum.reduceat(self.ts_us, starts)
-        return self.meter_id[starts].tolist(), newest.tolist()
+        return self.meter_id[starts], newest
 
 
 @dataclass(kw_only=True)
@@ -148,24 +164,19 @@ def write_readings(conn: psycopg.Connection[Any], data: bytes, rows: int, strate
         return cur.rowcount, True
 
 
-def write_batch(conn: psycopg.Connection[Any], batch: BatchContent, strategy: Strategy) -> FlushResult:
-    """Everything of one batch in ONE transaction (the caller acks its messages after this returns)."""
+def write_batch(
+    conn: psycopg.Connection[Any], batch: BatchContent, strategy: Strategy, *, last_seen: bool = True
+) -> FlushResult:
+    """Everything of one batch in ONE transaction (the caller acks its messages after this returns); with
+    `last_seen` False the caller gathers the readings' meter_last_seen and writes it later (ingest.last_seen)."""
     result = FlushResult()
     with conn.transaction(), conn.cursor() as cur:
         if batch.readings is not None and len(batch.readings):
             cols = batch.readings
             result.inserted, result.used_staging = write_readings(conn, cols.copy_data(), len(cols), strategy)
             result.duplicates = len(cols) - result.inserted
-            meters, newest_us = cols.last_seen()
-            cur.execute(
-                "INSERT INTO meter_last_seen (meter_id, last_reading_ts, last_received_at)"
-                f" SELECT m, {_PG_EPOCH_SQL} + t * interval '1 microsecond', now()"
-                " FROM unnest(%s::integer[], %s::bigint[]) AS u(m, t)"
-                " ON CONFLICT (meter_id) DO UPDATE SET"
-                " last_reading_ts = greatest(meter_last_seen.last_reading_ts, excluded.last_reading_ts),"
-                " last_received_at = excluded.last_received_at",
-                (meters, newest_us),
-            )
+            if last_seen:
+                write_last_seen(cur, *cols.last_seen())
         if batch.events:
             ts, mids, names, details = (list(c) for c in zip(*batch.events, strict=True))
             cur.execute(

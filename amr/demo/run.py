@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from amr.broker.mosquitto import LocalMosquitto, broker_endpoint
+from amr.broker.mosquitto import BrokerEndpoint, LocalMosquitto, broker_endpoint
 from amr.db.server import DatabaseServer, Role
 from amr.demo.plan import collector_toml, count_by_protocol, group_gateways, local_midnights, period_days
 from amr.demo.world import fetch_live_meters, start_world
@@ -110,15 +110,21 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
     run_dir = Path(tempfile.mkdtemp(prefix="amr-demo-"))
     clock = SimClock.fixed(steps[0])
     creds = db.credentials
+    def endpoint(account: str) -> BrokerEndpoint:
+        if broker is None:  # AMR_MQTT_URL: an external broker
+            return broker_endpoint(db.settings, creds, account)
+        return BrokerEndpoint(host=broker.host, port=broker.port, username=account,
+                              password=broker.credentials.mqtt_password(account))
+
     world = start_world(gateways, clock=clock, seed=opts.seed, fault_shares=opts.faults, baud=opts.baud,
-                        run_dir=run_dir, dcu_endpoint=broker_endpoint(db.settings, creds, "dcu"))
+                        run_dir=run_dir, dcu_endpoint=endpoint("dcu"))
     ingest = _start_ingest(db.settings.state_dir / "demo-ingest.log")
     stop_collector = threading.Event()
     config = parse_collector_config(
         collector_toml(collector_id="demo-collector", spool_dir=str(run_dir / "spool"), gateways=world.endpoints,
                        baud=opts.baud, poll_interval_s=0.0),
         source=str(run_dir / "collector.toml"), base_dir=run_dir)
-    collector = Collector(config, clock=clock.now_s)
+    collector = Collector(config, clock=clock.now_s, endpoint=endpoint("collector"))
     collector_thread = threading.Thread(target=lambda: asyncio.run(collector.run(stop_collector, None)),
                                         name="demo-collector", daemon=True)
     summary: dict[str, Any] = {}

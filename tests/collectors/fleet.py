@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from amr.broker.mosquitto import BrokerEndpoint
 from amr.broker.probe import new_client
+from amr.messages import COLUMNS_FORMAT_VERSION, ColumnarReadingBatch, iter_readings
 from collectors.modbus.registermap import read_register_map
 from simulators.clock import SimClock
 from simulators.faults import Faults
@@ -149,7 +151,7 @@ class Recorder:
 
     def payloads(self, prefix: str) -> list[dict[str, Any]]:
         with self.lock:
-            return [json.loads(p) for t, p in self.messages if t.startswith(prefix)]
+            return [as_v1_dict(p) for t, p in self.messages if t.startswith(prefix)]
 
     def raw(self, prefix: str) -> list[bytes]:
         with self.lock:
@@ -178,7 +180,17 @@ def check_seqs(raw_batches: list[bytes]) -> tuple[dict[int, dict[str, Any]], int
     assert by_seq, "nothing arrived"
     missing = sorted(set(range(1, max(by_seq) + 1)) - set(by_seq))
     assert not missing, f"batches lost: seq {missing[:20]} (of {len(missing)})"
-    return {s: json.loads(p) for s, p in by_seq.items()}, repeats
+    return {s: as_v1_dict(p) for s, p in by_seq.items()}, repeats
+
+
+def as_v1_dict(payload: bytes) -> dict[str, Any]:
+    """A published message as a dict; a columnar (v2) reading batch gets v1's ``readings`` list (``v`` kept)."""
+    data: dict[str, Any] = json.loads(payload)
+    if data.get("v") == COLUMNS_FORMAT_VERSION and "m" in data:
+        batch = msgspec.json.decode(payload, type=ColumnarReadingBatch)
+        readings = msgspec.to_builtins(list(iter_readings(batch)))
+        data = {"v": batch.v, "source": batch.source, "seq": batch.seq, "readings": readings}
+    return data
 
 
 def env_without_pytest() -> dict[str, str]:

@@ -87,7 +87,7 @@ def test_mixed_fleet_publishes_every_reading(broker: LocalMosquitto, tmp_path: o
     models = {m.serial: (m, map_name) for gw in gateways.values() for m, map_name in gw.meters.values()}
     polls: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for batch in batches:
-        assert batch["source"] == cid and batch["v"] == 1
+        assert batch["source"] == cid and batch["v"] == 2  # columnar
         for r in batch["readings"]:
             polls[(r["meter"], r["ts"])][r["obis"]] = r
     exact = 0

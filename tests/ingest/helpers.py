@@ -17,7 +17,7 @@ import psycopg
 from amr.broker.mosquitto import BrokerEndpoint, LocalMosquitto
 from amr.broker.probe import new_client
 from amr.db.server import DatabaseServer, Role
-from amr.messages import Reading, ReadingBatch, encode
+from amr.messages import Reading, ReadingBatch, columnar_from_readings, encode
 from ingest.worker import Worker, WorkerConfig
 from tests.services import endpoint
 
@@ -43,8 +43,11 @@ def add_test_meters(server: DatabaseServer, count: int = METERS) -> None:
         )
 
 
-def reading_batch(source: str, seq: int, *, start: int = 0, count: int = 100, meters: int = METERS) -> bytes:
-    """`count` valid readings: meter i cycles, 15-minute steps from BASE_TS, channel 1 (kWh)."""
+def reading_batch(
+    source: str, seq: int, *, start: int = 0, count: int = 100, meters: int = METERS, version: int = 2
+) -> bytes:
+    """`count` valid readings: meter i cycles, 15-minute steps from BASE_TS, channel 1 (kWh); columnar v2 (what
+    collectors publish) or v1."""
     readings = []
     for k in range(start, start + count):
         readings.append(
@@ -56,7 +59,8 @@ def reading_batch(source: str, seq: int, *, start: int = 0, count: int = 100, me
                 unit="kWh",
             )
         )
-    return encode(ReadingBatch(source=source, seq=seq, readings=readings))
+    columnar = columnar_from_readings(source, seq, readings) if version == 2 else None
+    return encode(columnar or ReadingBatch(source=source, seq=seq, readings=readings))
 
 
 def fetch_one(server: DatabaseServer, query: str, params: Sequence[Any] = ()) -> Any:

@@ -13,10 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amr.errors import PayloadError
+from amr.messages import ColumnarReadingBatch, Reading, ReadingBatch, columnar_from_readings, encode, iter_readings
 from ingest.copy_binary import PG_EPOCH_S, SIGNATURE, TRAILER, encode_readings, unix_s_to_pg_us
 from ingest.decode import Kind, parse_message, serials_of, topic_kind, validate_message
 from ingest.limits import MAX_PAYLOAD_BYTES
 from ingest.meters import MeterCache
+from ingest.writer import ReadingColumns
 
 METER_IDS = {"M1": 1, "M2": 2}
 NOW_S = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
@@ -140,3 +142,123 @@ def test_meter_cache_rate_limits_misses() -> None:
     cache.learn(["A", "B"], {"A": 7}, now_s=0.0)
     assert cache.to_fetch(["A", "B"], now_s=5.0) == []  # A known, B missed recently
     assert cache.to_fetch(["A", "B"], now_s=10.0) == ["B"]  # B asked again after the retry period
+
+
+# -- columnar v2 ---------------------------------------------------------------------------------------------------
+V2_METERS = ["M1", "M2", "M3", "\x00"]
+V2_CODES = [("1.0.1.8.0.255", "kWh"), ("1.0.32.7.0.255", "V"), ("1.0.32.7.0.255", "kV"), ("9.9.9.9.9.9", "kWh")]
+big_ints = st.integers(-(2**70), 2**70)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(0, 12),
+    meters=st.lists(st.sampled_from(V2_METERS) | st.text(max_size=6), max_size=4),
+    codes=st.lists(st.sampled_from(V2_CODES), max_size=4),
+    m=st.lists(st.integers(-2, 5) | big_ints, max_size=14),
+    o=st.lists(st.integers(-2, 5) | big_ints, max_size=14),
+    t=st.lists(st.floats(allow_nan=False, allow_infinity=False) | big_ints, max_size=14),
+    x=st.lists(st.floats(allow_nan=False, allow_infinity=False) | big_ints | json_values, max_size=14),
+    q=st.lists(st.integers(-5, 70_000) | big_ints, max_size=14),
+)
+def test_fuzz_columnar_batches(
+    n: int, meters: list[str], codes: list[tuple[str, str]], m: list[int], o: list[int], t: list[float],
+    x: list[object], q: list[int],
+) -> None:  # fmt: skip
+    """Columns of any length and content: a PayloadError, or every reading stored or given a reason."""
+    body = {"v": 2, "source": "c1", "seq": 1, "meters": meters, "obis": [c for c, _ in codes],
+            "units": [u for _, u in codes], "m": m[:n], "o": o[:n], "t": t[:n], "x": x[:n], "q": q[:n]}  # fmt: skip
+    payload = json.dumps(body).encode()
+    if _decode_or_reason("amr/v1/readings/c1", payload) is not None:
+        return
+    _kind, message = parse_message("amr/v1/readings/c1", payload)
+    part = validate_message(message, meter_ids=METER_IDS, now_s=NOW_S)
+    assert part.rows + part.rejected == len(body["t"])  # type: ignore[arg-type]
+    assert len(part.reasons) == part.rejected
+    cols = ReadingColumns.from_validated([part])
+    assert len(cols) == part.rows and set(cols.meter_id.tolist()) <= {1, 2}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["M1", "M2", "M3"]), st.sampled_from(V2_CODES),
+            st.integers(900_000_000_000_000, 1_800_000_000_000_000),  # [µs since the Unix epoch]
+            st.floats(allow_nan=False, allow_infinity=False), st.integers(-2, 40_000) | big_ints,
+        ),
+        max_size=30,
+    ),
+    chunks=st.integers(1, 4),
+)  # fmt: skip
+def test_columnar_validates_exactly_like_v1(
+    rows: list[tuple[str, tuple[str, str], int, float, int]], chunks: int
+) -> None:
+    """The same readings as v1 and as v2 messages: the same rows reach COPY, the same readings are refused."""
+    readings = [
+        Reading(meter=mtr, obis=code, ts=datetime.fromtimestamp(us / 1e6, UTC), value=val, unit=unit, quality=qual)
+        for mtr, (code, unit), us, val, qual in rows
+    ]
+    size = max(1, len(readings) // chunks)
+    groups = [readings[i : i + size] for i in range(0, len(readings), size)] or [[]]
+    v1_parts, v2_parts = [], []
+    for seq, group in enumerate(groups):
+        columnar = columnar_from_readings("c1", seq, group)
+        assert columnar is not None
+        _k, one = parse_message("amr/v1/readings/c1", encode(ReadingBatch(source="c1", seq=seq, readings=group)))
+        _k, two = parse_message("amr/v1/readings/c1", encode(columnar))
+        assert isinstance(two, ColumnarReadingBatch) and list(iter_readings(two)) == group
+        v1_parts.append(validate_message(one, meter_ids=METER_IDS, now_s=NOW_S))
+        v2_parts.append(validate_message(two, meter_ids=METER_IDS, now_s=NOW_S))
+        refused = [r.split(":")[0] for r in v1_parts[-1].reasons]
+        assert [r.split(":")[0] for r in v2_parts[-1].reasons] == refused
+        assert v2_parts[-1].rejected == v1_parts[-1].rejected
+    a, b = ReadingColumns.from_validated(v1_parts), ReadingColumns.from_validated(v2_parts)
+    assert a.copy_data() == b.copy_data()
+
+
+def test_columnar_good_and_bad_readings_split() -> None:
+    payload = json.dumps(
+        {"v": 2, "source": "c1", "seq": 9, "meters": ["M1", "M2", "GHOST"], "obis": ["1.0.1.8.0.255", "1.0.32.7.0.255"],
+         "units": ["kWh", "V"], "m": [0, 1, 2, 0, 7], "o": [0, 1, 0, 0, 0],
+         "t": [1780185600, 1780185600.25, 1780185600, 1780531200, 1780185600], "x": [5, 230.1, 1, 2, 3]}
+    ).encode()  # fmt: skip
+    _kind, message = parse_message("amr/v1/readings/c1", payload)
+    assert serials_of(message) == {"M1", "M2", "GHOST"}
+    part = validate_message(message, meter_ids=METER_IDS, now_s=NOW_S)
+    assert part.rows == 2 and part.rejected == 3
+    assert part.reasons == [
+        "readings[2]: unknown meter 'GHOST'",
+        "readings[3]: timestamp 2026-06-04T00:00:00+00:00 more than 24 h in the future",
+        "readings[4]: meter index 7 outside meters[0..2]",
+    ]
+    cols = ReadingColumns.from_validated([part])
+    assert cols.meter_id.tolist() == [1, 2] and cols.channel_id.tolist() == [1, 10]
+    assert cols.value.tolist() == [5.0, 230.1] and cols.quality.tolist() == [0, 0]
+    assert cols.ts_us.tolist() == [int((1780185600 - PG_EPOCH_S) * 1e6), int((1780185600.25 - PG_EPOCH_S) * 1e6)]
+
+
+def test_columnar_whole_message_problems() -> None:
+    base = {"v": 2, "source": "c1", "seq": 1, "meters": ["M1"], "obis": ["1.0.1.8.0.255"], "units": ["kWh"],
+            "m": [0], "o": [0], "t": [1780185600], "x": [1.0]}  # fmt: skip
+    for over, fragment in (
+        ({"x": [1.0, 2.0]}, "columns differ in length"),
+        ({"q": [0, 0]}, "columns differ in length"),
+        ({"units": []}, "0 units for 1 OBIS codes"),
+        ({"v": 7}, "unsupported format version v=7"),
+        ({"t": ["2026-06-01T00:00:00Z"]}, "Expected `float`, got `str` - at `$.t[0]`"),
+        ({"extra": 1}, "unknown field `extra`"),
+    ):
+        try:
+            parse_message("amr/v1/readings/c1", json.dumps(base | over).encode())
+        except PayloadError as exc:
+            assert fragment in exc.reason, (over, exc.reason)
+        else:
+            raise AssertionError(f"{over} accepted")
+    for literal in (b"NaN", b"Infinity", b"1e999"):
+        try:
+            parse_message("amr/v1/readings/c1", json.dumps(base).encode().replace(b"[1.0]", b"[" + literal + b"]"))
+        except PayloadError:
+            pass
+        else:
+            raise AssertionError(f"{literal!r} accepted as a value")

@@ -17,6 +17,8 @@ from amr.broker.mosquitto import LocalMosquitto
 from amr.broker.topics import dcu_uplink_topic, events_topic, readings_topic, status_topic
 from amr.db.server import DatabaseServer, Role
 from tests.ingest.helpers import (
+    METERS,
+    SERIAL_PREFIX,
     add_test_meters,
     count_readings,
     fetch_one,
@@ -69,15 +71,36 @@ def malformed_messages(source: str) -> list[tuple[bytes, str]]:
         (_batch(good)[:-7], "invalid readings payload"),
         (b"\x00\xff not json at all", "invalid readings payload"),
         (json.dumps({"v": 1, "source": source, "readings": []}).encode(), "missing required field"),
-        (json.dumps({"v": 2, "source": source, "seq": 1, "readings": []}).encode(), "version"),
+        (json.dumps({"v": 3, "source": source, "seq": 1, "readings": []}).encode(), "version"),
+        (_columns(source, m=[0, 1]), "unknown meter 'NOT-A-METER'"),
+        (_columns(source, m=[0, 5]), "readings[1]: meter index 5 outside meters[0..1]"),
+        (_columns(source, o=[0, -1]), "readings[1]: OBIS index -1 outside obis[0..0]"),
+        (_columns(source, units=["Wh"]), "unit 'Wh'"),
+        (_columns(source, t=[1_769_904_000, 1e11]), "in the future"),
+        (_columns(source, q=[0, 10**30]), "readings[1]: quality 1000000000000000000000000000000 outside"),
+        (_columns(source, x=[1.0]), "columns differ in length"),
+        (_columns(source, units=[]), "0 units for 1 OBIS codes"),
+        (_columns(source, t=[1_769_904_000, "2026-02-01T00:00:00Z"]), "Expected `float`, got `str` - at `$.t[1]`"),
     ]
+
+
+def _columns(source: str, **over: object) -> bytes:
+    """A columnar (v2) batch of two readings of meter 1 (2026-02-01 00:00 and 00:15:00.5), fields replaced by
+    `over`. Where only reading 1 is bad, reading 0 is stored: the same row each time (duplicates dropped)."""
+    good: dict[str, object] = {
+        "v": 2, "source": source, "seq": 1, "meters": [serial(1), "NOT-A-METER"], "obis": ["1.0.1.8.0.255"],
+        "units": ["kWh"], "m": [0, 0], "o": [0, 0], "t": [1_769_904_000, 1_769_904_900.5], "x": [1.5, 2.5],
+    }  # fmt: skip
+    return json.dumps(good | over).encode()
 
 
 def test_flood_valid_and_malformed(ingest_db: DatabaseServer, broker: LocalMosquitto, tmp_path: Path) -> None:
     source = f"flood-{uuid.uuid4().hex[:6]}"
     topic = readings_topic(source)
     valid_paho = [(topic, reading_batch(source, seq, start=seq * 100)) for seq in range(60)]  # 6,000 readings
-    valid_cli = [reading_batch(source, 1000 + seq, start=(60 + seq) * 100) for seq in range(20)]  # 2,000 readings
+    valid_cli = [  # 2,000 readings in v1, which stays accepted beside the columnar v2 above
+        reading_batch(source, 1000 + seq, start=(60 + seq) * 100, version=1) for seq in range(20)
+    ]
     bad = malformed_messages(source)
     # One message mixing 3 good readings (stored) with one bad (dead-lettered): users keep the good ones.
     mixed = _batch_of(
@@ -102,8 +125,11 @@ def test_flood_valid_and_malformed(ingest_db: DatabaseServer, broker: LocalMosqu
                  "-q", "1", "-t", topic, "-s"],
                 input=payload, check=True, timeout=30,
             )  # fmt: skip
-        expected_rows = 6_000 + 2_000 + 3
+        expected_rows = 6_000 + 2_000 + 3 + 1  # + reading 0 of the v2 messages whose reading 1 is bad
         wait_for(lambda: count_readings(ingest_db) >= expected_rows, what="valid readings stored")
+        seen = "SELECT count(*) FROM meter_last_seen JOIN meters USING (meter_id) WHERE serial LIKE %s"
+        # Written every LAST_SEEN_INTERVAL_S while the worker runs, not only when it stops.
+        wait_for(lambda: fetch_one(ingest_db, seen, (SERIAL_PREFIX + "%",)) == METERS, what="meter_last_seen")
         wait_for(lambda: worker.counters.dead_letters >= len(bad) + 1, what="dead letters written")
         wait_for(lambda: worker.consumer.queue.empty() and not worker._batch.entries, what="worker idle")
 
