@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from amr.broker.mosquitto import BrokerEndpoint, LocalMosquitto
-from amr.credentials import read_or_create_credentials
+from amr.credentials import Credentials, read_or_create_credentials
 from amr.db.server import DatabaseServer
 from amr.settings import DatabaseSettings, MqttSettings, Settings
 
@@ -63,3 +63,17 @@ def endpoint(broker: LocalMosquitto, account: str) -> BrokerEndpoint:
     return BrokerEndpoint(
         host=broker.host, port=broker.port, username=account, password=broker.credentials.mqtt_password(account)
     )
+
+
+@contextmanager
+def own_broker(credentials: Credentials, prefix: str = "amr-broker-") -> Iterator[LocalMosquitto]:
+    """A Mosquitto of a test's own, for tests that count every message or restart the broker: on the session's
+    shared broker, other packages' clients may still publish."""
+    state = make_state_dir(prefix)
+    broker = LocalMosquitto(base_dir=state / "mosquitto", port=free_port(), credentials=credentials)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(state, ignore_errors=True)

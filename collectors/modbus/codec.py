@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from amr.errors import ProtocolError
 from collectors.modbus.registermap import MODBUS_MAX_READ, Function, RegisterMap, RegisterSpec
 
-_FORMAT: dict[str, str] = {
+STRUCT_FORMAT: dict[str, str] = {
     "uint16": ">H",
     "int16": ">h",
     "uint32": ">I",
@@ -46,9 +46,9 @@ def encode_bytes(spec: RegisterSpec, value: float) -> bytes:
     rng = _INT_RANGE.get(spec.dtype)
     if rng is not None:
         raw_i = 0 if math.isnan(raw) else round(raw) if math.isfinite(raw) else (rng[1] if raw > 0 else rng[0])
-        b = struct.pack(_FORMAT[spec.dtype], min(max(raw_i, rng[0]), rng[1]))
+        b = struct.pack(STRUCT_FORMAT[spec.dtype], min(max(raw_i, rng[0]), rng[1]))
     else:
-        b = struct.pack(_FORMAT[spec.dtype], raw)
+        b = struct.pack(STRUCT_FORMAT[spec.dtype], raw)
     return _swap_words(b) if spec.word_order == "little" else b
 
 
@@ -65,7 +65,7 @@ def decode_value(spec: RegisterSpec, words: Sequence[int]) -> float:
     b = struct.pack(f">{len(words)}H", *words)
     if spec.word_order == "little":
         b = _swap_words(b)
-    return float(struct.unpack(_FORMAT[spec.dtype], b)[0]) * spec.scale
+    return float(struct.unpack(STRUCT_FORMAT[spec.dtype], b)[0]) * spec.scale
 
 
 def image_size(regmap: RegisterMap, function: Function) -> int:
@@ -88,7 +88,7 @@ class ImageEncoder:
             at = 0
             fields: list[tuple[str, float, tuple[int, int] | None]] = []
             for r in regmap.for_function(f):
-                fmt += "x" * (2 * (r.address - at)) + _FORMAT[r.dtype][1]
+                fmt += "x" * (2 * (r.address - at)) + STRUCT_FORMAT[r.dtype][1]
                 at = r.end
                 fields.append((r.obis, r.scale, _INT_RANGE.get(r.dtype)))
             swapped = [r for r in regmap.for_function(f) if r.word_order == "little" and r.words > 1]

@@ -18,19 +18,10 @@ from pathlib import Path
 from amr.errors import ProtocolError
 from amr.messages import Reading
 from collectors.modbus.bus import Block
-from collectors.modbus.codec import ReadRequest, plan_reads
+from collectors.modbus.codec import STRUCT_FORMAT, ReadRequest, plan_reads
 from collectors.modbus.registermap import RegisterMap, read_register_map
 
 STATUS_OBIS = "0.0.96.10.1.255"  # AMR profile status: its bits qualify the other values of the same read
-_FORMAT = {
-    "uint16": ">H",
-    "int16": ">h",
-    "uint32": ">I",
-    "int32": ">i",
-    "uint64": ">Q",
-    "float32": ">f",
-    "float64": ">d",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +70,7 @@ def compile_map(regmap: RegisterMap) -> CompiledMap:
         tuple(
             _Field(
                 offset=2 * (spec.address - req.address),
-                fmt=_FORMAT[spec.dtype],
+                fmt=STRUCT_FORMAT[spec.dtype],
                 nbytes=2 * spec.words,
                 little=spec.word_order == "little",
                 scale=spec.scale,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,28 +12,21 @@ from rich.console import Console
 from amr.broker.mosquitto import LocalMosquitto
 from amr.db.server import DatabaseServer, Role
 from amr.demo.run import DemoOptions, run_demo
-from tests.services import free_port, make_state_dir
+from tests.services import own_broker
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def own_broker(db: DatabaseServer) -> Iterator[LocalMosquitto]:
-    # Not the session broker: other packages' clients publish there, and the demo counts its dead letters.
-    state = make_state_dir("amr-demo-broker-")
-    broker = LocalMosquitto(base_dir=state / "mosquitto", port=free_port(), credentials=db.credentials)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(state, ignore_errors=True)
+def demo_broker(db: DatabaseServer) -> Iterator[LocalMosquitto]:
+    with own_broker(db.credentials, "amr-demo-broker-") as started:
+        yield started
 
 
 def test_demo_runs_every_protocol_into_bills(make_database: Callable[[str], DatabaseServer],
-                                             own_broker: LocalMosquitto, monkeypatch: pytest.MonkeyPatch,
+                                             demo_broker: LocalMosquitto, monkeypatch: pytest.MonkeyPatch,
                                              tmp_path: Path) -> None:
-    broker = own_broker
+    broker = demo_broker
     db = make_database("demo_test")
     s = db.settings
     assert s.db.data_dir is not None

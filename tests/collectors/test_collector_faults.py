@@ -34,7 +34,8 @@ from tests.collectors.fleet import (
     start_gateway,
     wait_until,
 )
-from tests.services import endpoint, free_port, make_state_dir
+from tests.services import endpoint, make_state_dir
+from tests.services import own_broker as start_own_broker
 
 pytestmark = pytest.mark.fault
 
@@ -42,18 +43,9 @@ pytestmark = pytest.mark.fault
 @pytest.fixture()
 def own_broker() -> Iterator[LocalMosquitto]:
     """A broker this test may stop and start (the session broker is shared by other tests)."""
-    state = make_state_dir("amr-coll-broker-")
-    broker = LocalMosquitto(
-        base_dir=state / "mosquitto", port=free_port(), credentials=read_or_create_credentials(state / "cred.toml")
-    )
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        import shutil
-
-        shutil.rmtree(state, ignore_errors=True)
+    state = make_state_dir("amr-coll-cred-")
+    with start_own_broker(read_or_create_credentials(state / "cred.toml"), "amr-coll-broker-") as started:
+        yield started
 
 
 def test_broker_outage_loses_nothing(own_broker: LocalMosquitto, tmp_path: Path) -> None:
