@@ -2,13 +2,14 @@
 
 Private: call them through ``billing.vee``, whose wrapper checks dtypes, shapes and sortedness. Times are UTC
 epoch seconds [s]; ``day0_s`` is the UTC instant of the first local (UTC+7) midnight of the period; values are
-register units [kWh] before the multiplier. Parallel over series (``prange``); each series writes only its own
-rows, so no locks. ``cache=True``: compiled once per machine, not per run.
+register units [kWh] before the multiplier. Parallel over chunks of series (``prange``); each chunk writes only its
+own rows, so no locks. ``cache=True``: compiled once per machine, not per run.
 
-Per reading (out_*): flags (billing.flags bits), interval start [s] (the last valid read before it) and the
-register delta [kWh] (NaN when the read is not valid). Per series and local day: measured and estimated energy,
-interval counts, flags and estimation methods. The plain-Python twin in tests/billing/twin.py follows the same
-rules line by line; the rules themselves are documented in billing/vee.py.
+Per reading (in each series' scratch): flags (billing.flags bits), interval start [s] (the last valid read before
+it) and the register delta [kWh] (NaN when the read is not valid); only reads with a flag are kept (records). Per
+series and local day: measured and estimated energy, interval counts, flags and estimation methods. The
+plain-Python twin in tests/billing/twin.py follows the same rules line by line; the rules themselves are documented
+in billing/vee.py.
 """
 
 from __future__ import annotations
@@ -192,6 +193,7 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
                 estimated: np.ndarray, n_meas: np.ndarray, n_est: np.ndarray, day_flags: np.ndarray,
                 day_methods: np.ndarray, series_flags: np.ndarray, series_interval: np.ndarray,
                 hist_kwh_per_day: np.ndarray, first_valid_s: np.ndarray, last_valid_s: np.ndarray) -> None:
+    """One series, reads [lo, hi). out_flags / out_start / out_delta are the series' own scratch, indexed i - lo."""
     interval_s = _series_interval(ts, lo, hi, allowed, int(params[R.P_DEFAULT_INTERVAL_S]))
     series_interval[s] = interval_s
     tol = params[R.P_ALIGN_TOL_S]
@@ -231,10 +233,10 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
         v = value[i]
         q = np.int64(quality[i])
         f = np.uint32(0)
-        out_delta[i] = np.nan
+        out_delta[i - lo] = np.nan
         if has_prev and t == prev_ts:
-            out_flags[i] = _DUPLICATE
-            out_start[i] = prev_ts
+            out_flags[i - lo] = _DUPLICATE
+            out_start[i - lo] = prev_ts
             continue
         if has_prev and t - prev_ts > interval_s:
             f |= _GAP
@@ -255,8 +257,8 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
         if q & rev_mask:
             f |= _STATUS_WARN
         if not has_base:
-            out_start[i] = t
-            out_flags[i] = f
+            out_start[i - lo] = t
+            out_flags[i - lo] = f
             if not invalid:
                 has_base = True
                 base_ts = t
@@ -264,9 +266,9 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
                 base_cell = _profile_index(t, interval_s, n_slots)
                 first_valid_s[s] = t
             continue
-        out_start[i] = base_ts
+        out_start[i - lo] = base_ts
         if invalid:
-            out_flags[i] = f
+            out_flags[i - lo] = f
             continue
         dt = t - base_ts
         d = v - base_val
@@ -278,14 +280,14 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
             elif v <= repl_max:
                 # The new register restarts near zero: what the old meter counted after base_ts is unknown, so
                 # the interval is estimated (flat load) and the new read becomes the base.
-                out_flags[i] = f | _REPLACEMENT
+                out_flags[i - lo] = f | _REPLACEMENT
                 base_ts = t
                 base_val = v
                 base_cell = _profile_index(t, interval_s, n_slots)
                 zero_start = -1
                 continue
             else:
-                out_flags[i] = f | _NEGATIVE
+                out_flags[i - lo] = f | _NEGATIVE
                 continue
         ref = last_rate * dt if last_rate > 0.0 else 0.0
         if d > spike_factor * ref and d > spike_min_kw * dt / 3600.0:
@@ -303,7 +305,7 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
                         break
                 j += 1
             if bad:
-                out_flags[i] = f
+                out_flags[i - lo] = f
                 continue
         if d == 0.0:
             if zero_start < 0:
@@ -312,8 +314,8 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
                 f |= _FLAT_LINE
         else:
             zero_start = -1
-        out_delta[i] = d
-        out_flags[i] = f
+        out_delta[i - lo] = d
+        out_flags[i - lo] = f
         if dt == interval_s:
             prof_sum[base_cell] += d
             prof_cnt[base_cell] += 1
@@ -339,7 +341,7 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
     di = 0
     for i in range(lo, hi):
         t = ts[i]
-        f = out_flags[i]
+        f = out_flags[i - lo]
         x = t - 1 - day0_s
         if x < day_lo or x >= day_hi:
             di = x // DAY_S
@@ -347,15 +349,15 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
             day_hi = day_lo + DAY_S
         if 0 <= di < n_days:
             day_flags[s, di] |= f
-        a = out_start[i]
+        a = out_start[i - lo]
         if f & _REPLACEMENT:
             last_valid = t
             if not _estimate_open(s, a, t, last_rate, interval_s, linear_max_s, n_slots, prof_sum, prof_cnt,
                                   day0_s, n_days, estimated, n_est, day_flags, day_methods):
-                out_flags[i] |= _GAP_TOO_LONG
+                out_flags[i - lo] |= _GAP_TOO_LONG
                 _flag_days(s, a, t, _GAP_TOO_LONG, day0_s, n_days, day_flags)
             continue
-        d = out_delta[i]
+        d = out_delta[i - lo]
         if np.isnan(d):
             continue
         last_valid = t
@@ -367,7 +369,7 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
         elif span > est_max_s:
             # Beyond the estimation limit: the register delta is real energy, but how it spreads over the days is
             # unknown; it stays on the closing read's day, flagged for review.
-            out_flags[i] |= _GAP_TOO_LONG
+            out_flags[i - lo] |= _GAP_TOO_LONG
             _flag_days(s, a, t, _GAP_TOO_LONG, day0_s, n_days, day_flags)
             if 0 <= di < n_days:
                 measured[s, di] += d
@@ -395,17 +397,119 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
     series_flags[s] = sflags
 
 
+# Series are processed in this many parallel chunks (enough to balance two to a few dozen cores). Each chunk keeps
+# scratch buffers for its series' flags, interval starts and deltas, and records only the reads with a flag, densely
+# from its first read's index on: full-length outputs would cost a page fault per 4 KiB on first touch, which on
+# this kind of machine costs more than the VEE itself.
+VEE_CHUNKS = 64
+
+
+@njit(cache=True)
+def chunk_series(n_series: int, n_chunks: int, c: int) -> tuple[int, int]:
+    """Series [first, end) of chunk c when n_series series are split into n_chunks chunks."""
+    size = (n_series + n_chunks - 1) // n_chunks
+    first = min(c * size, n_series)
+    return first, min(first + size, n_series)
+
+
+@njit(cache=True)
+def _is_exception(f: np.uint32, mask: np.uint32, ts: int, start: int, day0_s: int, period_end_s: int) -> bool:
+    """A flagged read becomes exception rows when its interval (start, ts] overlaps the period (history reads
+    before it were judged by the previous period's run)."""
+    return (f & mask) != 0 and ts > day0_s and start < period_end_s
+
+
 @njit(cache=True, parallel=True)
 def vee_kernel(seg: np.ndarray, ts: np.ndarray, value: np.ndarray, quality: np.ndarray, modulus: np.ndarray,
                params: np.ndarray, allowed: np.ndarray, day0_s: int, n_days: int, period_end_s: int,
-               out_flags: np.ndarray, out_start: np.ndarray, out_delta: np.ndarray, measured: np.ndarray,
+               rule_bits: np.ndarray, rec_read: np.ndarray, rec_flags: np.ndarray, rec_start: np.ndarray,
+               rec_rows: np.ndarray, exc_counts: np.ndarray, measured: np.ndarray,
                estimated: np.ndarray, n_meas: np.ndarray, n_est: np.ndarray, day_flags: np.ndarray,
                day_methods: np.ndarray, series_flags: np.ndarray, series_interval: np.ndarray,
                hist_kwh_per_day: np.ndarray, first_valid_s: np.ndarray, last_valid_s: np.ndarray) -> None:
-    for s in prange(seg.shape[0] - 1):
-        _vee_series(s, seg[s], seg[s + 1], ts, value, quality, modulus[s], params, allowed, day0_s, n_days,
-                    period_end_s, out_flags, out_start, out_delta, measured, estimated, n_meas, n_est, day_flags,
-                    day_methods, series_flags, series_interval, hist_kwh_per_day, first_valid_s, last_valid_s)
+    """VEE over all series, in rec_rows.shape[0] parallel chunks of series (chunk_series).
+
+    Flag records: chunk c writes its reads with a nonzero flag (read index, flags, interval start [s]) to
+    rec_read / rec_flags / rec_start from seg[first series of c] on, in read order, rec_rows[c] of them; reads
+    without a record have flags 0. The record arrays need n elements but only the written ones are touched (np.empty
+    is right). exc_counts[c, k] (zeroed by the caller): chunk c's records that are exceptions (_is_exception) with
+    rule_bits[k] set.
+    """
+    n_series = seg.shape[0] - 1
+    n_chunks = rec_rows.shape[0]
+    mask = np.uint32(0)
+    for k in range(rule_bits.shape[0]):
+        mask |= np.uint32(rule_bits[k])
+    for c in prange(n_chunks):
+        s_first, s_end = chunk_series(n_series, n_chunks, c)
+        longest = 0
+        for s in range(s_first, s_end):
+            longest = max(longest, seg[s + 1] - seg[s])
+        flags_buf = np.empty(longest, dtype=np.uint32)
+        start_buf = np.empty(longest, dtype=np.int64)
+        delta_buf = np.empty(longest, dtype=np.float64)
+        k = seg[s_first]
+        for s in range(s_first, s_end):
+            lo = seg[s]
+            hi = seg[s + 1]
+            _vee_series(s, lo, hi, ts, value, quality, modulus[s], params, allowed, day0_s, n_days, period_end_s,
+                        flags_buf, start_buf, delta_buf, measured, estimated, n_meas, n_est, day_flags, day_methods,
+                        series_flags, series_interval, hist_kwh_per_day, first_valid_s, last_valid_s)
+            for i in range(lo, hi):  # the series is still in cache
+                f = flags_buf[i - lo]
+                if f == 0:
+                    continue
+                start = start_buf[i - lo]
+                rec_read[k] = i
+                rec_flags[k] = f
+                rec_start[k] = start
+                k += 1
+                if _is_exception(f, mask, ts[i], start, day0_s, period_end_s):
+                    for b in range(rule_bits.shape[0]):
+                        if f & rule_bits[b]:
+                            exc_counts[c, b] += 1
+        rec_rows[c] = k - seg[s_first]
+
+
+@njit(cache=True, parallel=True)
+def gather_exceptions(seg: np.ndarray, ts: np.ndarray, day0_s: int, period_end_s: int, rule_bits: np.ndarray,
+                      rec_read: np.ndarray, rec_flags: np.ndarray, rec_start: np.ndarray, rec_rows: np.ndarray,
+                      offsets: np.ndarray, row_read: np.ndarray, row_start: np.ndarray) -> None:
+    """One exception row per (exception record, rule bit) from vee_kernel's records, rule by rule (rule_bits
+    order), reads ascending within a rule: offsets[c, b] is where chunk c's rows of rule b begin."""
+    n_series = seg.shape[0] - 1
+    n_chunks = rec_rows.shape[0]
+    mask = np.uint32(0)
+    for k in range(rule_bits.shape[0]):
+        mask |= np.uint32(rule_bits[k])
+    for c in prange(n_chunks):
+        s_first, _ = chunk_series(n_series, n_chunks, c)
+        pos = offsets[c].copy()
+        base = seg[s_first]
+        for j in range(base, base + rec_rows[c]):
+            i = rec_read[j]
+            f = rec_flags[j]
+            if not _is_exception(f, mask, ts[i], rec_start[j], day0_s, period_end_s):
+                continue
+            for b in range(rule_bits.shape[0]):
+                if f & rule_bits[b]:
+                    p = pos[b]
+                    row_read[p] = i
+                    row_start[p] = rec_start[j]
+                    pos[b] = p + 1
+
+
+@njit(cache=True, parallel=True)
+def expand_flags(seg: np.ndarray, rec_read: np.ndarray, rec_flags: np.ndarray, rec_rows: np.ndarray,
+                 out_flags: np.ndarray) -> None:
+    """Per-read flags from vee_kernel's records into out_flags (zeroed by the caller)."""
+    n_series = seg.shape[0] - 1
+    n_chunks = rec_rows.shape[0]
+    for c in prange(n_chunks):
+        s_first, _ = chunk_series(n_series, n_chunks, c)
+        base = seg[s_first]
+        for j in range(base, base + rec_rows[c]):
+            out_flags[rec_read[j]] = rec_flags[j]
 
 
 @njit(cache=True, parallel=True)
@@ -459,34 +563,6 @@ def tou_sum_kernel(total_idx: np.ndarray, rate_idx: np.ndarray, measured: np.nda
             diff = abs(total - rates)
             if diff > tol_kwh and diff > tol_ratio * abs(total):
                 day_flags[t, d] |= _TOU_SUM
-
-
-EXCEPTION_SCAN_CHUNKS = 64  # parallel chunks for the exception scan: enough to balance two to a few dozen cores
-
-
-@njit(cache=True, parallel=True)
-def exception_rows(flags: np.ndarray, ts: np.ndarray, start: np.ndarray, mask: int, day0_s: int,
-                   end_s: int) -> np.ndarray:
-    """Indices (ascending) of reads with an exception bit whose interval (start, ts] overlaps the window; no
-    full-length temporaries (most reads have none): count per chunk, then fill per chunk."""
-    n = flags.shape[0]
-    size = (n + EXCEPTION_SCAN_CHUNKS - 1) // EXCEPTION_SCAN_CHUNKS
-    counts = np.zeros(EXCEPTION_SCAN_CHUNKS + 1, dtype=np.int64)
-    for c in prange(EXCEPTION_SCAN_CHUNKS):
-        k = 0
-        for i in range(c * size, min(n, (c + 1) * size)):
-            if (flags[i] & mask) != 0 and ts[i] > day0_s and start[i] < end_s:
-                k += 1
-        counts[c + 1] = k
-    offsets = np.cumsum(counts)
-    out = np.empty(offsets[-1], dtype=np.int64)
-    for c in prange(EXCEPTION_SCAN_CHUNKS):
-        k = offsets[c]
-        for i in range(c * size, min(n, (c + 1) * size)):
-            if (flags[i] & mask) != 0 and ts[i] > day0_s and start[i] < end_s:
-                out[k] = i
-                k += 1
-    return out
 
 
 @njit(cache=True, parallel=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,25 @@ class PeriodWindow:
         return np.datetime64(self.first_day, "D") + np.arange(self.n_days)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FlagRecords:
+    """K.vee_kernel's records of the reads with a nonzero flag: chunk c's (K.chunk_series) at
+    [seg[first series of c], + rows[c]) of read (index), flags and start (interval start [s])."""
+
+    n_readings: int
+    seg: np.ndarray
+    read: np.ndarray
+    flags: np.ndarray
+    start: np.ndarray
+    rows: np.ndarray
+
+    def expand(self) -> np.ndarray:
+        out = np.zeros(self.n_readings, np.uint32)
+        if self.seg.shape[0] > 1:
+            K.expand_flags(self.seg, self.read, self.flags, self.rows, out)
+        return out
+
+
 @dataclass(kw_only=True)
 class VeeResult:
     window: PeriodWindow
@@ -98,8 +118,14 @@ class VeeResult:
     series_flags: np.ndarray  # (S,) uint32
     series_interval_s: np.ndarray  # (S,) int64
     hist_kwh_per_day: np.ndarray  # (S,) float64, NaN without history
-    reading_flags: np.ndarray  # per energy reading, uint32
+    flag_records: FlagRecords  # the energy reads with a flag; reading_flags expands them
     exceptions: pd.DataFrame  # meter_id, channel_id, interval_start, interval_end, rule, severity, value
+
+    @cached_property
+    def reading_flags(self) -> np.ndarray:
+        """Flags per energy reading, uint32 (in the order of the energy reads; built on first use: billing runs
+        only need the exception rows, and a full-length array costs page faults)."""
+        return self.flag_records.expand()
 
     def series_index(self, meter_id: int, channel_id: int) -> int:
         hits = np.flatnonzero((self.series_meter == meter_id) & (self.series_channel == channel_id))
@@ -159,8 +185,15 @@ def validate_estimate(readings: ReadingArrays, *, rules: VeeRules, window: Perio
     only_energy = len(readings) == 0 or (int(ch.min()) >= min(ENERGY_CHANNELS) and int(ch.max()) <= max(
         ENERGY_CHANNELS))
     # the common case (energy channels only) runs on the caller's arrays without copying them
-    energy = readings if only_energy else readings.take(np.isin(ch, ENERGY_CHANNELS))
-    clock = readings.take(np.zeros(0, np.int64)) if only_energy else readings.take(ch == CLOCK_CHANNEL)
+    if only_energy:
+        energy, clock = readings, readings.take(np.zeros(0, np.int64))
+    else:
+        # a lookup table on the small channel ids: one gather instead of np.isin's sort
+        lut = np.zeros(max(int(ch.max()), CLOCK_CHANNEL) + 1, np.uint8)
+        lut[list(ENERGY_CHANNELS)] = 1
+        lut[CLOCK_CHANNEL] = 2
+        kind = lut[np.maximum(ch, 0)]
+        energy, clock = readings.take(kind == 1), readings.take(kind == 2)
     seg = series_segments(energy)
     n_series = seg.shape[0] - 1
     series_meter = energy.meter_id[seg[:-1]] if n_series else np.zeros(0, np.int32)
@@ -170,9 +203,10 @@ def validate_estimate(readings: ReadingArrays, *, rules: VeeRules, window: Perio
     modulus = np.power(10.0, lookup_digits(series_meter, ids, np.asarray(digits, dtype=np.int64)))
 
     n, d = len(energy), window.n_days
-    out_flags = np.empty(n, np.uint32)  # the kernel writes every element
-    out_start = np.empty(n, np.int64)
-    out_delta = np.empty(n, np.float64)
+    # flag records: only the few written elements are ever touched (see K.VEE_CHUNKS)
+    records = FlagRecords(n_readings=n, seg=seg, read=np.empty(n, np.int64), flags=np.empty(n, np.uint32),
+                          start=np.empty(n, np.int64), rows=np.zeros(K.VEE_CHUNKS, np.int64))
+    exc_counts = np.zeros((K.VEE_CHUNKS, _RULE_BITS.shape[0]), np.int64)
     measured = np.zeros((n_series, d), np.float64)
     estimated = np.zeros((n_series, d), np.float64)
     n_meas = np.zeros((n_series, d), np.int32)
@@ -188,8 +222,9 @@ def validate_estimate(readings: ReadingArrays, *, rules: VeeRules, window: Perio
     day0_s, end_s = window.day0_s, window.end_s
     if n_series:
         K.vee_kernel(seg, energy.ts_s, energy.value, energy.quality, modulus, kernel_params(rules), allowed,
-                     day0_s, d, end_s, out_flags, out_start, out_delta, measured, estimated, n_meas, n_est,
-                     day_flags, day_methods, series_flags, series_interval, hist, first_valid, last_valid)
+                     day0_s, d, end_s, _RULE_BITS, records.read, records.flags, records.start, records.rows,
+                     exc_counts, measured, estimated, n_meas, n_est, day_flags, day_methods, series_flags,
+                     series_interval, hist, first_valid, last_valid)
         h = rules.history
         K.use_check_kernel(measured, estimated, n_meas, n_est, hist, series_channel == TOTAL_CHANNEL,
                            h.active_min_kwh_per_day, h.high_factor, h.low_factor, h.zero_days, day_flags)
@@ -200,19 +235,18 @@ def validate_estimate(readings: ReadingArrays, *, rules: VeeRules, window: Perio
     clock_flags = _clock_flags(clock, rules)
     _flag_clock_days(clock, clock_flags, series_meter, day_flags, day0_s, d)
 
-    exceptions = pd.concat(
-        [
-            _reading_exceptions(energy, out_flags, out_start, day0_s, end_s),
-            _reading_exceptions(clock, clock_flags, clock.ts_s, day0_s, end_s),
-            _day_exceptions(series_meter, series_channel, day_flags, measured + estimated, window),
-            _series_exceptions(series_meter, series_channel, series_flags, first_valid, last_valid, window),
-        ],
-        ignore_index=True,
-    )
+    parts = [
+        _energy_exceptions(energy, records, exc_counts, window) if n_series else None,
+        _rows(clock.meter_id, clock.channel_id, clock.ts_s, clock.ts_s, clock_flags, clock.value,
+              (clock.ts_s > day0_s) & (clock.ts_s < end_s)),
+        _day_exceptions(series_meter, series_channel, day_flags, measured, estimated, window),
+        *_series_exceptions(series_meter, series_channel, series_flags, first_valid, last_valid, window),
+    ]
+    exceptions = _exception_frame([p for p in parts if p is not None])
     return VeeResult(window=window, series_meter=series_meter, series_channel=series_channel, measured=measured,
                      estimated=estimated, n_measured=n_meas, n_estimated=n_est, day_flags=day_flags,
                      day_methods=day_methods, series_flags=series_flags, series_interval_s=series_interval,
-                     hist_kwh_per_day=hist, reading_flags=out_flags, exceptions=exceptions)
+                     hist_kwh_per_day=hist, flag_records=records, exceptions=exceptions)
 
 
 def tou_groups(series_meter: np.ndarray, series_channel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -255,26 +289,65 @@ def _flag_clock_days(clock: ReadingArrays, clock_flags: np.ndarray, series_meter
     np.bitwise_or.at(day_flags, (rows, np.repeat(day, counts)), np.repeat(clock_flags[hit], counts))
 
 
-def _frame(meter: np.ndarray, channel: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, bits: np.ndarray,
-           value: np.ndarray) -> pd.DataFrame:
-    """One exception row per (row, rule bit set in bits[row])."""
-    parts = []
-    for rule in F.RULES:
-        rows = np.flatnonzero(bits & rule.bit)
-        if rows.size == 0:
-            continue
-        parts.append(pd.DataFrame({
-            "meter_id": meter[rows].astype(np.int32),
-            "channel_id": channel[rows].astype(np.int16),
-            "interval_start": pd.to_datetime(start_s[rows], unit="s", utc=True),
-            "interval_end": pd.to_datetime(end_s[rows], unit="s", utc=True),
-            "rule": rule.code,
-            "severity": rule.severity,
-            "value": value[rows].astype(np.float64),
-        }))
+# Exception rows are built as numpy columns (meter, channel, start [s], end [s], rule index into F.RULES, value)
+# and become one DataFrame at the end: pandas' per-frame overhead dominated when every part and rule was a frame.
+_Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+_RULE_BITS = np.array([rule.bit for rule in F.RULES], dtype=np.uint32)
+_RULE_CODES = np.array([rule.code for rule in F.RULES], dtype=object)
+_RULE_SEVERITIES = np.array([rule.severity for rule in F.RULES], dtype=object)
+
+
+def _rows(meter: np.ndarray, channel: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, bits: np.ndarray,
+          value: np.ndarray, keep: np.ndarray | None = None) -> _Columns:
+    """One exception row per (row, rule bit set in bits[row]) among the kept rows: rule by rule (F.RULES order),
+    rows ascending within a rule."""
+    bits = np.asarray(bits, dtype=np.uint32)
+    if keep is not None:
+        bits = np.where(keep, bits, np.uint32(0))
+    present = int(np.bitwise_or.reduce(bits)) if bits.size else 0
+    picks = [np.flatnonzero(bits & rule.bit) if present & rule.bit else np.zeros(0, np.int64) for rule in F.RULES]
+    rows = np.concatenate(picks)
+    rule = np.repeat(np.arange(len(F.RULES)), [p.size for p in picks])
+    return (meter[rows], channel[rows], np.asarray(start_s)[rows], np.asarray(end_s)[rows], rule,
+            np.asarray(value, dtype=np.float64)[rows])
+
+
+def _energy_exceptions(energy: ReadingArrays, records: FlagRecords, exc_counts: np.ndarray,
+                       window: PeriodWindow) -> _Columns:
+    """The reading exceptions among vee_kernel's flag records, in _rows' order."""
+    per_rule = exc_counts.sum(axis=0)
+    # rows of rule b: after all rows of the rules before it; chunk c's after those of the chunks before c
+    offsets = (np.cumsum(per_rule) - per_rule)[None, :] + (np.cumsum(exc_counts, axis=0) - exc_counts)
+    total = int(per_rule.sum())
+    row_read = np.empty(total, np.int64)
+    row_start = np.empty(total, np.int64)
+    K.gather_exceptions(records.seg, energy.ts_s, window.day0_s, window.end_s, _RULE_BITS, records.read,
+                        records.flags, records.start, records.rows, np.ascontiguousarray(offsets), row_read, row_start)
+    rule = np.repeat(np.arange(_RULE_BITS.shape[0]), per_rule)
+    return (energy.meter_id[row_read], energy.channel_id[row_read], row_start, energy.ts_s[row_read], rule,
+            energy.value[row_read])
+
+
+def _utc(epoch_s: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(epoch_s.astype(np.int64) * 1_000_000_000, dtype="datetime64[ns, UTC]")
+
+
+def _exception_frame(parts: list[_Columns]) -> pd.DataFrame:
+    """Columns meter_id, channel_id, interval_start, interval_end (UTC, [ns]), rule, severity, value; the parts'
+    rows in order."""
     if not parts:
         return empty_exceptions()
-    return pd.concat(parts, ignore_index=True)
+    meter, channel, start, end, rule, value = (np.concatenate([p[k] for p in parts]) for k in range(6))
+    return pd.DataFrame({
+        "meter_id": meter.astype(np.int32, copy=False),
+        "channel_id": channel.astype(np.int16, copy=False),
+        "interval_start": _utc(start),
+        "interval_end": _utc(end),
+        # object, like the frames before: pandas would infer its str dtype from an object array of str
+        "rule": pd.Series(_RULE_CODES[rule], dtype=object, copy=False),
+        "severity": pd.Series(_RULE_SEVERITIES[rule], dtype=object, copy=False),
+        "value": value.astype(np.float64, copy=False),
+    })
 
 
 def empty_exceptions() -> pd.DataFrame:
@@ -286,33 +359,26 @@ def empty_exceptions() -> pd.DataFrame:
     })
 
 
-def _reading_exceptions(r: ReadingArrays, bits: np.ndarray, start_s: np.ndarray, day0_s: int,
-                        end_s: int) -> pd.DataFrame:
-    # Intervals that overlap the window; history reads before it were judged by the previous period's run.
-    sel = K.exception_rows(bits, r.ts_s, start_s, F.EXCEPTION_MASK, day0_s, end_s)
-    return _frame(r.meter_id[sel], r.channel_id[sel], start_s[sel], r.ts_s[sel], bits[sel], r.value[sel])
-
-
 _DAY_RULES = F.HIGH_USE | F.LOW_USE | F.ZERO_USE | F.TOU_SUM
 
 
 def _day_exceptions(series_meter: np.ndarray, series_channel: np.ndarray, day_flags: np.ndarray,
-                    day_kwh: np.ndarray, window: PeriodWindow) -> pd.DataFrame:
+                    measured: np.ndarray, estimated: np.ndarray, window: PeriodWindow) -> _Columns:
     s, d = np.nonzero(day_flags & _DAY_RULES)
     start = window.day0_s + d.astype(np.int64) * K.DAY_S
-    return _frame(series_meter[s], series_channel[s], start, start + K.DAY_S, day_flags[s, d] & _DAY_RULES,
-                  day_kwh[s, d])
+    return _rows(series_meter[s], series_channel[s], start, start + K.DAY_S, day_flags[s, d] & _DAY_RULES,
+                 measured[s, d] + estimated[s, d])
 
 
 def _series_exceptions(series_meter: np.ndarray, series_channel: np.ndarray, series_flags: np.ndarray,
-                       first_valid: np.ndarray, last_valid: np.ndarray, window: PeriodWindow) -> pd.DataFrame:
+                       first_valid: np.ndarray, last_valid: np.ndarray, window: PeriodWindow) -> list[_Columns]:
     lead = np.flatnonzero(series_flags & F.LEADING_GAP)
     lead_end = np.where(first_valid[lead] < 0, window.end_s, first_valid[lead])
     tail = np.flatnonzero(series_flags & F.GAP_TOO_LONG)
-    return pd.concat([
-        _frame(series_meter[lead], series_channel[lead], np.full(lead.size, window.day0_s), lead_end,
-               np.full(lead.size, F.LEADING_GAP, np.uint32), np.full(lead.size, np.nan)),
-        _frame(series_meter[tail], series_channel[tail], np.maximum(last_valid[tail], window.day0_s),
-               np.full(tail.size, window.end_s), np.full(tail.size, F.GAP_TOO_LONG, np.uint32),
-               np.full(tail.size, np.nan)),
-    ], ignore_index=True)
+    return [
+        _rows(series_meter[lead], series_channel[lead], np.full(lead.size, window.day0_s), lead_end,
+              np.full(lead.size, F.LEADING_GAP, np.uint32), np.full(lead.size, np.nan)),
+        _rows(series_meter[tail], series_channel[tail], np.maximum(last_valid[tail], window.day0_s),
+              np.full(tail.size, window.end_s), np.full(tail.size, F.GAP_TOO_LONG, np.uint32),
+              np.full(tail.size, np.nan)),
+    ]

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from amr.obis import STATUS_BITS
 from billing import flags as F
+from billing import kernels as K
 from billing.rules import read_vee_rules
+from billing.synthetic import register_reads
 from billing.vee import PeriodWindow, ReadingArrays, VeeInputError, VeeResult, validate_estimate
 from tests.billing.twin import twin_series, twin_tou_sum
 
@@ -244,3 +246,58 @@ def test_wrapper_refuses_unsorted_and_wrong_dtypes() -> None:
                         value=r.value, quality=r.quality)
     with pytest.raises(VeeInputError, match="ts_s: dtype float64"):
         validate_estimate(bad, rules=RULES, window=WINDOW)
+
+
+def test_chunk_series_partitions_every_series_once() -> None:
+    for n_series in (0, 1, 5, K.VEE_CHUNKS - 1, K.VEE_CHUNKS, K.VEE_CHUNKS + 1, 1000):
+        bounds = [K.chunk_series(n_series, K.VEE_CHUNKS, c) for c in range(K.VEE_CHUNKS)]
+        covered = [s for first, end in bounds for s in range(first, end)]
+        assert covered == list(range(n_series)), n_series
+
+
+def _many_series(n_meters: int, seed: int) -> ReadingArrays:
+    """Hourly reads of n_meters meters with gaps, spikes, negatives and bad status: more series than VEE_CHUNKS."""
+    rng = np.random.default_rng(seed)
+    r = register_reads(meter_ids=np.arange(1, n_meters + 1, dtype=np.int32), first_day=date(2026, 8, 27), n_days=15,
+                       interval_s=3600, kwh_per_day=rng.uniform(2, 40, n_meters), rng=rng, tou=True, digits=5)
+    r = r.take(rng.random(len(r)) > 0.01)
+    value, quality = r.value.copy(), r.quality.copy()
+    k = rng.random(len(r))
+    value[k < 0.002] += 3000.0
+    value[(k > 0.5) & (k < 0.502)] -= 300.0
+    quality[(k > 0.7) & (k < 0.703)] = STATUS_BITS["DATA_NOT_VALID"]
+    return ReadingArrays(meter_id=r.meter_id, channel_id=r.channel_id, ts_s=r.ts_s, value=value, quality=quality)
+
+
+def test_exception_rows_and_reading_flags_from_the_kernel_records() -> None:
+    """The kernel keeps only flagged reads (per chunk of series); reading_flags and the reading exception rows built
+    from those records match a plain rebuild from full-length arrays, rule by rule, reads ascending."""
+    r = _many_series(40, seed=7)  # 4 channels each: 160 series over VEE_CHUNKS chunks
+    res = validate_estimate(r, rules=RULES, window=WINDOW)
+    flags = res.reading_flags
+    rec = res.flag_records
+    firsts = [rec.seg[K.chunk_series(len(rec.seg) - 1, K.VEE_CHUNKS, c)[0]] for c in range(K.VEE_CHUNKS)]
+    valid = np.concatenate([np.arange(first, first + rows) for first, rows in zip(firsts, rec.rows, strict=True)])
+    start = np.zeros(len(r), np.int64)
+    start[rec.read[valid]] = rec.start[valid]
+    assert flags.dtype == np.uint32 and flags.shape == (len(r),)
+    assert np.count_nonzero(flags) == valid.size > 0
+    assert sorted(rec.read[valid].tolist()) == np.flatnonzero(flags).tolist()
+    in_window = (r.ts_s > WINDOW.day0_s) & (start < WINDOW.end_s)
+    expected = []
+    for rule in F.RULES:
+        for i in np.flatnonzero(((flags & rule.bit) != 0) & in_window):
+            expected.append((int(r.meter_id[i]), int(r.channel_id[i]), int(start[i]), int(r.ts_s[i]), rule.code,
+                             rule.severity, float(r.value[i])))
+    exc = res.exceptions.iloc[:len(expected)]
+    got = list(zip(exc["meter_id"].tolist(), exc["channel_id"].tolist(),
+                   (exc["interval_start"].astype("int64") // 10**9).tolist(),
+                   (exc["interval_end"].astype("int64") // 10**9).tolist(), exc["rule"].tolist(),
+                   exc["severity"].tolist(), exc["value"].tolist(), strict=True))
+    assert got == expected
+    assert {"GAP", "SPIKE", "NEGATIVE", "STATUS_INVALID"} <= set(exc["rule"])
+    # the remaining rows are day and series exceptions
+    assert set(res.exceptions["rule"].iloc[len(expected):]) <= {"HIGH_USE", "LOW_USE", "ZERO_USE", "TOU_SUM",
+                                                                 "LEADING_GAP", "GAP_TOO_LONG"}
+    assert res.exceptions.dtypes.astype(str).tolist() == ["int32", "int16", "datetime64[ns, UTC]",
+                                                          "datetime64[ns, UTC]", "object", "object", "float64"]
