@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -207,7 +206,6 @@ def _serve(db: DatabaseServer, opts: DemoOptions, console: Console) -> None:
     app = create_app(db.conninfo(Role.READER))
     console.rule("dashboards")
     console.print(f"dashboards at [bold]http://{opts.host}:{opts.port}/[/bold]  (Ctrl-C stops)")
-    os.environ.setdefault("WERKZEUG_RUN_MAIN", "true")
     app.run(host=opts.host, port=opts.port, debug=False)
 
 
