@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,8 +15,8 @@ from rich.console import Console
 
 from amr.broker.mosquitto import LocalMosquitto
 from amr.db.server import DatabaseServer, Role
-from amr.demo.run import DemoOptions, run_demo
-from tests.services import own_broker
+from amr.demo.run import DemoOptions, _serve, run_demo
+from tests.services import free_port, own_broker
 
 pytestmark = pytest.mark.slow
 
@@ -52,3 +56,15 @@ def test_demo_runs_every_protocol_into_bills(make_database: Callable[[str], Data
     assert set(protocols) == {"modbus-tcp", "modbus-rtu-tcp", "modbus-rtu", "dlms", "dcu-mqtt"}
     assert runs is not None and runs[0] in ("released", "held")
     assert dead == (0,)
+    # The demo then serves the dashboards (here in a daemon thread, as Ctrl-C cannot be sent to it).
+    port = free_port()
+    threading.Thread(target=_serve, args=(db, DemoOptions(port=port), console), daemon=True).start()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_dash-layout", timeout=5) as page:
+                assert "Hồ Chí Minh" in json.dumps(json.loads(page.read()), ensure_ascii=False)
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "the demo's dashboards did not answer"
+            time.sleep(0.5)
