@@ -38,6 +38,7 @@ from rich.table import Table
 
 from amr.broker.mosquitto import BrokerEndpoint
 from amr.broker.probe import new_client
+from amr.broker.publish import WindowedPublisher
 from amr.broker.topics import readings_topic
 from amr.db.server import DatabaseServer, Role
 from amr.messages import Reading, ReadingBatch, columnar_from_readings, encode
@@ -116,33 +117,11 @@ def _payloads(index: int, first_msg: int, count: int, version: int, per_message:
 
 
 def _publisher(ep: BrokerEndpoint, index: int, payloads: list[bytes], ready: Any, go: Any) -> None:
-    count = len(payloads)
-    client = new_client(f"bench-pub-{index}")
-    client.username_pw_set(ep.username, ep.password)
-    window = threading.Semaphore(PUBLISH_WINDOW)
-    done = threading.Event()
-    left = [count]
-    lock = threading.Lock()
-
-    def on_publish(*_args: Any) -> None:
-        window.release()
-        with lock:
-            left[0] -= 1
-            if left[0] == 0:
-                done.set()
-
-    client.on_publish = on_publish
-    client.connect(ep.host, ep.port, keepalive=60)
-    client.loop_start()
-    ready.set()
-    go.wait()
     topic = readings_topic(f"bench-{index}")
-    for p in payloads:
-        window.acquire()
-        client.publish(topic, p, qos=1)
-    done.wait(600)
-    client.disconnect()
-    client.loop_stop()
+    with WindowedPublisher(ep, client_id=f"bench-pub-{index}", window=PUBLISH_WINDOW) as pub:
+        ready.set()
+        go.wait()
+        pub.publish_all(((topic, p) for p in payloads), timeout_s=600)
 
 
 def measure_end_to_end(

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import psycopg
 
 from amr.broker.mosquitto import BrokerEndpoint, LocalMosquitto
 from amr.broker.probe import new_client
+from amr.broker.publish import WindowedPublisher
 from amr.db.server import DatabaseServer, Role
 from amr.messages import Reading, ReadingBatch, columnar_from_readings, encode
 from ingest.worker import Worker, WorkerConfig
@@ -91,34 +91,8 @@ def wait_for(predicate: Callable[[], bool], *, timeout_s: float = 60.0, what: st
 
 def publish_paho(ep: BrokerEndpoint, messages: Sequence[tuple[str, bytes]], *, window: int = PUBLISH_WINDOW) -> None:
     """QoS 1 with at most `window` messages unacknowledged; returns when the broker acknowledged all."""
-    client = new_client(f"test-pub-{uuid.uuid4().hex[:8]}")
-    client.username_pw_set(ep.username, ep.password)
-    free = threading.Semaphore(window)
-    acked = threading.Event()
-    outstanding = [len(messages)]
-    lock = threading.Lock()
-
-    def on_publish(_c: mqtt.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
-        free.release()
-        with lock:
-            outstanding[0] -= 1
-            if outstanding[0] == 0:
-                acked.set()
-
-    client.on_publish = on_publish
-    client.connect(ep.host, ep.port, keepalive=30)
-    client.loop_start()
-    try:
-        if not messages:
-            return
-        for topic, payload in messages:
-            assert free.acquire(timeout=60), "broker stopped acknowledging"
-            info = client.publish(topic, payload, qos=1)
-            assert info.rc == mqtt.MQTT_ERR_SUCCESS, info.rc
-        assert acked.wait(120), f"{outstanding[0]} messages not acknowledged"
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    with WindowedPublisher(ep, client_id=f"test-pub-{uuid.uuid4().hex[:8]}", window=window, keepalive_s=30) as pub:
+        pub.publish_all(messages)
 
 
 def drop_session(broker: LocalMosquitto, client_id: str) -> None:
