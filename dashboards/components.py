@@ -7,7 +7,9 @@ import math
 from typing import Any
 
 import pandas as pd
-from dash import dash_table, html
+from dash import dash_table, dcc, html
+
+from dashboards.reference import CITIES, CITY_NAMES
 
 LOCAL_TZ = dt.timezone(dt.timedelta(hours=7), "ICT")  # Asia/Ho_Chi_Minh, no DST
 
@@ -79,3 +81,19 @@ def as_of_note(refreshed: dict[str, dt.datetime], name: str) -> str:
     if when is None:
         return "aggregates not refreshed yet: run `amr dashboard refresh`"
     return f"as of {fmt_ts(when)} (ICT), refreshed by `amr dashboard refresh`"
+
+
+def city_control(id_: str) -> html.Div:
+    """The city filter every page shares: both cities, Hà Nội or TP. Hồ Chí Minh."""
+    return html.Div([html.Label("City"), dcc.Dropdown(
+        id=id_, options=[{"label": "both cities", "value": ""}]
+        + [{"label": CITY_NAMES[c], "value": c} for c in CITIES], value="", clearable=False)],
+        className="control")
+
+
+def companies_control(id_: str, companies: pd.DataFrame) -> html.Div:
+    """The power-company multi-select (names with their diacritics and codes)."""
+    return html.Div([html.Label("Power companies"), dcc.Dropdown(
+        id=id_, multi=True, placeholder="all power companies",
+        options=[{"label": f"{r.name} ({r.code})", "value": r.code} for r in companies.itertuples()])],
+        className="control wide")

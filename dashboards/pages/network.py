@@ -13,9 +13,18 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 
 from dashboards import queries
-from dashboards.components import as_of_note, data_table, fmt_int, fmt_pct, fmt_ts, kpi, records
+from dashboards.components import (
+    as_of_note,
+    city_control,
+    companies_control,
+    data_table,
+    fmt_int,
+    fmt_pct,
+    fmt_ts,
+    kpi,
+    records,
+)
 from dashboards.queries import LIST_PAGE_ROWS, NetworkFilter
-from dashboards.reference import CITIES, CITY_NAMES
 from dashboards.source import DataSource
 
 path = "/network"
@@ -145,14 +154,8 @@ def layout(src: DataSource, query: str = "") -> html.Div:
         html.H2("Reading network"),
         html.Div(as_of_note(refreshed, "network_summary"), className="note"),
         html.Div([
-            html.Div([html.Label("City"), dcc.Dropdown(
-                id="network-city", options=[{"label": "both cities", "value": ""}]
-                + [{"label": CITY_NAMES[c], "value": c} for c in CITIES], value="", clearable=False)],
-                className="control"),
-            html.Div([html.Label("Power companies"), dcc.Dropdown(
-                id="network-companies", multi=True, placeholder="all power companies",
-                options=[{"label": f"{r.name} ({r.code})", "value": r.code} for r in companies.itertuples()])],
-                className="control wide"),
+            city_control("network-city"),
+            companies_control("network-companies", companies),
             html.Div([html.Label("Protocols"), dcc.Dropdown(
                 id="network-protocols", multi=True, placeholder="all protocols",
                 options=[{"label": p, "value": p} for p in PROTOCOLS])], className="control"),

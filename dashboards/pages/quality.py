@@ -14,7 +14,17 @@ from dash import Input, Output, State, dcc, html
 from plotly.subplots import make_subplots
 
 from dashboards import queries
-from dashboards.components import LOCAL_TZ, as_of_note, data_table, empty_state, fmt_int, fmt_pct, kpi, records
+from dashboards.components import (
+    LOCAL_TZ,
+    as_of_note,
+    city_control,
+    data_table,
+    empty_state,
+    fmt_int,
+    fmt_pct,
+    kpi,
+    records,
+)
 from dashboards.reference import CITIES, CITY_NAMES
 from dashboards.source import DataSource
 
@@ -171,10 +181,7 @@ def layout(src: DataSource, query: str = "") -> html.Div:
             html.Div([html.Label("Billing period"), dcc.Dropdown(
                 id="quality-period", options=[{"label": p, "value": p} for p in periods],
                 value=periods[0] if periods else None, placeholder="no VEE run yet")], className="control"),
-            html.Div([html.Label("City"), dcc.Dropdown(
-                id="quality-city", options=[{"label": "both cities", "value": ""}]
-                + [{"label": CITY_NAMES[c], "value": c} for c in CITIES], value="", clearable=False)],
-                className="control"),
+            city_control("quality-city"),
             html.Div([html.Label("Rule"), dcc.Dropdown(id="quality-rule", options=[], value="", clearable=False)],
                      className="control"),
         ], className="controls"),

@@ -18,7 +18,17 @@ from dash import Input, Output, State, dcc, html
 from plotly.subplots import make_subplots
 
 from dashboards import queries
-from dashboards.components import LOCAL_TZ, as_of_note, data_table, fmt_int, fmt_pct, kpi, records
+from dashboards.components import (
+    LOCAL_TZ,
+    as_of_note,
+    city_control,
+    companies_control,
+    data_table,
+    fmt_int,
+    fmt_pct,
+    kpi,
+    records,
+)
 from dashboards.reference import (
     CITIES,
     CITY_NAMES,
@@ -291,14 +301,8 @@ def layout(src: DataSource, query: str = "") -> html.Div:
         html.H2("Rollout of electronic and remote-read meters"),
         html.Div(as_of_note(refreshed, "rollout_daily"), className="note"),
         html.Div([
-            html.Div([html.Label("City"), dcc.Dropdown(
-                id="rollout-city", options=[{"label": "both cities", "value": ""}]
-                + [{"label": CITY_NAMES[c], "value": c} for c in CITIES], value="", clearable=False)],
-                className="control"),
-            html.Div([html.Label("Power companies"), dcc.Dropdown(
-                id="rollout-companies", multi=True, placeholder="all power companies",
-                options=[{"label": f"{r.name} ({r.code})", "value": r.code} for r in companies.itertuples()])],
-                className="control wide"),
+            city_control("rollout-city"),
+            companies_control("rollout-companies", companies),
             html.Div([html.Label("Date"), dcc.DatePickerSingle(
                 id="rollout-date", date=index_to_day(value).isoformat(), display_format="YYYY-MM-DD",
                 min_date_allowed=index_to_day(lo).isoformat(), max_date_allowed=index_to_day(hi).isoformat())],

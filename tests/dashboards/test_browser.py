@@ -94,7 +94,8 @@ def test_rollout_date_controls_change_the_figures(live_dashboard: LiveDashboard,
     # Play replays from the start when at the end; the date moves on by itself.
     thumb.press("End")
     page.mouse.up()
-    expect(thumb).to_have_attribute("aria-valuemax", thumb.get_attribute("aria-valuenow") or "")
+    # aria-valuemax is fixed, so the expectation retries until the thumb has reached it (no stale read).
+    expect(thumb).to_have_attribute("aria-valuenow", thumb.get_attribute("aria-valuemax") or "")
     page.locator("#rollout-play").click()
     expect(page.locator("#rollout-play")).to_contain_text("pause")
     expect(page.locator("#rollout-kpi-HN-remote-share")).not_to_have_text("100.0 %")
