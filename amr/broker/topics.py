@@ -8,6 +8,7 @@ READINGS = f"{PREFIX}/readings"  # + "/<collector id>": normalized reading batch
 EVENTS = f"{PREFIX}/events"  # + "/<collector id>": meter events
 STATUS = f"{PREFIX}/status"  # + "/<client id>": heartbeats and last wills
 DCU = f"{PREFIX}/dcu"  # + "/<dcu id>/uplink": concentrator pushes
+CONFIRM = f"{PREFIX}/confirm"  # + "/<client id>": ingest's commit confirmations (docs/delivery.md)
 
 INGEST_SHARE_GROUP = "ingest"
 
@@ -26,6 +27,11 @@ def status_topic(client_id: str) -> str:
 
 def dcu_uplink_topic(dcu_id: str) -> str:
     return f"{DCU}/{dcu_id}/uplink"
+
+
+def confirm_topic(client_id: str) -> str:
+    """Where ingest confirms the commits of `client_id`'s messages (the MQTT 5 response topic they carry)."""
+    return f"{CONFIRM}/{client_id}"
 
 
 def shared(topic_filter: str, group: str = INGEST_SHARE_GROUP) -> str:
