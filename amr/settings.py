@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amr.errors import ConfigError
+from collectors.tomlpos import config_error
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = "amr.toml"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: the file's `port = "6000"` is refused, not coerced; environment variables (always strings) are
+    # parsed explicitly by _ENV_KEYS before validation.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class DatabaseSettings(_Strict):
@@ -31,7 +35,7 @@ class DatabaseSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=54329, ge=1, le=65535, description="local cluster port, away from 5432")
     name: str = Field(default="amr", pattern=r"^[a-z_][a-z0-9_]*$")
-    data_dir: Path | None = Field(default=None, description="local cluster data directory")
+    data_dir: Path | None = Field(default=None, strict=False, description="local cluster data directory")
 
 
 class MqttSettings(_Strict):
@@ -41,7 +45,7 @@ class MqttSettings(_Strict):
 
 
 class Settings(_Strict):
-    state_dir: Path = Field(default=PROJECT_ROOT / ".amr", description="git-ignored runtime state")
+    state_dir: Path = Field(default=PROJECT_ROOT / ".amr", strict=False, description="git-ignored runtime state")
     db: DatabaseSettings = DatabaseSettings()
     mqtt: MqttSettings = MqttSettings()
 
@@ -50,20 +54,32 @@ class Settings(_Strict):
         return self.state_dir / "credentials.toml"
 
 
-_ENV_KEYS: dict[str, tuple[str, ...]] = {
-    "AMR_STATE_DIR": ("state_dir",),
-    "AMR_DATABASE_URL": ("db", "url"),
-    "AMR_DB_PORT": ("db", "port"),
-    "AMR_DB_NAME": ("db", "name"),
-    "AMR_DB_DATA_DIR": ("db", "data_dir"),
-    "AMR_MQTT_URL": ("mqtt", "url"),
-    "AMR_MQTT_PORT": ("mqtt", "port"),
+def _integer(text: str) -> int:
+    """A decimal integer as written ('6000', not '6e3', '6000.0' or 'true')."""
+    stripped = text.strip()
+    if not stripped.lstrip("+-").isdigit() or not stripped.isascii():
+        raise ValueError(f"not an integer: {text!r}")
+    return int(stripped)
+
+
+# variable -> (key path in the settings, parser of its text): the environment only holds strings, so each one
+# is parsed here, explicitly, and the strict models see the typed value.
+_ENV_KEYS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
+    "AMR_STATE_DIR": (("state_dir",), Path),
+    "AMR_DATABASE_URL": (("db", "url"), str),
+    "AMR_DB_PORT": (("db", "port"), _integer),
+    "AMR_DB_NAME": (("db", "name"), str),
+    "AMR_DB_DATA_DIR": (("db", "data_dir"), Path),
+    "AMR_MQTT_URL": (("mqtt", "url"), str),
+    "AMR_MQTT_PORT": (("mqtt", "port"), _integer),
 }
 
 
 def _set_nested(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
     for key in keys[:-1]:
         tree = tree.setdefault(key, {})
+        if not isinstance(tree, dict):  # `db = 5` in the file: validation reports the table itself
+            return
     tree[keys[-1]] = value
 
 
@@ -72,22 +88,26 @@ def read_settings(config_file: Path | None = None, environ: dict[str, str] | Non
     env = dict(os.environ if environ is None else environ)
     path = config_file or (Path(env["AMR_CONFIG"]) if env.get("AMR_CONFIG") else Path(DEFAULT_CONFIG_FILE))
     raw: dict[str, Any] = {}
+    text: str | None = None
     if path.exists():
+        text = path.read_text(encoding="utf-8")
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from exc
     elif config_file is not None:
         raise ConfigError("file not found", source=str(path))
-    sources: dict[tuple[str, ...], str] = {}
-    for var, keys in _ENV_KEYS.items():
+    sources: dict[str, str] = {}
+    for var, (keys, parse) in _ENV_KEYS.items():
         if env.get(var):
-            _set_nested(raw, keys, env[var])
-            sources[keys] = f"environment variable {var}"
+            key = ".".join(keys)
+            try:
+                value = parse(env[var])
+            except ValueError as exc:
+                raise ConfigError(str(exc), source=f"environment variable {var}", key=key) from exc
+            _set_nested(raw, keys, value)
+            sources[key] = f"environment variable {var}"
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        keys = tuple(str(part) for part in first["loc"])
-        source = sources.get(keys, str(path))
-        raise ConfigError(first["msg"], source=source, key=".".join(keys)) from exc
+        raise config_error(exc, source=str(path), text=text, sources=sources) from exc

@@ -43,19 +43,21 @@ Example (every key is documented on its model below)::
     host = "127.0.0.1"
     port = 18830
 
-A wrong file is refused with :class:`amr.errors.ConfigError` naming the file, the line and the key.
+A wrong file is refused with :class:`amr.errors.ConfigError` naming the file, the line and the key. Values are
+taken as TOML typed them: ``port = "502"``, ``unit_id = true`` or ``unit_id = 1.0`` are refused (no coercion),
+and floats must be finite (``inf``, ``nan`` refused).
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from amr.errors import ConfigError
-from collectors.tomlpos import key_path, line_of, parse_key_lines
+from collectors.tomlpos import config_error, line_of, parse_key_lines
 
 BUILTIN_MAPS_DIR = Path(__file__).resolve().parent / "modbus" / "maps"
 DEFAULT_PUBLISH_WINDOW = 1_000  # outstanding QoS 1 messages: far below paho's 65,535 message ids
@@ -63,7 +65,24 @@ DEFAULT_BATCH_READINGS = 100  # readings per message: the broker hop carries ~1 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a config file says what it means: "15020" is not a port, true is not a unit id, 1.0 is not an
+    # integer; allow_inf_nan=False: TOML's inf and nan are no timeout, multiplier or interval.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _one_of(*choices: int) -> AfterValidator:
+    """An integer among `choices` (pydantic's Literal[1, 2] would take true and 1.0 even in strict mode)."""
+
+    def check(value: int) -> int:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(map(str, choices))}, got {value}")
+        return value
+
+    return AfterValidator(check)
+
+
+StopBits = Annotated[int, _one_of(1, 2)]
+ByteSize = Annotated[int, _one_of(7, 8)]
 
 
 class ModbusMeterConfig(_Strict):
@@ -83,8 +102,8 @@ class GatewayConfig(_Strict):
     device: str | None = None
     baudrate: int = Field(default=9600, ge=300, le=921600)
     parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
+    stopbits: StopBits = 1
+    bytesize: ByteSize = 8
     timeout_s: float = Field(default=1.0, gt=0.0, le=60.0)
     retries: int = Field(default=1, ge=0, le=10, description="retries after a garbled or refused answer")
     inter_request_delay_s: float = Field(default=0.0, ge=0.0, le=10.0)
@@ -138,7 +157,7 @@ class BrokerConfig(_Strict):
 
 class CollectorConfig(_Strict):
     collector_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-    spool_dir: Path = Path("spool")
+    spool_dir: Path = Field(default=Path("spool"), strict=False)  # a TOML string; strict Path wants a Path
     spool_sync: Literal["normal", "full"] = Field(
         default="normal", description="normal: survives a process crash; full: fsync each commit (power loss)"
     )
@@ -224,15 +243,7 @@ def parse_collector_config(text: str, *, source: str = "<config>", base_dir: Pat
     try:
         config = CollectorConfig.model_validate({**raw, "source_file": source_file})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = tuple(part for part in first["loc"] if not (isinstance(part, str) and part.startswith("function-")))
-        path = key_path(loc)
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif first["type"] == "missing":
-            message = "required key is missing"
-        raise ConfigError(message, source=where(path), key=path or None) from exc
+        raise config_error(exc, source=source, text=text) from exc
     if config.spool_dir and not config.spool_dir.is_absolute():
         config = config.model_copy(update={"spool_dir": source_file.parent / config.spool_dir})
     problems = _semantic_errors(config)

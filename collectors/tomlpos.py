@@ -3,11 +3,18 @@
 A light line scanner, not a TOML parser: it follows ``[table]`` and ``[[array.of.tables]]`` headers and
 ``key = value`` lines and records the first line of each. Keys inside inline tables or multi-line values are
 not recorded; a lookup then falls back to the nearest enclosing table header.
+
+:func:`config_error` turns a pydantic ValidationError into a ConfigError naming the file, the line and the key:
+every TOML loader of the platform (collector, settings, VEE rules, tariffs, simulators) reports through it.
 """
 
 from __future__ import annotations
 
 import re
+
+from pydantic import ValidationError
+
+from amr.errors import ConfigError
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'. ]+?)\s*=")
@@ -84,3 +91,63 @@ def line_of(lines: dict[str, int], path: str) -> int | None:
             break
         probe = probe[:cut]
     return lines.get(probe)
+
+
+# How TOML spells the Python types tomllib produces, for "got a string '15020'" in a type error.
+_TOML_TYPE_NAMES: dict[type, str] = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a float",
+    dict: "a table",
+    list: "an array",
+}
+_MAX_SHOWN_INPUT_CHARS = 60  # a wrong value is echoed, but not a whole table of them
+
+
+def _shown(value: object) -> str:
+    kind = _TOML_TYPE_NAMES.get(type(value), type(value).__name__)
+    if isinstance(value, dict | list):
+        return kind
+    text = repr(value)
+    if len(text) > _MAX_SHOWN_INPUT_CHARS:
+        text = text[: _MAX_SHOWN_INPUT_CHARS - 3] + "..."
+    return f"{kind} {text}"
+
+
+def first_problem(exc: ValidationError) -> tuple[str, str]:
+    """(key path, message) of the first error of a pydantic validation, worded for a config file's reader.
+
+    Type errors say what was found (strict models refuse ``port = "15020"``: the reader should see that the
+    value is a string, not guess why "15020" is not an integer)."""
+    first = exc.errors()[0]
+    loc = tuple(part for part in first["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+    message = first["msg"].removeprefix("Value error, ")
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind.endswith("_type") or kind in ("finite_number", "literal_error", "enum"):
+        message = f"{message}, got {_shown(first.get('input'))}"
+    return key_path(loc), message
+
+
+def config_error(
+    exc: ValidationError,
+    *,
+    source: str,
+    text: str | None = None,
+    prefix: str = "",
+    sources: dict[str, str] | None = None,
+) -> ConfigError:
+    """A ConfigError for the first problem of `exc`: `source` (or the entry of `sources` for that key, e.g. an
+    environment variable) with the key's line in `text` (the file's TOML) when it can be found.
+
+    `prefix`: where the validated model sits in the file ('simulate' for the [simulate] table)."""
+    path, message = first_problem(exc)
+    full = f"{prefix}.{path}" if prefix and path else (prefix or path)
+    if sources and path in sources:
+        return ConfigError(message, source=sources[path], key=full or None)
+    line = line_of(parse_key_lines(text), full) if text is not None and full else None
+    return ConfigError(message, source=f"{source}:{line}" if line else source, key=full or None)

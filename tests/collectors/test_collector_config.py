@@ -69,6 +69,61 @@ def test_bad_config_names_file_line_and_key(
     assert words in message
 
 
+SERIAL_GATEWAY = """
+[[gateways]]
+name = "rs485"
+transport = "serial"
+device = "/dev/ttyAMR0"
+stopbits = 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "key", "words"),
+    [
+        # No string-to-number coercion: a quoted port is a string.
+        ("port = 1502", 'port = "15020"', 7, "gateways[0].port", "got a string '15020'"),
+        # A boolean is not a unit id, and neither is a float with an integral value.
+        ("unit_id = 2", "unit_id = true", 16, "gateways[0].meters[1].unit_id", "got a boolean True"),
+        ("unit_id = 2", "unit_id = 1.0", 16, "gateways[0].meters[1].unit_id", "got a float 1.0"),
+        # Floats are finite, whether written as TOML's inf / nan or as strings.
+        ("poll_interval_s = 60", 'multiplier = "inf"', 18, "gateways[0].meters[1].multiplier", "valid number"),
+        ("poll_interval_s = 60", "multiplier = inf", 18, "gateways[0].meters[1].multiplier", "finite number"),
+        ("poll_interval_s = 60", "poll_interval_s = nan", 18, "gateways[0].meters[1].poll_interval_s", "finite"),
+        (
+            "poll_interval_s = 60",
+            'poll_interval_s = "60"',
+            18,
+            "gateways[0].meters[1].poll_interval_s",
+            "got a string '60'",
+        ),
+        ('host = "127.0.0.1"', 'host = "127.0.0.1"\ntimeout_s = inf', 7, "gateways[0].timeout_s", "finite"),
+        ('collector_id = "c-cfg"', 'collector_id = "c-cfg"\nheartbeat_s = "10"', 2, "heartbeat_s", "got a string"),
+        ('collector_id = "c-cfg"', 'collector_id = "c-cfg"\npublish_window = 10.0', 2, "publish_window", "got a float"),
+        # Choices among integers: pydantic's Literal would take true for 1.
+        ("stopbits = 1", "stopbits = true", 24, "gateways[1].stopbits", "got a boolean"),
+        ("stopbits = 1", "stopbits = 1.0", 24, "gateways[1].stopbits", "got a float"),
+        ("stopbits = 1", "stopbits = 3", 24, "gateways[1].stopbits", "must be one of 1, 2"),
+    ],
+)
+def test_values_are_taken_as_typed_not_coerced(
+    tmp_path: Path, old: str, new: str, line: int, key: str, words: str
+) -> None:
+    path = _write(tmp_path, (GOOD + SERIAL_GATEWAY).replace(old, new, 1))
+    with pytest.raises(ConfigError) as err:
+        read_collector_config(path)
+    message = str(err.value)
+    assert f"{path}:{line}" in message, message
+    assert key in message, message
+    assert words in message, message
+
+
+def test_integers_are_welcome_where_floats_are_expected(tmp_path: Path) -> None:
+    config = read_collector_config(_write(tmp_path, GOOD + SERIAL_GATEWAY.replace("stopbits = 1", "stopbits = 2")))
+    assert config.gateways[0].meters[1].poll_interval_s == 60.0
+    assert config.gateways[1].stopbits == 2
+
+
 def test_bad_register_map_is_refused_with_its_file_and_line(tmp_path: Path) -> None:
     _write(
         tmp_path,
