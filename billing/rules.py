@@ -8,19 +8,20 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from amr.errors import ConfigError
 from amr.obis import STATUS_BITS
+from collectors.tomlpos import config_error
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("vee_rules.toml")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `factor = "10"` or `max_s = 3600.0` is refused, not coerced; floats are finite (no inf / nan).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class IntervalRules(_Strict):
@@ -154,10 +155,6 @@ def kernel_params(rules: VeeRules) -> np.ndarray:
     return p
 
 
-def _key_of(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc)
-
-
 def parse_vee_rules(text: str, *, source: str = "<string>") -> VeeRules:
     try:
         data = tomllib.loads(text)
@@ -166,8 +163,7 @@ def parse_vee_rules(text: str, *, source: str = "<string>") -> VeeRules:
     try:
         return VeeRules.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(first["msg"], source=source, key=_key_of(first["loc"])) from exc
+        raise config_error(exc, source=source, text=text) from exc
 
 
 def read_vee_rules(path: Path | None = None) -> VeeRules:

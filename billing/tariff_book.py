@@ -16,12 +16,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from amr.errors import ConfigError
+from collectors.tomlpos import config_error
 
 TARIFF_DIR = Path(__file__).with_name("tariffs")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `factor = "10"` or `max_s = 3600.0` is refused, not coerced; floats are finite (no inf / nan).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class TieredVersion(_Strict):
@@ -190,8 +192,7 @@ def parse_tariff_file(text: str, *, source: str) -> BaseModel:
     try:
         return _KINDS[kind].model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(first["msg"], source=source, key=".".join(str(p) for p in first["loc"])) from exc
+        raise config_error(exc, source=source, text=text) from exc
 
 
 def read_tariff_book(directory: Path | None = None) -> TariffBook:

@@ -11,11 +11,13 @@ every TOML loader of the platform (collector, settings, VEE rules, tariffs, simu
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from pydantic import ValidationError
 
 from amr.errors import ConfigError
 
+_T = TypeVar("_T")
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'. ]+?)\s*=")
 
@@ -80,17 +82,22 @@ def parse_key_lines(text: str) -> dict[str, int]:
     return lines
 
 
-def line_of(lines: dict[str, int], path: str) -> int | None:
-    """Line of `path`, or of its nearest recorded ancestor ('a[0].b' -> 'a[0]' -> 'a')."""
+def _nearest(entries: dict[str, _T], path: str) -> _T | None:
+    """The entry of `path`, or of its nearest ancestor that has one ('a[0].b' -> 'a[0]' -> 'a')."""
     probe = path
     while probe:
-        if probe in lines:
-            return lines[probe]
+        if probe in entries:
+            return entries[probe]
         cut = max(probe.rfind("."), probe.rfind("["))
         if cut <= 0:
             break
         probe = probe[:cut]
-    return lines.get(probe)
+    return entries.get(probe)
+
+
+def line_of(lines: dict[str, int], path: str) -> int | None:
+    """Line of `path`, or of its nearest recorded ancestor ('a[0].b' -> 'a[0]' -> 'a')."""
+    return _nearest(lines, path)
 
 
 # How TOML spells the Python types tomllib produces, for "got a string '15020'" in a type error.
@@ -141,13 +148,15 @@ def config_error(
     prefix: str = "",
     sources: dict[str, str] | None = None,
 ) -> ConfigError:
-    """A ConfigError for the first problem of `exc`: `source` (or the entry of `sources` for that key, e.g. an
-    environment variable) with the key's line in `text` (the file's TOML) when it can be found.
+    """A ConfigError for the first problem of `exc`: `source` (or the entry of `sources` for that key or one of
+    its ancestors, e.g. an environment variable or the command line) with the key's line in `text` (the file's
+    TOML) when it can be found.
 
     `prefix`: where the validated model sits in the file ('simulate' for the [simulate] table)."""
     path, message = first_problem(exc)
     full = f"{prefix}.{path}" if prefix and path else (prefix or path)
-    if sources and path in sources:
-        return ConfigError(message, source=sources[path], key=full or None)
+    other = _nearest(sources, path) if sources and path else None
+    if other is not None:
+        return ConfigError(message, source=other, key=full or None)
     line = line_of(parse_key_lines(text), full) if text is not None and full else None
     return ConfigError(message, source=f"{source}:{line}" if line else source, key=full or None)

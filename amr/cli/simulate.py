@@ -47,6 +47,7 @@ from rich.table import Table
 
 from amr.cli.context import console
 from amr.errors import ConfigError
+from collectors.tomlpos import config_error
 from simulators.clock import SimClock
 from simulators.modbus.fleet import FAULT_NAMES, Listener, build_meters, start_modbus_listener
 
@@ -85,7 +86,8 @@ def resolve_starter(protocol: str) -> Starter:
 
 
 class SimulateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # strict: `speed = "1440"` or `seed = 1.0` in the file is refused, not coerced; floats are finite.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True, allow_inf_nan=False)
 
     seed: int = 1
     start: datetime = Field(default_factory=lambda: datetime.fromisoformat(DEFAULT_START))
@@ -97,6 +99,18 @@ class SimulateConfig(BaseModel):
     gateways: dict[str, int] = Field(default_factory=lambda: {"tcp": 1})
     faults: dict[str, float] = Field(default_factory=dict)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _iso_text(cls, v: object) -> object:
+        # A TOML datetime arrives as one; the docs' quoted form and --start arrive as ISO text, parsed here
+        # (strict mode would refuse text, lax mode would also take a number as a Unix time).
+        if isinstance(v, str):
+            try:
+                return datetime.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not an ISO date and time, e.g. 2025-04-01T00:00:00+07:00") from None
+        return v
 
     @field_validator("start")
     @classmethod
@@ -128,11 +142,13 @@ def read_simulate_config(path: Path | None, overrides: dict[str, Any]) -> Simula
     """The [simulate] table of ``path`` (if any) with command-line ``overrides`` on top."""
     data: dict[str, Any] = {}
     source = str(path) if path else "command line"
+    text: str | None = None
     if path is not None:
         import tomllib
 
         try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            doc = tomllib.loads(text)
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc.strerror}", source=source) from exc
         except tomllib.TOMLDecodeError as exc:
@@ -141,13 +157,14 @@ def read_simulate_config(path: Path | None, overrides: dict[str, Any]) -> Simula
         unknown = set(doc) - {"simulate"}
         if unknown:
             raise ConfigError(f"unknown table(s) {sorted(unknown)}; expected [simulate]", source=source)
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data.update(given)
     try:
         return SimulateConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(first["msg"], source=source, key=f"simulate.{key}" if key else None) from exc
+        raise config_error(
+            exc, source=source, text=text, prefix="simulate", sources=dict.fromkeys(given, "command line")
+        ) from exc
 
 
 def start_fleet(cfg: SimulateConfig, clock: SimClock, run_dir: Path) -> list[Listener]:

@@ -140,11 +140,11 @@ def test_provisional_prices_are_marked() -> None:
 
 
 def test_bad_tariff_files_are_refused_naming_the_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"five\.toml.*versions\.0.*need 5 prices"):
+    with pytest.raises(ConfigError, match=r"five\.toml:6, key 'versions\[0\]'.*need 5 prices"):
         parse_tariff_file(FIVE_TIERS.replace(", 2000]", "]"), source="five.toml")
     with pytest.raises(ConfigError, match="key 'kind'"):
         parse_tariff_file(FIVE_TIERS.replace('"tiered"', '"flat"'), source="five.toml")
-    with pytest.raises(ConfigError, match=r"key 'versions\.0\.price_vnd_per_kwh': Field required"):
+    with pytest.raises(ConfigError, match=r"key 'versions\[0\]\.price_vnd_per_kwh': required key is missing"):
         parse_tariff_file(FIVE_TIERS.replace("price_vnd_per_kwh", "price_vnd"), source="five.toml")
     (tmp_path / "household.toml").write_text(FIVE_TIERS)
     with pytest.raises(ConfigError, match="no VAT file"):
