@@ -49,9 +49,12 @@ def fetch_connect_result(host: str, port: int, username: str | None = None, pass
     return result[0] if result else "no answer"
 
 
-def fetch_publish_result(host: str, port: int, username: str, password: str, topic: str) -> str:
-    """Publish one QoS 1 message and return the PUBACK reason (MQTT 5 brokers say 'Not authorized' on an ACL deny)."""
-    client = new_client()
+def fetch_publish_result(
+    host: str, port: int, username: str, password: str, topic: str, *, client_id: str | None = None
+) -> str:
+    """Publish one QoS 1 message and return the PUBACK reason (MQTT 5 brokers say 'Not authorized' on an ACL deny).
+    `client_id` matters to the ACL: collectors and DCUs may publish only under their own client id."""
+    client = new_client(client_id)
     client.username_pw_set(username, password)
     result: list[str] = []
     done = threading.Event()

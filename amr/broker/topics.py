@@ -1,5 +1,6 @@
-"""MQTT topic layout (version 1). Collectors and DCUs publish only to their own topics; ingest subscribes
-only to readings, events and DCU uplinks; the ACL in the broker config enforces exactly this."""
+"""MQTT topic layout (version 1). Collectors and DCUs publish only under their own name (their MQTT client id);
+ingest reads readings, events, DCU uplinks and status and confirms commits; the broker's ACL (ACL_PATTERNS and
+ACL below) enforces this."""
 
 from __future__ import annotations
 
@@ -39,20 +40,50 @@ def shared(topic_filter: str, group: str = INGEST_SHARE_GROUP) -> str:
     return f"$share/{group}/{topic_filter}"
 
 
-# account -> list of (access, topic pattern) as Mosquitto ACL lines read them
+# The broker's ACL (amr.broker.mosquitto writes it as Mosquitto's acl_file; its docstring says what it guarantees
+# and what it does not). ``%c`` is the connecting client's MQTT client id, which for a collector or DCU is its name.
+# Mosquitto applies ``pattern`` lines to every account, wherever they stand in the file, after that account's own
+# ``topic`` lines; ``deny`` lines are checked before anything else and refuse reading and writing alike.
+
+# (access, topic pattern) for every account: each client writes only under its own name, reads its confirmations.
+ACL_PATTERNS: list[tuple[str, str]] = [
+    ("write", f"{READINGS}/%c"),  # collectors (refused to dcu and monitor below)
+    ("write", f"{EVENTS}/%c"),  # collectors (refused to dcu and monitor below)
+    ("write", f"{DCU}/%c/uplink"),  # concentrators (refused to monitor below)
+    ("write", f"{STATUS}/%c"),  # heartbeats and last wills: collectors, DCUs, ingest
+    ("read", f"{CONFIRM}/%c"),  # commit confirmations (docs/delivery.md)
+]
+
+# A name is exactly one topic level: a client id holding "/" would otherwise reach deeper topics under its prefix.
+_DEEPER_THAN_ONE_NAME = [
+    ("deny", f"{READINGS}/+/+/#"),
+    ("deny", f"{EVENTS}/+/+/#"),
+    ("deny", f"{STATUS}/+/+/#"),
+    ("deny", f"{DCU}/+/+/+/#"),
+]
+
+# account -> (access, topic filter) lines of that account's own, checked before ACL_PATTERNS
 ACL: dict[str, list[tuple[str, str]]] = {
     "collector": [
-        ("write", f"{READINGS}/#"),
-        ("write", f"{EVENTS}/#"),
-        ("write", f"{STATUS}/#"),
-        ("read", f"{DCU}/+/uplink"),
+        ("read", f"{DCU}/+/uplink"),  # a collector relays concentrators ([concentrators] in collectors.config)
+        *_DEEPER_THAN_ONE_NAME,
     ],
-    "dcu": [("write", f"{DCU}/+/uplink"), ("write", f"{STATUS}/#")],
+    "dcu": [
+        ("deny", f"{READINGS}/#"),
+        ("deny", f"{EVENTS}/#"),
+        *_DEEPER_THAN_ONE_NAME[2:],
+    ],
     "ingest": [
         ("read", f"{READINGS}/#"),
         ("read", f"{EVENTS}/#"),
         ("read", f"{DCU}/+/uplink"),
-        ("readwrite", f"{STATUS}/#"),
+        ("read", f"{STATUS}/#"),
+        ("write", f"{CONFIRM}/#"),
     ],
-    "monitor": [("read", f"{STATUS}/#")],
+    "monitor": [
+        ("read", f"{STATUS}/#"),
+        ("deny", f"{READINGS}/#"),
+        ("deny", f"{EVENTS}/#"),
+        ("deny", f"{DCU}/#"),
+    ],
 }
