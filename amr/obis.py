@@ -1,6 +1,7 @@
 """The OBIS channel catalogue (IEC 62056-61) the platform stores readings under.
 
-Mirrors the ``channels`` table seeded by ``sql/002_reference_data.sql``; a test keeps the two equal.
+Mirrors the ``channels`` table seeded by ``sql/002_reference_data.sql`` (and channels added by later migrations,
+e.g. ``sql/070_total_energy_channel.sql``); a test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(channel_id=6, obis="1.0.3.8.0.255", name="reactive_import_total", unit="kvarh", kind="cumulative"),
     Channel(channel_id=7, obis="1.0.4.8.0.255", name="reactive_export_total", unit="kvarh", kind="cumulative"),
     Channel(channel_id=8, obis="1.0.1.6.0.255", name="max_demand_import", unit="kW", kind="demand"),
+    # |+A| + |-A|: what Eastron meters show as "Total kWh" (0x0156); equals the import total without export.
+    Channel(channel_id=9, obis="1.0.15.8.0.255", name="active_total_absolute", unit="kWh", kind="cumulative"),
     Channel(channel_id=10, obis="1.0.32.7.0.255", name="voltage_l1", unit="V", kind="instantaneous"),
     Channel(channel_id=11, obis="1.0.52.7.0.255", name="voltage_l2", unit="V", kind="instantaneous"),
     Channel(channel_id=12, obis="1.0.72.7.0.255", name="voltage_l3", unit="V", kind="instantaneous"),

@@ -26,10 +26,11 @@ Interface (the DLMS, DCU and Modbus simulators all use it)::
 
 Keys of read_registers (all of amr.obis.CHANNELS): 1.0.1.8.0.255 import total [kWh], 1.0.1.8.1/2/3.255 rates
 normal/peak/off-peak [kWh] (sum to the total unless a rollover/spike fault says otherwise), 1.0.2.8.0.255 export
-[kWh], 1.0.3.8.0.255 / 1.0.4.8.0.255 reactive import/export [kvarh], 1.0.1.6.0.255 max demand this month [kW],
-1.0.32/52/72.7.0.255 voltages [V] (0 on absent phases), 1.0.31/51/71.7.0.255 currents [A], 1.0.1.7.0.255 active
-power [kW], 1.0.13.7.0.255 power factor, 1.0.14.7.0.255 frequency [Hz], 0.0.96.10.1.255 AMR status bits
-(amr.obis.STATUS_BITS, as a float), 0.0.1.0.0.255 clock offset [s].
+[kWh], 1.0.15.8.0.255 import + export [kWh], 1.0.3.8.0.255 / 1.0.4.8.0.255 reactive import/export [kvarh],
+1.0.1.6.0.255 max demand this month [kW], 1.0.32/52/72.7.0.255 voltages [V] (0 on absent phases),
+1.0.31/51/71.7.0.255 currents [A], 1.0.1.7.0.255 active power [kW], 1.0.13.7.0.255 power factor,
+1.0.14.7.0.255 frequency [Hz], 0.0.96.10.1.255 AMR status bits (amr.obis.STATUS_BITS, as a float),
+0.0.1.0.0.255 clock offset [s].
 
 Energy is the integral of a power shape: a per-day energy table (season x day type x lognormal day noise x the
 customer's monthly kWh) computed per 512-day block from counter-based hashes of the seed, and a within-day
@@ -68,6 +69,7 @@ from simulators.shapes import (
 OBIS_IMPORT = "1.0.1.8.0.255"
 OBIS_RATE = ("1.0.1.8.1.255", "1.0.1.8.2.255", "1.0.1.8.3.255")
 OBIS_EXPORT = "1.0.2.8.0.255"
+OBIS_TOTAL_ABSOLUTE = "1.0.15.8.0.255"  # |import| + |export| (Eastron's "Total kWh")
 OBIS_REACTIVE_IMPORT = "1.0.3.8.0.255"
 OBIS_REACTIVE_EXPORT = "1.0.4.8.0.255"
 OBIS_MAX_DEMAND = "1.0.1.6.0.255"
@@ -438,6 +440,7 @@ class SimulatedMeter:
             OBIS_RATE[1]: regs[1] % mod,
             OBIS_RATE[2]: regs[2] % mod,
             OBIS_EXPORT: exp % mod,
+            OBIS_TOTAL_ABSOLUTE: (regs[3] + exp) % mod,
             OBIS_REACTIVE_IMPORT: q_imp % mod,
             OBIS_REACTIVE_EXPORT: q_exp % mod,
         }

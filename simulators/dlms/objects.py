@@ -84,6 +84,7 @@ REGISTERS: dict[str, RegisterSpec] = {
         _reg("1.0.1.8.2.255", 0, UNIT_WH, 1000.0, _ENERGY),
         _reg("1.0.1.8.3.255", 0, UNIT_WH, 1000.0, _ENERGY),
         _reg("1.0.2.8.0.255", 0, UNIT_WH, 1000.0, _ENERGY),
+        _reg("1.0.15.8.0.255", 0, UNIT_WH, 1000.0, _ENERGY),
         _reg("1.0.3.8.0.255", 0, UNIT_VARH, 1000.0, _ENERGY),
         _reg("1.0.4.8.0.255", 0, UNIT_VARH, 1000.0, _ENERGY),
         _reg("1.0.1.6.0.255", 0, UNIT_W, 1000.0, dlms_data.DoubleLongUnsignedData),

@@ -60,6 +60,21 @@ def test_shipped_maps_load_and_use_catalogue_units() -> None:
     assert sdm120["voltage"] == 0 and sdm120["current"] == 6 and sdm120["active_power"] == 0x0C
 
 
+def test_eastron_demand_and_total_energy_addresses_are_the_published_ones() -> None:
+    """Eastron's lists (sources in the map headers): SDM630 30087 = 0x0056 maximum total system power demand
+    (0x0058 is undefined there; on the SDM120 it is the *current* import demand), SDM120 30091 = 0x005A maximum
+    import demand, both 30343 = 0x0156 "Total kWh" (import + export, OBIS 1.0.15.8.0)."""
+    sdm630 = read_register_map("eastron_sdm630").by_obis
+    sdm120 = read_register_map("eastron_sdm120").by_obis
+    assert sdm630["1.0.1.6.0.255"].address == 0x0056
+    assert sdm120["1.0.1.6.0.255"].address == 0x005A
+    for by_obis in (sdm630, sdm120):
+        total = by_obis["1.0.15.8.0.255"]
+        assert (total.address, total.dtype, total.unit, total.scale) == (0x0156, "float32", "kWh", 1.0)
+        assert by_obis["1.0.1.6.0.255"].scale == 0.001  # W on the wire -> kW
+    assert all(r.address not in range(0x0058, 0x0064) for r in sdm630.values())
+
+
 def test_unknown_obis_names_file_and_line(tmp_path) -> None:
     text = HEAD + reg("a", "1.0.1.8.0.255", 0) + reg("b", "1.0.99.8.0.255", 2)
     # the second entry's obis key is on line 16
