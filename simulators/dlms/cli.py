@@ -12,8 +12,17 @@ from simulators.meter import SimulatedMeter
 from simulators.modbus.fleet import Listener
 
 
-def start_listener(*, protocol: str, meters: list[SimulatedMeter], clock: SimClock, host: str, port: int,
-                   options: dict[str, Any], index: int, run_dir: Path) -> Listener:
+def start_listener(
+    *,
+    protocol: str,
+    meters: list[SimulatedMeter],
+    clock: SimClock,
+    host: str,
+    port: int,
+    options: dict[str, Any],
+    index: int,
+    run_dir: Path,
+) -> Listener:
     password = options.get("password")
     handle = start_dlms_server(
         meters, host=host, port=port, clock=clock,
@@ -22,6 +31,11 @@ def start_listener(*, protocol: str, meters: list[SimulatedMeter], clock: SimClo
         seed=index,
     )  # fmt: skip
     addresses = handle.addresses
-    return Listener(protocol=protocol, endpoint=f"{host}:{handle.port}",
-                    units=[addresses[m.serial] for m in meters], serials=[m.serial for m in meters],
-                    stop=handle.stop, extra={"logical_addresses": addresses})
+    return Listener(
+        protocol=protocol,
+        endpoint=f"{host}:{handle.port}",
+        units=[addresses[m.serial] for m in meters],
+        serials=[m.serial for m in meters],
+        stop=handle.stop,
+        extra={"logical_addresses": addresses},
+    )

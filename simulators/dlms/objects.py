@@ -9,8 +9,9 @@ Objects (logical name -> interface class):
 - Data (class 1) 0.0.96.1.0.255 serial number (visible-string), 0.0.96.10.1.255 AMR profile status (unsigned).
 - Clock (class 8) 0.0.1.0.0.255: attribute 2 the meter's local time (UTC+7, deviation -420) with its drift,
   attribute 3 time_zone.
-- Profile Generic (class 7) 1.0.99.1.0.255 load profile: attribute 2 buffer (whole, or by range descriptor on the
-  clock column), 3 capture objects, 4 capture period [s], 7 entries in use, 8 profile entries.
+- Profile Generic (class 7) 1.0.99.1.0.255 load profile: attribute 2 buffer (whole, by range descriptor on the
+  clock column, or by entry descriptor), 3 capture objects, 4 capture period [s], 7 entries in use, 8 profile
+  entries. Entries are numbered 1 (the oldest the buffer holds) to entries-in-use (the newest); columns 1 to 6.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ REGISTERS: dict[str, RegisterSpec] = {
 
 # Load profile columns after the clock and the status: cumulative energies, as utility interval profiles carry.
 PROFILE_REGISTER_COLUMNS: tuple[str, ...] = ("1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.3.8.0.255", "1.0.4.8.0.255")
+PROFILE_COLUMNS = 2 + len(PROFILE_REGISTER_COLUMNS)  # clock, status, registers
 
 
 class _Null(dlms_data.NullData):
@@ -152,10 +154,52 @@ class RangeSelection:
     end: datetime  # UTC
 
 
-def parse_access_selection(raw: bytes) -> RangeSelection:
+@dataclass(frozen=True, kw_only=True)
+class EntrySelection:
+    """Selective access 2 (entry_descriptor) on a Profile Generic buffer (DLMS Blue Book, IC 7 attribute 2).
+
+    Entries and columns (selected values) count from 1; a ``to_`` bound of 0 means "up to the last"."""
+
+    from_entry: int
+    to_entry: int
+    from_selected_value: int
+    to_selected_value: int
+
+
+# entry_descriptor ::= structure { from_entry double-long-unsigned, to_entry double-long-unsigned,
+#                                  from_selected_value long-unsigned, to_selected_value long-unsigned }
+_STRUCTURE, _DOUBLE_LONG_UNSIGNED, _LONG_UNSIGNED = 0x02, 0x06, 0x12
+_ENTRY_DESCRIPTOR_FIELDS = (_DOUBLE_LONG_UNSIGNED, _DOUBLE_LONG_UNSIGNED, _LONG_UNSIGNED, _LONG_UNSIGNED)
+_AXDR_WIDTH = {_DOUBLE_LONG_UNSIGNED: 4, _LONG_UNSIGNED: 2}
+SELECTOR_RANGE = 1
+SELECTOR_ENTRY = 2
+
+
+def parse_entry_descriptor(raw: bytes) -> EntrySelection:
+    """The A-XDR entry_descriptor (the parameters of selector 2), parsed here: dlms-cosem cannot decode it."""
+    if len(raw) < 2 or raw[0] != _STRUCTURE or raw[1] != len(_ENTRY_DESCRIPTOR_FIELDS):
+        raise AccessError(DataAccessResult.TYPE_UNMATCHED)
+    values: list[int] = []
+    pos = 2
+    for tag in _ENTRY_DESCRIPTOR_FIELDS:
+        width = _AXDR_WIDTH[tag]
+        if pos + 1 + width > len(raw) or raw[pos] != tag:
+            raise AccessError(DataAccessResult.TYPE_UNMATCHED)
+        values.append(int.from_bytes(raw[pos + 1 : pos + 1 + width], "big"))
+        pos += 1 + width
+    if pos != len(raw):  # the descriptor ends the GET.request: anything after it is a malformed request
+        raise AccessError(DataAccessResult.TYPE_UNMATCHED)
+    return EntrySelection(
+        from_entry=values[0], to_entry=values[1], from_selected_value=values[2], to_selected_value=values[3]
+    )
+
+
+def parse_access_selection(raw: bytes) -> RangeSelection | EntrySelection:
     """The access-selection part of a GET.request (selector byte, then its parameters)."""
-    if not raw or raw[0] != 1:
-        raise AccessError(DataAccessResult.SCOPE_OF_ACCESS_VIOLATED)  # only range_descriptor is offered
+    if raw and raw[0] == SELECTOR_ENTRY:
+        return parse_entry_descriptor(raw[1:])
+    if not raw or raw[0] != SELECTOR_RANGE:
+        raise AccessError(DataAccessResult.SCOPE_OF_ACCESS_VIOLATED)  # range and entry descriptors are offered
     try:
         restricting, start, end, _selected = utils.parse_as_dlms_data(raw[1:])
         class_id, logical_name, attribute, _data_index = restricting
@@ -259,6 +303,9 @@ class CosemMeter:
             first, last = self.profile_window(now)
             if isinstance(access, RangeSelection):
                 first, last = self._clip(first, last, access)
+            elif isinstance(access, EntrySelection):
+                first, last, selected = self._by_entry(first, last, access)
+                return self.encode_buffer(first, last, columns=selected)
             elif access is not None:
                 raise AccessError(DataAccessResult.SCOPE_OF_ACCESS_VIOLATED)
             return self.encode_buffer(first, last)
@@ -296,13 +343,36 @@ class CosemMeter:
         lo_aligned = datetime.fromtimestamp(math.ceil(lo.timestamp() / interval_s) * interval_s, UTC)
         return max(first, lo_aligned), min(last, hi)
 
-    def encode_buffer(self, first: datetime, last: datetime) -> bytes:
+    def _by_entry(self, first: datetime, last: datetime, access: EntrySelection) -> tuple[datetime, datetime, slice]:
+        """Capture times and columns of an entry selection. Entry k (from 1, the oldest held) was captured at
+        first + (k - 1) x interval. Entries past the newest give an empty array, as a shorter buffer would; a
+        reversed entry range or a column outside the capture objects is refused (scope of access violated)."""
+        interval = timedelta(seconds=self.profile.interval_s)
+        in_use = 0 if last < first else (last - first) // interval + 1
+        from_entry = max(access.from_entry, 1)  # entry 0 does not exist: read from the first
+        to_entry = in_use if access.to_entry == 0 else min(access.to_entry, in_use)
+        if access.to_entry != 0 and access.to_entry < from_entry:
+            raise AccessError(DataAccessResult.SCOPE_OF_ACCESS_VIOLATED)
+        n_columns = PROFILE_COLUMNS
+        from_col = max(access.from_selected_value, 1)
+        to_col = n_columns if access.to_selected_value == 0 else access.to_selected_value
+        if not from_col <= to_col <= n_columns:
+            raise AccessError(DataAccessResult.SCOPE_OF_ACCESS_VIOLATED)
+        start = first + (from_entry - 1) * interval
+        end = first + (to_entry - 1) * interval  # before start when nothing is selected: an empty buffer
+        return start, end, slice(from_col - 1, to_col)
+
+    def encode_buffer(self, first: datetime, last: datetime, *, columns: slice | None = None) -> bytes:
+        """The buffer's entries captured in [first, last], each a structure of its columns (all, or `columns`)."""
         entries = self.profile_entries(first, last) if first <= last else []
+        keep = columns or slice(None)
         rows = [
             _struct(
-                dlms_data.OctetStringData(encode_datetime(ts)),
-                dlms_data.UnsignedIntegerData(int(values.get(STATUS_OBIS, 0))),
-                *(self._profile_cell(obis, values) for obis in PROFILE_REGISTER_COLUMNS),
+                *[
+                    dlms_data.OctetStringData(encode_datetime(ts)),
+                    dlms_data.UnsignedIntegerData(int(values.get(STATUS_OBIS, 0))),
+                    *(self._profile_cell(obis, values) for obis in PROFILE_REGISTER_COLUMNS),
+                ][keep]
             )
             for ts, values in entries
         ]

@@ -3,7 +3,10 @@
 Handles AARQ -> AARE (lowest-level security, or low-level security with a password), GET.request normal ->
 GET.response normal or, when the answer does not fit the negotiated PDU size, GET.response with-datablock
 (GetResponseWithBlock ... GetResponseLastBlock, driven by GET.request next), and RLRQ -> RLRE.
-dlms-cosem's classes decode the requests and encode most answers.
+dlms-cosem's classes decode the other requests and encode most answers. GET.request normal is decoded here
+(``parse_get_request_normal``): dlms-cosem cannot decode every access selector (an entry descriptor, selector 2,
+made it raise), and a request the meter understands but cannot serve must get a GET.response with a
+data-access-result, not an exception response.
 """
 
 from __future__ import annotations
@@ -30,6 +33,42 @@ SERVER_CONFORMANCE = Conformance(
     block_transfer_with_get_or_read=True,
     priority_management_supported=True,
 )
+
+
+# GET-Request-Normal: tag, choice, invoke-id-and-priority, class id (2), logical name (6), attribute id,
+# access-selection flag, then (flag 1) the selector and its parameters.
+_GET_NORMAL_HEAD = bytes([xdlms.GetRequestNormal.TAG, enums.GetRequestType.NORMAL])
+_GET_NORMAL_FIXED_BYTES = 13
+
+
+@dataclass(frozen=True, kw_only=True)
+class GetNormal:
+    """A decoded GET-Request-Normal."""
+
+    invoke: InvokeIdAndPriority
+    class_id: int
+    obis: str
+    attribute: int
+    access: bytes | None  # selector byte and its parameters, None without selective access
+
+
+def parse_get_request_normal(apdu: bytes) -> GetNormal | None:
+    """The GET-Request-Normal in `apdu`; None if it is not one or is malformed (no access flag, flag not 0/1,
+    bytes after an attribute without selective access, a flag 1 without a selector)."""
+    if apdu[:2] != _GET_NORMAL_HEAD or len(apdu) < _GET_NORMAL_FIXED_BYTES:
+        return None
+    flag = apdu[12]
+    if flag not in (0, 1) or (flag == 0 and len(apdu) != _GET_NORMAL_FIXED_BYTES):
+        return None
+    if flag == 1 and len(apdu) == _GET_NORMAL_FIXED_BYTES:
+        return None
+    return GetNormal(
+        invoke=InvokeIdAndPriority.from_bytes(apdu[2:3]),
+        class_id=int.from_bytes(apdu[3:5], "big"),
+        obis=obis_str(apdu[5:11]),
+        attribute=apdu[11],
+        access=apdu[13:] if flag == 1 else None,
+    )
 
 
 def encode_get_response_normal(invoke: InvokeIdAndPriority, data: bytes) -> bytes:
@@ -62,6 +101,11 @@ class DlmsSession:
 
     def handle(self, apdu: bytes, now: datetime) -> bytes:
         """The answer to one request APDU at true time `now`."""
+        if apdu[:2] == _GET_NORMAL_HEAD:
+            get = parse_get_request_normal(apdu)
+            if get is None or not self.associated:
+                return self._exception(enums.StateException.SERVICE_NOT_ALLOWED, enums.ServiceException.OTHER_REASON)
+            return self._get(get, now)
         try:
             request = XDlmsApduFactory.apdu_from_bytes(apdu)
         except Exception:  # dlms-cosem raises many types on malformed input; the answer is the same
@@ -74,8 +118,6 @@ class DlmsSession:
             return acse.ReleaseResponse(reason=enums.ReleaseResponseReason.NORMAL).to_bytes()
         if not self.associated:
             return self._exception(enums.StateException.SERVICE_NOT_ALLOWED, enums.ServiceException.OTHER_REASON)
-        if isinstance(request, xdlms.GetRequestNormal):
-            return self._get(request, apdu, now)
         if isinstance(request, xdlms.GetRequestNext):
             return self._get_next(request)
         return self._exception(enums.StateException.SERVICE_NOT_ALLOWED, enums.ServiceException.SERVICE_NOT_SUPPORTED)
@@ -116,17 +158,14 @@ class DlmsSession:
             result=enums.AssociationResult.REJECTED_PERMANENT, result_source_diagnostics=diagnostic
         ).to_bytes()
 
-    def _get(self, request: xdlms.GetRequestNormal, apdu: bytes, now: datetime) -> bytes:
+    def _get(self, request: GetNormal, now: datetime) -> bytes:
         self.pending = None
-        attribute = request.cosem_attribute
-        invoke = request.invoke_id_and_priority
+        invoke = request.invoke
         try:
-            # The selector is re-read from the raw APDU (tag, type, invoke id, 9-byte attribute, flag, selector):
-            # dlms-cosem's RangeDescriptor cannot tell a UTC bound from one without deviation.
-            access = parse_access_selection(apdu[13:]) if request.access_selection is not None else None
-            data = self.meter.get(
-                int(attribute.interface), obis_str(attribute.instance.to_bytes()), attribute.attribute, access, now
-            )
+            # Parsed here, not by dlms-cosem: its RangeDescriptor cannot tell a UTC bound from one without
+            # deviation, and it cannot decode an entry descriptor at all.
+            access = parse_access_selection(request.access) if request.access is not None else None
+            data = self.meter.get(request.class_id, request.obis, request.attribute, access, now)
         except AccessError as exc:
             return xdlms.GetResponseNormalWithError(error=exc.result, invoke_id_and_priority=invoke).to_bytes()
         if len(data) + 4 <= self.max_pdu:

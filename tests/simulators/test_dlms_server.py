@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -138,3 +140,100 @@ def test_unknown_object_and_unknown_address(server: DlmsServerHandle) -> None:
             c.associate()
     finally:
         c.disconnect()
+
+
+# --- selective access by entry (selector 2), as Gurux's readRowsByEntry sends it --------------------------------
+
+# AARQ, logical-name referencing without ciphering, no authentication; user information: xDLMS InitiateRequest
+# (DLMS version 6, proposed conformance 0x007E1F, client max receive PDU size 0x04B0).
+AARQ = bytes.fromhex("601DA109060760857405080101BE10040E01000000065F1F0400007E1F04B0")
+GET_RESPONSE_NORMAL = bytes([0xC4, 0x01])
+INVOKE = 0xC1  # invoke id 1, confirmed, high priority
+
+
+def get_request(class_id: int, obis: str, attribute: int, access: bytes = b"") -> bytes:
+    """A GET-Request-Normal, hand-encoded: tag C0, choice 01, invoke-id-and-priority, class id, logical name,
+    attribute id, access-selection flag (then the selector and its parameters)."""
+    head = bytes([0xC0, 0x01, INVOKE]) + class_id.to_bytes(2, "big") + bytes(int(p) for p in obis.split("."))
+    return head + bytes([attribute]) + (b"\x01" + access if access else b"\x00")
+
+
+def entry_descriptor(from_entry: int, to_entry: int, from_value: int, to_value: int) -> bytes:
+    """Selector 2 and its entry_descriptor: structure of 4 (double-long-unsigned x 2, long-unsigned x 2)."""
+    return (
+        bytes([0x02, 0x02, 0x04, 0x06])
+        + from_entry.to_bytes(4, "big")
+        + b"\x06"
+        + to_entry.to_bytes(4, "big")
+        + b"\x12"
+        + from_value.to_bytes(2, "big")
+        + b"\x12"
+        + to_value.to_bytes(2, "big")
+    )
+
+
+class RawWrapperClient:
+    """IEC 62056-47 wrapper frames over a plain TCP socket: what goes out is exactly the bytes given."""
+
+    def __init__(self, port: int, server_sap: int, client_sap: int = 16) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.server_sap, self.client_sap = server_sap, client_sap
+
+    def request(self, apdu: bytes) -> bytes:
+        header = struct.pack(">HHHH", 1, self.client_sap, self.server_sap, len(apdu))
+        self.sock.sendall(header + apdu)
+        head = self._exactly(8)
+        version, source, destination, length = struct.unpack(">HHHH", head)
+        assert (version, source, destination) == (1, self.server_sap, self.client_sap)
+        return self._exactly(length)
+
+    def _exactly(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            assert chunk, "server closed the connection"
+            data += chunk
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_load_profile_rows_by_entry(server: DlmsServerHandle, meters: list[SimulatedMeter]) -> None:
+    raw = RawWrapperClient(server.port, 16)
+    try:
+        aare = raw.request(AARQ)
+        assert aare[0] == 0x61  # AARE
+        in_use_answer = raw.request(get_request(7, LP, 7))
+        assert in_use_answer[:4] == GET_RESPONSE_NORMAL + bytes([INVOKE, 0x00])
+        in_use = utils.parse_as_dlms_data(in_use_answer[4:])
+        # The three newest entries, all six columns.
+        answer = raw.request(get_request(7, LP, 2, entry_descriptor(in_use - 2, 0, 1, 0)))
+        # Entries 1 and 2 (the oldest held), columns 1..3: clock, status, import energy.
+        oldest = raw.request(get_request(7, LP, 2, entry_descriptor(1, 2, 1, 3)))
+        # A reversed range is a data-access-result, not an exception response; the association survives.
+        reversed_range = raw.request(get_request(7, LP, 2, entry_descriptor(5, 4, 1, 0)))
+        past_the_end = raw.request(get_request(7, LP, 2, entry_descriptor(in_use + 1, 0, 1, 0)))
+    finally:
+        raw.close()
+    assert answer[:4] == GET_RESPONSE_NORMAL + bytes([INVOKE, 0x00]), answer[:8].hex()
+    rows = utils.parse_as_dlms_data(answer[4:])
+    assert len(rows) == 3 and all(len(row) == 6 for row in rows)
+    stamps = [time.datetime_from_bytes(bytes(row[0]))[0].astimezone(UTC) for row in rows]
+    newest = datetime.fromtimestamp(AT.timestamp() // 1800 * 1800, UTC)  # the last completed capture
+    assert stamps == [newest - timedelta(minutes=60), newest - timedelta(minutes=30), newest]
+    expected = dict(meters[0].load_profile(stamps[0], stamps[-1], 1800))
+    for row, ts in zip(rows, stamps, strict=True):
+        assert row[2] / 1000 == pytest.approx(expected[ts]["1.0.1.8.0.255"], abs=0.0006)
+
+    assert oldest[:4] == GET_RESPONSE_NORMAL + bytes([INVOKE, 0x00])
+    old_rows = utils.parse_as_dlms_data(oldest[4:])
+    assert len(old_rows) == 2 and all(len(row) == 3 for row in old_rows)
+    old_stamps = [time.datetime_from_bytes(bytes(row[0]))[0].astimezone(UTC) for row in old_rows]
+    assert old_stamps[0] == newest - timedelta(minutes=30) * (in_use - 1)
+    assert old_stamps[1] - old_stamps[0] == timedelta(minutes=30)
+
+    # GetResponseNormal with the data-access-result choice (1): scope-of-access-violated (13).
+    violated = enumerations.DataAccessResult.SCOPE_OF_ACCESS_VIOLATED
+    assert violated == 13 and reversed_range == GET_RESPONSE_NORMAL + bytes([INVOKE, 0x01, violated])
+    assert past_the_end == GET_RESPONSE_NORMAL + bytes([INVOKE, 0x00, 0x01, 0x00])  # an empty array
