@@ -310,6 +310,14 @@ def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str
                             rules_sha256=rules_sha256(rules_file or DEFAULT_RULES_FILE), tariffs_sha256=book.sha256)
         summary = RunSummary(run_id=run_id, kind=kind, period=period, status="running", customers=len(meters))
         try:
+            if len(meters) == 0:
+                # Nothing selected is nothing to release: an 'empty' run is recorded (who asked for what),
+                # with no bills, no exceptions and no export files.
+                summary.status = "empty"
+                summary.seconds = {"total": time.perf_counter() - t0}
+                finish_run(conn, run_id, status="empty", customers=0,
+                           detail={"reason": "no customer matches the filters"})
+                return summary
             clock["meters"] = time.perf_counter() - t0
             window, start, end = vee_window(period, meters)
             from_s = window.day0_s - rules.history.days * 86400

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
+import psycopg
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from amr.cli.context import console, database, settings
+from amr.db.server import Role
+from amr.errors import ConfigError, ServiceError
 
 app = typer.Typer(help="Billing: validate, estimate and bill a period's readings on EVN tariffs.",
                   no_args_is_help=True)
@@ -25,11 +29,53 @@ _READ_DAY = typer.Option(None, "--read-day", min=1, max=31,
                          help="only customers read on this day (bill each read-day batch once its reads are in)")
 
 
+EXIT_HELD = 3  # the run is recorded and its files written, but not released: review, then --override-hold
+EXIT_EMPTY = 4  # the filters select no customer: an 'empty' run is recorded, nothing billed, no files written
+_MAX_SUGGESTIONS = 3
+
+
+def _code_ranges(companies: dict[str, str]) -> str:
+    """'30 in HN (PD0100 .. PD3000), 15 in HCM (PE0100 .. PE1600)': the registry's codes, short."""
+    parts = []
+    for city in sorted(set(companies.values())):
+        codes = sorted(code for code, c in companies.items() if c == city)
+        parts.append(f"{len(codes)} in {city} ({codes[0]} .. {codes[-1]})")
+    return ", ".join(parts)
+
+
+def check_filters(conninfo: str, *, period: str, city: str | None, power_company: str | None) -> None:
+    """Refuse a period, city or power company the registry does not know, before any run is recorded (a wrong
+    filter is a typing mistake to fix, not an empty run); ConfigError names the option."""
+    from billing.cycles import parse_period
+
+    parse_period(period)
+    if city is None and power_company is None:
+        return
+    try:
+        with psycopg.connect(conninfo) as conn:
+            companies: dict[str, str] = dict(conn.execute("SELECT code, city FROM power_companies").fetchall())
+    except psycopg.OperationalError as exc:
+        raise ServiceError(f"database not reachable: {exc}") from exc
+    cities = sorted(set(companies.values()))
+    if city is not None and city not in cities:
+        raise ConfigError(f"unknown city {city!r}; known: {', '.join(cities)}", source="--city")
+    if power_company is not None:
+        if power_company not in companies:
+            close = difflib.get_close_matches(power_company, companies, n=_MAX_SUGGESTIONS)
+            hint = f"did you mean {' or '.join(close)}?" if close else f"known: {_code_ranges(companies)}"
+            raise ConfigError(f"unknown power company {power_company!r} (not in power_companies); {hint}",
+                              source="--power-company")
+        if city is not None and companies[power_company] != city:
+            raise ConfigError(f"power company {power_company} serves {companies[power_company]}, not {city}",
+                              source="--power-company")
+
+
 def _execute(kind: str, period: str, city: str | None, power_company: str | None, read_day: int | None,
              out: Path | None, override_hold: bool, rules: Path | None, workers: int,
              dask_scheduler: str | None = None) -> None:
     from billing.run import run_period, summary_items
 
+    check_filters(database().conninfo(Role.BILLING), period=period, city=city, power_company=power_company)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         task = progress.add_task(f"{kind} {period}: meters", total=None)
@@ -40,6 +86,10 @@ def _execute(kind: str, period: str, city: str | None, power_company: str | None
         summary = run_period(database(), period=period, kind=kind, city=city, power_company=power_company,
                              read_day=read_day, out_dir=out, override_hold=override_hold, rules_file=rules,
                              workers=workers, dask_scheduler=dask_scheduler, on_progress=on_progress)
+    if summary.status == "empty":
+        console.print(f"[yellow]EMPTY:[/yellow] run {summary.run_id}: no customer matches these filters for "
+                      f"period {period}; nothing {'billed' if kind == 'bill' else 'validated'}, no files written.")
+        raise typer.Exit(EXIT_EMPTY)
     table = Table(title=f"{kind} run {summary.run_id}, period {period}", show_header=False)
     for key, value in summary_items(summary).items():
         text = f"{value:,}" if isinstance(value, int) and not key.startswith("run") else str(value)
@@ -50,7 +100,7 @@ def _execute(kind: str, period: str, city: str | None, power_company: str | None
     if summary.status == "held":
         console.print(f"[red]HELD:[/red] {summary.hold_reason}. Review the exceptions, then re-run with "
                       "--override-hold to release.")
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_HELD)
 
 
 @app.command("run")
@@ -65,7 +115,8 @@ def run(
     workers: int = _WORKERS,
     dask_scheduler: str | None = _DASK,
 ) -> None:
-    """VEE + bills for a period: billing_runs record, bills, CSV / Parquet / Excel exports; exit 3 when held."""
+    """VEE + bills for a period: billing_runs record, bills, CSV / Parquet / Excel exports; exit 3 when held,
+    4 when no customer matches the filters (an 'empty' run, no files), 2 on an unknown city / power company."""
     _execute("bill", period, city, power_company, read_day, out or settings().state_dir / "exports", override_hold,
              rules, workers, dask_scheduler)
 

@@ -20,7 +20,7 @@ from dashboards.source import DataSource
 path = "/billing"
 title = "Billing"
 
-STATUSES = ("running", "released", "held", "overridden", "failed")
+STATUSES = ("running", "released", "held", "overridden", "failed", "empty")
 # Export formats billing writes; anything else in an export directory is not offered for download.
 EXPORT_SUFFIXES = (".csv", ".xlsx", ".parquet", ".json", ".txt", ".gz", ".zip")
 

@@ -168,7 +168,8 @@ def _cli(db: DatabaseServer, *args: str) -> subprocess.CompletedProcess[str]:
                         "AMR_DB_NAME": db.settings.db.name}
     if db.settings.db.data_dir:
         env["AMR_DB_DATA_DIR"] = str(db.settings.db.data_dir)
-    return subprocess.run([str(Path(sys.executable).parent / "amr"), "bill", *args], env=env, capture_output=True,
+    env["COLUMNS"] = "200"  # rich wraps at the terminal's width: one message stays on one line
+    return subprocess.run([sys.executable, "-m", "amr", "bill", *args], env=env, capture_output=True,
                           text=True, timeout=600, check=False)
 
 
@@ -203,10 +204,60 @@ def test_vee_only_for_one_read_day_batch(fleet: DatabaseServer) -> None:
     assert rows == [(5, date(2026, 9, 15), date(2026, 10, 14), 30)]
 
 
-def test_a_run_without_customers_is_recorded(fleet: DatabaseServer, tmp_path: Path) -> None:
+def _run_count(db: DatabaseServer) -> int:
+    with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
+        row = conn.execute("SELECT count(*) FROM billing_runs").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_run_without_customers_is_empty_not_released(fleet: DatabaseServer, tmp_path: Path) -> None:
+    # PE1600 is a known power company without a meter in this fleet.
     summary = run_period(fleet, period=PERIOD, power_company="PE1600", out_dir=tmp_path)
-    assert (summary.customers, summary.total_vnd, summary.status) == (0, 0, "released")
-    assert len(pd.read_parquet(tmp_path / f"{PERIOD}_run{summary.run_id}" / "bills.parquet")) == 0
+    assert (summary.customers, summary.total_vnd, summary.status, summary.files) == (0, 0, "empty", [])
+    assert list(tmp_path.iterdir()) == []
+    with psycopg.connect(fleet.conninfo(Role.OWNER)) as conn:
+        run = conn.execute("SELECT status, customers, export_dir, finished_at IS NOT NULL FROM billing_runs "
+                           "WHERE run_id = %s", (summary.run_id,)).fetchone()
+        bills = conn.execute("SELECT count(*) FROM bills WHERE run_id = %s", (summary.run_id,)).fetchone()
+    assert run == ("empty", 0, None, True) and bills == (0,)
+
+
+@pytest.mark.parametrize("command", ["run", "vee"])
+def test_cli_empty_selection_exits_4_and_writes_nothing(fleet: DatabaseServer, tmp_path: Path, command: str) -> None:
+    out = ["--out", str(tmp_path)] if command == "run" else []
+    # A known city and read day, but nobody in HCM is read on the 20th.
+    done = _cli(fleet, command, "--period", PERIOD, "--city", "HCM", "--read-day", "20", *out)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "EMPTY" in done.stdout and "no files written" in done.stdout
+    assert list(tmp_path.iterdir()) == []
+    with psycopg.connect(fleet.conninfo(Role.OWNER)) as conn:
+        last = conn.execute("SELECT kind, status, city FROM billing_runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    assert last == ("bill" if command == "run" else "vee", "empty", "HCM")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--city", "XX"], "--city: unknown city 'XX'; known: HCM, HN"),
+        (["--city", "hn"], "--city: unknown city 'hn'"),
+        (["--power-company", "PE9999"], "--power-company: unknown power company 'PE9999'"),
+        (["--power-company", "PE010"], "did you mean PE0100"),
+        (["--city", "HN", "--power-company", "PE0100"], "power company PE0100 serves HCM, not HN"),
+        (["--period", "2026-13"], "--period: period '2026-13' is not YYYY-MM"),
+        (["--period", "10/2026"], "is not YYYY-MM"),
+    ],
+)
+def test_cli_refuses_unknown_filters_in_one_line(fleet: DatabaseServer, tmp_path: Path, args: list[str],
+                                                 words: str) -> None:
+    runs_before = _run_count(fleet)
+    period = [] if "--period" in args else ["--period", PERIOD]
+    done = _cli(fleet, "run", *period, *args, "--out", str(tmp_path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert _run_count(fleet) == runs_before and list(tmp_path.iterdir()) == []
 
 
 def _bills_of(db: DatabaseServer, run_id: int) -> pd.DataFrame:
