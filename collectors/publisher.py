@@ -1,13 +1,23 @@
-"""Publishing the spool to the broker with QoS 1, a bounded window of unacknowledged messages, and a status
-topic with a last will.
+"""Publishing the spool to the broker with QoS 1 until ingest confirms each message, a bounded window of
+unacknowledged messages, and a status topic with a last will.
 
 paho-mqtt runs its network loop in its own thread; every callback is handed to the collector's event loop
 (`call_soon_threadsafe`), which owns the spool. The pump hands committed spool rows to paho in id order while
 fewer than `window` are unacknowledged (paho numbers QoS 1 messages with 16-bit ids and silently overwrites
-beyond 65,535 outstanding, so the window stays far below). A row is deleted only on its PUBACK. After a
-reconnect paho re-sends what it had in flight (DUP set); after a restart the pump starts again from the oldest
-row in the spool. A PUBACK with an error reason (e.g. 'Not authorized') leaves the row in the spool and is
-counted in `rejected`: it is sent again after the next restart, never dropped.
+beyond 65,535 outstanding, so the window stays far below).
+
+Delivery (docs/delivery.md): each message carries the MQTT 5 properties ResponseTopic = ``confirm_topic(<client
+id>)`` and CorrelationData = its spool id in ASCII digits (amr.broker.confirm.publish_properties). The client
+subscribes (QoS 1) to its confirmation topic; a row leaves the spool only when ingest confirms its id, not on
+PUBACK. Every unconfirmed row is sent again, oldest first, after each (re)connect (paho itself re-sends what was
+in flight, so those are not sent twice), and a row still unconfirmed `confirm_timeout_s` after its PUBACK is
+sent again with the timeout doubled, up to `max_confirm_timeout_s` (amr.broker.confirm.ResendSchedule). A PUBACK
+with an error reason (e.g. 'Not authorized') is counted in `rejected` and the row is re-sent on the same
+schedule: never dropped.
+
+Maximum packet size: the broker's CONNACK gives it (MaximumPacketSize); the batcher seals messages that fit it,
+and a spooled message that does not fit (sealed for a larger limit) is split again before it is sent
+(Batcher.reseal), never sent to make the broker drop the connection.
 """
 
 from __future__ import annotations
@@ -22,10 +32,21 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from amr.broker.confirm import (
+    CONFIRM_TIMEOUT_S,
+    MAX_CONFIRM_TIMEOUT_S,
+    ResendSchedule,
+    max_packet_of,
+    parse_confirmation,
+    publish_packet_bytes,
+    publish_properties,
+)
 from amr.broker.mosquitto import BrokerEndpoint
 from amr.broker.probe import new_client
+from amr.broker.topics import confirm_topic
+from amr.errors import PayloadError
 from collectors.batcher import Batcher
-from collectors.spool import Spool
+from collectors.spool import Spool, SpoolRecord
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +54,7 @@ KEEPALIVE_S = 15
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps DCU uplinks for a collector that is away up to a week
 RECONNECT_MIN_S = 1  # paho takes whole seconds
 RECONNECT_MAX_S = 5
+READ_CHUNK = 500  # spool rows read per query
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +66,8 @@ class IncomingMessage:
 
 
 class MqttPublisher:
-    """One MQTT connection for a collector: spool pump, status messages, and DCU uplink subscriptions."""
+    """One MQTT connection for a collector: spool pump, confirmations, status messages, DCU uplink
+    subscriptions."""
 
     def __init__(
         self,
@@ -59,8 +82,12 @@ class MqttPublisher:
         subscriptions: list[str] | None = None,
         on_message: Callable[[IncomingMessage], None] | None = None,
         on_connected: Callable[[], None] | None = None,
+        confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
+        max_confirm_timeout_s: float = MAX_CONFIRM_TIMEOUT_S,
     ) -> None:
         self.endpoint = endpoint
+        self.client_id = client_id
+        self.confirm_topic = confirm_topic(client_id)
         self.spool = spool
         self.batcher = batcher
         self.window = window
@@ -68,14 +95,21 @@ class MqttPublisher:
         self.subscriptions = subscriptions or []
         self.on_message = on_message
         self.on_connected = on_connected
+        self.schedule = ResendSchedule(first_s=confirm_timeout_s, max_s=max_confirm_timeout_s)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inflight: dict[int, int] = {}  # paho mid -> spool id
-        self._acked: list[int] = []
-        self._cursor = 0  # highest spool id handed to paho
+        self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (spool id, attempt: 0 for the first send)
+        self._acked: list[tuple[int, int]] = []  # (spool id, attempt) acknowledged, to schedule
+        self._confirmed: list[int] = []  # spool ids confirmed, to delete
+        self._cursor = 0  # highest spool id handed to paho since the last (re)connect
         self._wake = asyncio.Event()
         self.connected = False
-        self.published = 0
-        self.rejected = 0
+        self.max_packet_bytes = batcher.max_packet_bytes
+        self.published = 0  # PUBACKs with success (a re-sent message counts again)
+        self.rejected = 0  # PUBACKs with an error reason
+        self.sent = 0  # messages handed to paho (each send counts: after a reconnect every unconfirmed row again)
+        self.resent_unconfirmed = 0  # of those, sent again because the confirmation timed out
+        self.confirmations = 0  # confirmation messages received
+        self.bad_confirmations = 0  # confirmation messages that could not be read
         self.connects = 0
         persistent = bool(self.subscriptions)
         self.client = new_client(client_id)
@@ -91,10 +125,16 @@ class MqttPublisher:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def confirmed(self) -> int:
+        """Spooled messages that ingest confirmed (and that left the spool)."""
+        return self.spool.confirmed
 
     # ---- paho thread -> event loop ----------------------------------------------------------------------------
 
@@ -103,46 +143,71 @@ class MqttPublisher:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(fn, *args)
 
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, props: Properties | None
+    ) -> None:
         if reason.is_failure:
             log.warning("broker refused the connection: %s", reason)
             return
+        client.subscribe(self.confirm_topic, qos=1)
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
-        self._call(self._connected, True)
+        self._call(self._connected, True, max_packet_of(props))
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
-        self._call(self._connected, False)
+        self._call(self._connected, False, 0)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, reasons: list[mqtt.ReasonCode], _p: object) -> None:
+        for reason in reasons:
+            if reason.is_failure:
+                log.error("broker refused a subscription (%s): confirmations or uplinks cannot arrive", reason)
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, reason: mqtt.ReasonCode, _p: object) -> None:
         self._call(self._on_ack, mid, reason.is_failure, str(reason))
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._call(
-            self._deliver, IncomingMessage(topic=msg.topic, payload=bytes(msg.payload), mid=msg.mid, qos=msg.qos)
-        )
+        message = IncomingMessage(topic=msg.topic, payload=bytes(msg.payload), mid=msg.mid, qos=msg.qos)
+        self._call(self._on_confirmation if msg.topic == self.confirm_topic else self._deliver, message)
 
     # ---- event loop side --------------------------------------------------------------------------------------
 
-    def _connected(self, up: bool) -> None:
+    def _connected(self, up: bool, max_packet_bytes: int) -> None:
         self.connected = up
         if up:
             self.connects += 1
+            self.max_packet_bytes = max_packet_bytes
+            self.batcher.max_packet_bytes = max_packet_bytes
+            # Send every unconfirmed row again, oldest first: the broker may have lost what it acknowledged.
+            self._cursor = 0
+            self.schedule.clear()
             if self.on_connected is not None:
                 self.on_connected()
         self._wake.set()
 
     def _on_ack(self, mid: int, failed: bool, reason: str) -> None:
-        spool_id = self._inflight.pop(mid, None)
-        if spool_id is None:
+        sent = self._inflight.pop(mid, None)
+        if sent is None:
             return  # a status message: not spooled
         if failed:
             self.rejected += 1
-            log.error("broker rejected spooled message %d: %s (kept in the spool)", spool_id, reason)
+            log.error("broker rejected spooled message %d: %s (kept, sent again later)", sent[0], reason)
         else:
-            self._acked.append(spool_id)
             self.published += 1
+        self._acked.append(sent)
         self._wake.set()
+
+    def _on_confirmation(self, message: IncomingMessage) -> None:
+        try:
+            ids = parse_confirmation(message.payload)
+        except PayloadError as exc:
+            self.bad_confirmations += 1
+            log.warning("ignoring a confirmation on %s: %s", message.topic, exc.reason)
+        else:
+            self.confirmations += 1
+            # Only ids of committed rows: a confirmation can never make the spool forget what it did not send.
+            self._confirmed += [i for i in ids if i <= self.batcher.committed_id]
+            self._wake.set()
+        self.ack_incoming(message)
 
     def _deliver(self, message: IncomingMessage) -> None:
         if self.on_message is not None:
@@ -157,10 +222,18 @@ class MqttPublisher:
     def wake(self) -> None:
         self._wake.set()
 
-    def delete_acked(self) -> None:
+    def settle(self) -> None:
+        """Forget confirmed rows; start the confirmation timeout of acknowledged ones."""
+        if self._confirmed:
+            confirmed, self._confirmed = self._confirmed, []
+            self.spool.delete(confirmed)
         if self._acked:
             acked, self._acked = self._acked, []
-            self.spool.delete(acked)
+            by_attempt: dict[int, list[int]] = {}
+            for spool_id, attempt in acked:
+                by_attempt.setdefault(attempt, []).append(spool_id)
+            for attempt, ids in sorted(by_attempt.items()):
+                self.schedule.add(ids, attempt)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -176,27 +249,61 @@ class MqttPublisher:
         )
         self.client.loop_start()
 
+    def _send(self, record: SpoolRecord, attempt: int) -> bool:
+        """Hand one row to paho; False when it had to be split first (its parts follow as new rows)."""
+        props = publish_properties(self.client_id, record.id)
+        if publish_packet_bytes(record.topic, len(record.payload), props) > self.max_packet_bytes:
+            log.warning(
+                "spooled message %d (%d bytes) exceeds the broker's maximum packet size of %d: splitting it",
+                record.id,
+                len(record.payload),
+                self.max_packet_bytes,
+            )
+            self.batcher.reseal(record)
+            return False
+        info = self.client.publish(record.topic, record.payload, qos=1, properties=props)
+        self._inflight[info.mid] = (record.id, attempt)
+        self.sent += 1
+        self.resent_unconfirmed += attempt > 0
+        return True
+
+    def _send_due(self, room: int) -> int:
+        """Re-send rows whose confirmation timed out; returns the room left."""
+        in_paho = {spool_id for spool_id, _ in self._inflight.values()}
+        while room > 0:
+            due = self.schedule.due(room)
+            if not due:
+                break
+            attempts = dict(due)
+            for record in self.spool.get([i for i, _ in due]):
+                if record.id not in in_paho and record.id <= self._cursor and self._send(record, attempts[record.id]):
+                    room -= 1
+        return room
+
+    def _send_new(self, room: int) -> None:
+        """Send rows after the cursor, oldest first (all of them after a reconnect)."""
+        in_paho = {spool_id for spool_id, _ in self._inflight.values()}
+        limit = self.batcher.committed_id
+        while room > 0 and self._cursor < limit:
+            records = [r for r in self.spool.read_after(self._cursor, min(room, READ_CHUNK)) if r.id <= limit]
+            if not records:
+                break
+            for record in records:
+                self._cursor = record.id
+                if record.id not in in_paho and self._send(record, 0):
+                    room -= 1
+
     async def pump(self, stop: asyncio.Event) -> None:
-        """Hand committed spool rows to paho, oldest first, keeping at most `window` unacknowledged."""
+        """Hand rows to paho, oldest first, keeping at most `window` unacknowledged."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.2)
             self._wake.clear()
-            self.delete_acked()
+            self.settle()
             if not self.connected:
                 continue
-            room = self.window - len(self._inflight)
-            limit = self.batcher.committed_id
-            while room > 0 and self._cursor < limit:
-                records = self.spool.read_after(self._cursor, min(room, 500))
-                records = [r for r in records if r.id <= limit]
-                if not records:
-                    break
-                for rec in records:
-                    info = self.client.publish(rec.topic, rec.payload, qos=1)
-                    self._inflight[info.mid] = rec.id
-                    self._cursor = rec.id
-                room = self.window - len(self._inflight)
+            room = self._send_due(self.window - len(self._inflight))
+            self._send_new(room)
 
     def publish_status(self, payload: bytes) -> None:
         """A retained status message (not spooled: only the latest one matters)."""
@@ -204,11 +311,12 @@ class MqttPublisher:
             self.client.publish(self.status_topic, payload, qos=1, retain=True)
 
     async def drain(self, timeout_s: float) -> bool:
-        """Wait until everything committed is acknowledged (a clean shutdown); True when drained."""
+        """Wait until ingest confirmed everything in the spool (a clean shutdown); True when it did. What is not
+        confirmed stays in the spool and is sent again at the next start."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            self.delete_acked()
+            self.settle()
             if self.connected and self.spool.depth == 0:
                 return True
             if not self.connected:
@@ -223,4 +331,4 @@ class MqttPublisher:
                 info.wait_for_publish(timeout=2.0)
         self.client.disconnect()
         self.client.loop_stop()
-        self.delete_acked()
+        self.settle()

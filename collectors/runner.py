@@ -1,8 +1,10 @@
 """The collector service: Modbus buses, DLMS meters and the DCU bridge feeding one spool and one MQTT link.
 
 ``run_collector(config, stop_event)`` runs until `stop_event` (a threading.Event) is set, then stops polling,
-seals what waits in memory into the spool, waits a little for the broker to acknowledge it (what is not
-acknowledged stays in the spool for the next start), publishes the 'offline' status and returns a summary.
+seals what waits in memory into the spool, waits a bounded time for ingest to confirm what the spool holds (what
+is not confirmed stays in the spool and is sent again at the next start; docs/delivery.md), publishes the
+'offline' status and returns a summary. The collector's MQTT client id is its collector id: the broker's ACL lets
+a client write only under its own client id and read only its own confirmation topic.
 ``amr collect --config FILE`` wraps it with a live status line.
 """
 
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from amr.broker.confirm import CONFIRM_TIMEOUT_S, MAX_CONFIRM_TIMEOUT_S
 from amr.broker.mosquitto import BrokerEndpoint, broker_endpoint
 from amr.broker.topics import events_topic, readings_topic, status_topic
 from amr.messages import ClientStatus, Reading, encode
@@ -34,7 +37,7 @@ from collectors.stats import MeterStats
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.1  # spool commit cadence: the most a reading waits before it is durable (plus linger)
-DRAIN_TIMEOUT_S = 5.0  # at a clean stop, how long to wait for the broker to acknowledge the spool
+DRAIN_TIMEOUT_S = 5.0  # at a clean stop, how long to wait for ingest to confirm the spool
 RATE_WINDOW_S = 5.0  # reads/s is measured over this window
 
 
@@ -49,8 +52,10 @@ class CollectorSnapshot:
     reads_per_s: float
     readings: int
     errors: int  # failed polls
-    spool_depth: int
-    published: int
+    spool_depth: int  # messages not yet confirmed by ingest (sent or not)
+    published: int  # PUBACKs (a message sent again counts again)
+    confirmed: int  # messages ingest confirmed, gone from the spool
+    refused: int  # readings and events refused at the source: alone larger than the broker's maximum packet
     inflight: int
     connected: bool
     dcu_uplinks: int
@@ -94,6 +99,8 @@ class Collector:
         *,
         endpoint: BrokerEndpoint | None = None,
         clock: Callable[[], float] = time.time,
+        confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
+        max_confirm_timeout_s: float = MAX_CONFIRM_TIMEOUT_S,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -138,7 +145,7 @@ class Collector:
         )
         self.publisher = MqttPublisher(
             endpoint=self.endpoint,
-            client_id=f"amr-{config.collector_id}",
+            client_id=config.collector_id,
             spool=self.spool,
             batcher=self.batcher,
             window=config.publish_window,
@@ -147,6 +154,8 @@ class Collector:
             subscriptions=list(config.concentrators.topics),
             on_message=self._on_uplink,
             on_connected=self._heartbeat,
+            confirm_timeout_s=confirm_timeout_s,
+            max_confirm_timeout_s=max_confirm_timeout_s,
         )
         self.bridge = DcuBridge(self.batcher, self.publisher.ack_incoming)
         self.batcher.on_commit = self.publisher.wake
@@ -199,6 +208,8 @@ class Collector:
             errors=sum(s.attempts - s.successes for s in stats),
             spool_depth=self.spool.depth,
             published=self.publisher.published,
+            confirmed=self.publisher.confirmed,
+            refused=self.batcher.refused_readings + self.batcher.refused_events,
             inflight=self.publisher.inflight,
             connected=self.publisher.connected,
             dcu_uplinks=self.bridge.uplinks,
@@ -273,10 +284,12 @@ def run_collector(
     endpoint: BrokerEndpoint | None = None,
     clock: Callable[[], float] = time.time,
     on_tick: Callable[[CollectorSnapshot], None] | None = None,
+    confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
 ) -> CollectorSnapshot:
     """Run a collector until `stop_event` is set; returns the final counters.
 
     `clock` gives the UTC epoch seconds readings are stamped with (a simulator's ``SimClock.now_s`` in tests).
-    `endpoint` overrides the broker (default: the config's [broker] or the project's, as account collector)."""
-    collector = Collector(config, endpoint=endpoint, clock=clock)
+    `endpoint` overrides the broker (default: the config's [broker] or the project's, as account collector).
+    `confirm_timeout_s`: how long a sent message waits for its confirmation before it is sent again (doubling)."""
+    collector = Collector(config, endpoint=endpoint, clock=clock, confirm_timeout_s=confirm_timeout_s)
     return asyncio.run(collector.run(stop_event, on_tick))

@@ -1,5 +1,5 @@
 """Test helpers: simulated Modbus gateways, a collector config for them, and an MQTT subscriber that records
-what reaches the broker (as the `ingest` account, like ingest does)."""
+what reaches the broker (as the `ingest` account, like ingest does) and may confirm it as ingest does."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from amr.broker.confirm import encode_confirmation, message_id_of
 from amr.broker.mosquitto import BrokerEndpoint
 from amr.broker.probe import new_client
+from amr.broker.topics import confirm_topic
 from amr.messages import COLUMNS_FORMAT_VERSION, ColumnarReadingBatch, iter_readings
 from collectors.modbus.registermap import read_register_map
 from simulators.clock import SimClock
@@ -111,15 +113,54 @@ def serial_pair() -> Iterator[tuple[str, str]]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Delivery:
+    topic: str
+    payload: bytes
+    response_topic: str | None  # the MQTT 5 properties of docs/delivery.md, as they arrived
+    message_id: int | None
+    at_s: float  # time.monotonic() of arrival
+
+
 @dataclass
 class Recorder:
-    """Subscribes as `ingest` with a persistent session and keeps every message (duplicates included)."""
+    """Subscribes as `ingest` with a persistent session and keeps every message (duplicates included).
+
+    With `confirm` it also plays ingest's part of docs/delivery.md: each message whose ResponseTopic is the
+    confirmation topic of the name in its topic, with ASCII-digit CorrelationData, is confirmed at once (as if its
+    transaction had committed). `confirming` may be cleared and set while it runs; `confirm_received` confirms
+    what arrived while it was cleared."""
 
     endpoint: BrokerEndpoint
     topics: list[str]
     client_id: str = field(default_factory=lambda: f"test-rec-{uuid.uuid4().hex[:8]}")
     messages: list[tuple[str, bytes]] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    confirm: bool = False
+    confirming: threading.Event = field(default_factory=threading.Event)
+    confirmed_ids: dict[str, set[int]] = field(default_factory=dict)  # response topic -> ids confirmed
+
+    def __post_init__(self) -> None:
+        if self.confirm:
+            self.confirming.set()
+
+    def _confirm(self, deliveries: list[Delivery]) -> None:
+        by_topic: dict[str, list[int]] = {}
+        for d in deliveries:
+            name = d.topic.split("/")[3]  # amr/v1/readings/<name>, amr/v1/dcu/<name>/uplink
+            if d.message_id is not None and d.response_topic == confirm_topic(name):
+                by_topic.setdefault(d.response_topic, []).append(d.message_id)
+        for topic, ids in by_topic.items():
+            self.client.publish(topic, encode_confirmation(ids), qos=1)
+            with self.lock:
+                self.confirmed_ids.setdefault(topic, set()).update(ids)
+
+    def confirm_received(self) -> None:
+        """Confirm everything received so far (a confirmer that was paused catching up)."""
+        with self.lock:
+            deliveries = list(self.deliveries)
+        self._confirm(deliveries)
 
     def start(self) -> Recorder:
         self.client = new_client(self.client_id)
@@ -132,8 +173,19 @@ class Recorder:
                 c.subscribe(t, qos=1)
 
         def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+            props = getattr(msg, "properties", None)
+            delivery = Delivery(
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                response_topic=getattr(props, "ResponseTopic", None),
+                message_id=message_id_of(props),
+                at_s=time.monotonic(),
+            )
             with self.lock:
                 self.messages.append((msg.topic, bytes(msg.payload)))
+                self.deliveries.append(delivery)
+            if self.confirm and self.confirming.is_set():
+                self._confirm([delivery])
 
         self.client.on_connect = on_connect
         self.client.on_subscribe = lambda *a: subscribed.set()

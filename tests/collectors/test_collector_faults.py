@@ -1,6 +1,7 @@
 """Nothing is lost when the broker goes away or the collector is killed: batches carry a seq that is assigned
 in the spool transaction, so every seq from 1 to the last must reach the broker, and a repeat must be the
-same bytes (what QoS 1 may legally repeat)."""
+same bytes (what QoS 1 may legally repeat). The recorder confirms what it receives as ingest does after its
+commit (docs/delivery.md): only then does the collector's spool let go of a batch."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def test_broker_outage_loses_nothing(own_broker: LocalMosquitto, tmp_path: Path)
     gw = start_gateway("tcp", "TOUT", [1, 2, 3, 4, 5], clock)
     text = f'collector_id = "{cid}"\nspool_dir = "{tmp_path}/spool"\n' + gateway_toml("g", gw, poll_interval_s=0.05)
     config = parse_collector_config(text, source="outage.toml")
-    recorder = Recorder(endpoint(own_broker, "ingest"), [readings_topic(cid)]).start()
+    recorder = Recorder(endpoint(own_broker, "ingest"), [readings_topic(cid)], confirm=True).start()
     stop = threading.Event()
     result: dict[str, object] = {}
     worker = threading.Thread(
@@ -112,7 +113,7 @@ def test_kill_9_mid_run_loses_nothing(broker: LocalMosquitto, tmp_path: Path) ->
     )
     path = tmp_path / "collector.toml"
     path.write_text(text)
-    recorder = Recorder(endpoint(broker, "ingest"), [readings_topic(cid)]).start()
+    recorder = Recorder(endpoint(broker, "ingest"), [readings_topic(cid)], confirm=True).start()
     cmd = [str(Path(sys.executable).parent / "amr"), "collect", "--config", str(path), "--quiet"]
     env = env_without_pytest()
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -176,7 +177,7 @@ def test_concentrator_uplinks_are_normalized(broker: LocalMosquitto, tmp_path: P
         dcu_ep = endpoint(broker, "dcu")
         from amr.broker.probe import new_client
 
-        pub = new_client()
+        pub = new_client(dcu)  # a DCU's client id is its name: the ACL lets it write only under that
         pub.username_pw_set(dcu_ep.username, dcu_ep.password)
         pub.connect(dcu_ep.host, dcu_ep.port)
         pub.loop_start()

@@ -44,7 +44,9 @@ def test_mixed_fleet_publishes_every_reading(broker: LocalMosquitto, tmp_path: o
                 gateway_toml(name, gw, poll_interval_s=0.2, timeout_s=2.0) for name, gw in gateways.items()
             )
             config = parse_collector_config(text, source="fleet.toml")
-            recorder = Recorder(endpoint(broker, "ingest"), [readings_topic(cid), status_topic(cid)]).start()
+            recorder = Recorder(
+                endpoint(broker, "ingest"), [readings_topic(cid), status_topic(cid)], confirm=True
+            ).start()
             stop = threading.Event()
             result: dict[str, object] = {}
             worker = threading.Thread(

@@ -1,0 +1,204 @@
+"""End-to-end delivery from the collector's side (docs/delivery.md), against real Mosquitto brokers: a spool row
+stays after its PUBACK until ingest confirms it, is sent again after a reconnect and after a confirmation
+timeout, and a broker killed with acknowledged-but-unconfirmed messages and restarted with its persistence wiped
+loses nothing. The confirmer is the test's Recorder playing ingest's part with the broker's `ingest` account."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from amr.broker.mosquitto import LocalMosquitto
+from amr.broker.topics import confirm_topic, readings_topic
+from amr.credentials import read_or_create_credentials
+from collectors.config import parse_collector_config
+from collectors.runner import Collector, CollectorSnapshot
+from collectors.spool import SPOOL_FILE
+from simulators.clock import SimClock
+from simulators.tcpproxy import TcpProxy
+from tests.collectors.fleet import Recorder, SimGateway, check_seqs, gateway_toml, start_gateway, wait_until
+from tests.services import endpoint, make_state_dir
+from tests.services import own_broker as start_own_broker
+
+pytestmark = pytest.mark.fault
+
+
+@pytest.fixture()
+def own_broker() -> Iterator[LocalMosquitto]:
+    state = make_state_dir("amr-confirm-cred-")
+    with start_own_broker(read_or_create_credentials(state / "cred.toml"), "amr-confirm-broker-") as started:
+        yield started
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def spool_ids(spool_dir: Path) -> set[int]:
+    with sqlite3.connect(spool_dir / SPOOL_FILE) as db:
+        return {int(i) for (i,) in db.execute("SELECT id FROM messages")}
+
+
+class RunningCollector:
+    """A Collector on its own thread (its asyncio loop), so a test can look at its counters while it runs."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+        self.stop_event = threading.Event()
+        self.result: list[CollectorSnapshot] = []
+        self.thread = threading.Thread(
+            target=lambda: self.result.append(asyncio.run(collector.run(self.stop_event))), daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> CollectorSnapshot:
+        self.stop_event.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the collector did not stop"
+        return self.result[0]
+
+
+def make_collector(
+    cid: str, gw: SimGateway, spool: Path, broker_host: str, broker_port: int, broker: LocalMosquitto, **kw: float
+) -> Collector:
+    ep = endpoint(broker, "collector")
+    text = (
+        f'collector_id = "{cid}"\nspool_dir = "{spool}"\n'
+        f'[broker]\nhost = "{broker_host}"\nport = {broker_port}\nusername = "{ep.username}"\n'
+        f'password = "{ep.password}"\n' + gateway_toml("g", gw, poll_interval_s=0.05)
+    )
+    return Collector(parse_collector_config(text, source=f"{cid}.toml"), **kw)  # type: ignore[arg-type]
+
+
+def test_rows_stay_after_puback_until_confirmed(own_broker: LocalMosquitto, tmp_path: Path) -> None:
+    cid = "test-confirm-keep"
+    gw = start_gateway("tcp", "TCKP", [1, 2, 3], SimClock(datetime(2026, 10, 1, tzinfo=UTC)))
+    spool = tmp_path / "spool"
+    recorder = Recorder(endpoint(own_broker, "ingest"), [readings_topic(cid)], confirm=True)
+    recorder.confirming.clear()  # ingest has not committed anything yet
+    recorder.start()
+    running = RunningCollector(make_collector(cid, gw, spool, own_broker.host, own_broker.port, own_broker))
+    publisher = running.collector.publisher
+    try:
+        assert wait_until(lambda: len(recorder.deliveries) >= 10, 30)
+        with recorder.lock:
+            delivered = list(recorder.deliveries)
+        # The properties of docs/delivery.md, and the client id is the collector id (the ACL lets a client write
+        # only under its own client id: a collector called anything else would see 'Not authorized').
+        assert all(d.response_topic == confirm_topic(cid) for d in delivered)
+        assert all(d.message_id is not None for d in delivered)
+        assert publisher.client_id == cid and publisher.rejected == 0
+        ids = {d.message_id for d in delivered}
+        # (a) acknowledged by the broker, received by the subscriber, and still in the spool: not confirmed.
+        assert wait_until(lambda: publisher.published >= len(ids), 10)
+        assert ids <= spool_ids(spool)
+        assert running.collector.spool.confirmed == 0
+        # (b) once confirmed, they leave; what arrives later is confirmed as it arrives.
+        recorder.confirming.set()
+        recorder.confirm_received()
+        assert wait_until(lambda: not ids & spool_ids(spool), 10), sorted(ids & spool_ids(spool))[:10]
+        before = len(recorder.deliveries)
+        assert wait_until(lambda: len(recorder.deliveries) >= before + 10, 30)
+    finally:
+        snap = running.stop()
+        gw.handle.stop()
+        recorder.stop()
+    assert snap.spool_depth == 0 and spool_ids(spool) == set()  # the clean stop waited for the confirmations
+    batches, _repeats = check_seqs(recorder.raw(readings_topic(cid)))
+    assert snap.confirmed == len(batches)
+    assert sum(len(b["readings"]) for b in batches.values()) == snap.readings
+
+
+def test_unconfirmed_rows_are_sent_again_with_a_doubling_timeout(own_broker: LocalMosquitto, tmp_path: Path) -> None:
+    cid = "test-confirm-timeout"
+    gw = start_gateway("tcp", "TCTO", [1], SimClock(datetime(2026, 10, 1, tzinfo=UTC)))
+    spool = tmp_path / "spool"
+    recorder = Recorder(endpoint(own_broker, "ingest"), [readings_topic(cid)], confirm=True)
+    recorder.confirming.clear()
+    recorder.start()
+    collector = make_collector(cid, gw, spool, own_broker.host, own_broker.port, own_broker, confirm_timeout_s=1.0)
+    running = RunningCollector(collector)
+
+    def arrivals(message_id: int) -> list[float]:
+        with recorder.lock:
+            return [d.at_s for d in recorder.deliveries if d.message_id == message_id]
+
+    try:
+        assert wait_until(lambda: len(recorder.deliveries) >= 1, 30)
+        first = recorder.deliveries[0].message_id
+        assert first is not None
+        assert wait_until(lambda: len(arrivals(first)) >= 4, 20), arrivals(first)
+        times = arrivals(first)
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        # 1 s after the first PUBACK, then 2 s, then 4 s (the pump looks every 0.2 s; the PUBACK takes a moment).
+        assert 0.9 <= gaps[0] <= 2.0 and 1.9 <= gaps[1] <= 3.5 and 3.9 <= gaps[2] <= 6.0, gaps
+        assert collector.publisher.resent_unconfirmed >= 3
+        recorder.confirming.set()
+        recorder.confirm_received()
+        assert wait_until(lambda: first not in spool_ids(spool), 10)
+    finally:
+        snap = running.stop()
+        gw.handle.stop()
+        recorder.stop()
+    assert snap.spool_depth == 0
+
+
+def _kill_9(broker: LocalMosquitto) -> None:
+    pid = broker.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not broker.is_running(), 10)
+
+
+def test_broker_killed_and_wiped_loses_nothing(own_broker: LocalMosquitto, tmp_path: Path) -> None:
+    """Ingest is stopped (its persistent session queues at the broker), the collector's messages are acknowledged
+    by the broker, then the broker is killed with kill -9 and its persistence deleted: a disk loss. After the
+    restart the collector sends every unconfirmed message again and the subscriber receives every batch."""
+    cid = "test-confirm-kill9"
+    gw = start_gateway("tcp", "TCK9", [1, 2, 3, 4], SimClock(datetime(2026, 10, 1, tzinfo=UTC)))
+    spool = tmp_path / "spool"
+    proxy = TcpProxy(target_host=own_broker.host, target_port=own_broker.port).start()
+    ingest_ep = endpoint(own_broker, "ingest")
+    client_id = "test-confirm-kill9-ingest"
+    # A timeout far beyond the test: only the re-send after the reconnect can bring the messages back.
+    collector = make_collector(cid, gw, spool, "127.0.0.1", proxy.port, own_broker, confirm_timeout_s=3600.0)
+    Recorder(ingest_ep, [readings_topic(cid)], client_id=client_id).start().stop()  # the session exists, offline
+    running = RunningCollector(collector)
+    publisher = collector.publisher
+    recorder: Recorder | None = None
+    try:
+        assert wait_until(lambda: publisher.published >= 20, 30)
+        proxy.cut()  # the collector cannot reconnect before the subscriber is back
+        acknowledged = publisher.published
+        in_spool = spool_ids(spool)
+        assert len(in_spool) >= acknowledged, "acknowledged messages must still be in the spool"
+        _kill_9(own_broker)
+        shutil.rmtree(own_broker.base_dir / "data")  # the broker's disk is lost
+        own_broker.start()
+        recorder = Recorder(ingest_ep, [readings_topic(cid)], client_id=client_id, confirm=True).start()
+        time.sleep(1.0)
+        assert recorder.deliveries == [], "the wiped broker still had messages: the test proves nothing"
+        proxy.restore()
+        assert wait_until(lambda: {d.message_id for d in recorder.deliveries} >= in_spool, 60), sorted(
+            in_spool - {d.message_id for d in recorder.deliveries}
+        )[:10]
+        assert wait_until(lambda: not in_spool & spool_ids(spool), 30)
+    finally:
+        snap = running.stop()
+        gw.handle.stop()
+        proxy.stop()
+        if recorder is not None:
+            recorder.stop()
+    assert snap.spool_depth == 0 and spool_ids(spool) == set()
+    assert recorder is not None
+    batches, _repeats = check_seqs(recorder.raw(readings_topic(cid)))  # seq 1..max, none missing
+    assert max(batches) == collector.spool.last_seq
+    assert sum(len(b["readings"]) for b in batches.values()) == snap.readings
