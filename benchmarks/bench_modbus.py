@@ -5,8 +5,12 @@
    pymodbus's ``AsyncModbusTcpClient`` doing the same reads (same gateways, one task per gateway, decoded
    with the codec) in the same run, and the ratio.
 2. The fraction of the physical limit reached on a simulated 9,600-baud RTU bus (socat pty, the simulator
-   paces its replies at the baud rate): bytes on the wire per second over baud/10 bytes per second (8N1),
-   and the best possible fraction given the mandatory 3.5-character silences between frames.
+   paces its replies at the baud rate and answers no sooner than 3.5 characters after the request ended, as a
+   half-duplex slave does): the time the counted bytes occupy the line (bytes x bits per character / baud;
+   8N1 = 10 bits, 11 with parity) over the elapsed time, counted over whole transactions (from the end of
+   one to the end of a later one, so every counted byte's wire time lies inside the window), beside the best
+   possible fraction given the mandatory 3.5-character silences between frames. Neither can exceed 1.
+   (It read 1.04 while the simulator answered during the request's own wire time, with no silence.)
 
 The simulators run in a separate process so their CPU is not counted against the collector.
 
@@ -35,7 +39,60 @@ from collectors.modbus.transport import SerialRtuClient, TcpClient
 
 MAP = "vn_sim_meter"
 BAUD = 9600
-BITS_PER_CHAR = 10  # 8N1, as the simulator paces
+BYTESIZE, PARITY, STOPBITS = 8, "N", 1  # 8N1, as the simulator's serial line is set up
+SILENCE_CHARS = 3.5  # Modbus over serial line v1.02, 2.5.1.1: t3.5 between frames
+RTU_READ_REQUEST_BYTES = 8  # unit, function, address (2), count (2), CRC (2)
+RTU_READ_RESPONSE_OVERHEAD_BYTES = 5  # unit, function, byte count, CRC (2); then 2 bytes per register
+
+
+def bits_per_char(*, bytesize: int = BYTESIZE, parity: str = PARITY, stopbits: int = STOPBITS) -> int:
+    """Bits one RTU character takes on the line: start + data + parity (if any) + stop bits."""
+    return 1 + bytesize + (0 if parity == "N" else 1) + stopbits
+
+
+def wire_fraction(bytes_on_wire: int, elapsed_s: float, *, baud: int, bits: int) -> float:
+    """Share of `elapsed_s` during which the line carried `bytes_on_wire` bytes of `bits` bits each.
+
+    Count the bytes of whole transactions and time them from the end of an earlier transaction: then each
+    byte's wire time lies inside the window and, on a half-duplex line, the figure cannot exceed 1."""
+    if elapsed_s <= 0:
+        raise ValueError(f"elapsed time must be > 0, got {elapsed_s}")
+    if bytes_on_wire < 0 or baud <= 0 or bits <= 0:
+        raise ValueError(f"bytes {bytes_on_wire}, baud {baud} and bits {bits} must be positive")
+    return bytes_on_wire * bits / baud / elapsed_s
+
+
+def best_fraction(frame_bytes: list[tuple[int, int]], *, silence_chars: float = SILENCE_CHARS) -> float:
+    """The most of the line's time a poller can fill with bytes: each (request, response) pair of frames is
+    followed by a silence, so (bytes) / (bytes + 2 silences per pair)."""
+    total = sum(req + resp for req, resp in frame_bytes)
+    return total / (total + 2 * silence_chars * len(frame_bytes))
+
+
+class _TransactionLog:
+    """A client wrapper that notes (end time, bytes sent + received so far) after every transaction."""
+
+    def __init__(self, client: SerialRtuClient) -> None:
+        self.client = client
+        self.name = client.name
+        self.ends: list[tuple[float, int]] = []
+
+    async def read_registers(self, unit_id: int, function: int, address: int, count: int, timeout_s: float) -> bytes:
+        try:
+            return await self.client.read_registers(unit_id, function, address, count, timeout_s)
+        finally:
+            self.ends.append((time.perf_counter(), self.client.bytes_sent + self.client.bytes_received))
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def window(self, t0: float, t1: float) -> tuple[int, float]:
+        """(bytes, seconds) between the first and the last transaction that ended inside [t0, t1]."""
+        inside = [e for e in self.ends if t0 <= e[0] <= t1]
+        if len(inside) < 2:
+            raise RuntimeError(f"fewer than 2 transactions ended in {t1 - t0:.1f} s: the bus is not answering")
+        (ta, ba), (tb, bb) = inside[0], inside[-1]
+        return bb - ba, tb - ta
 
 
 def serve(spec: dict[str, Any]) -> None:
@@ -130,25 +187,28 @@ async def pymodbus_tcp(ports: list[int], meters: int, seconds: float) -> tuple[f
 
 
 async def rtu_bus(device: str, seconds: float) -> dict[str, float]:
-    client = SerialRtuClient("rtu", device, baudrate=BAUD)
-    bus = BusPoller(name="rtu", client=client, readers=_readers("BS", 3), sink=lambda r: None, timeout_s=1.0)
+    client = SerialRtuClient("rtu", device, baudrate=BAUD, parity=PARITY, stopbits=STOPBITS, bytesize=BYTESIZE)
+    log = _TransactionLog(client)
+    bus = BusPoller(name="rtu", client=log, readers=_readers("BS", 3), sink=lambda r: None, timeout_s=1.0)
     stop = asyncio.Event()
     task = asyncio.create_task(bus.run(stop))
     await asyncio.sleep(1.0)
-    b0, n0, t0 = client.bytes_sent + client.bytes_received, bus.meter_reads, time.perf_counter()
+    n0, t0 = bus.meter_reads, time.perf_counter()
     await asyncio.sleep(seconds)
-    b1, n1, t1 = client.bytes_sent + client.bytes_received, bus.meter_reads, time.perf_counter()
+    n1, t1 = bus.meter_reads, time.perf_counter()
     stop.set()
     await task
-    limit = BAUD / BITS_PER_CHAR
-    achieved = (b1 - b0) / (t1 - t0)
-    frame = 8 + 5 + 2 * 34  # request + response bytes of one vn_sim_meter read
-    best = frame / (frame + 2 * 3.5)  # two 3.5-character silences per request/response
+    counted, elapsed_s = log.window(t0, t1)
+    bits = bits_per_char()
+    frames = [
+        (RTU_READ_REQUEST_BYTES, RTU_READ_RESPONSE_OVERHEAD_BYTES + 2 * req.count)
+        for req in plan_reads(read_register_map(MAP))
+    ]  # one meter read of the map
     return {
-        "bytes_per_s": achieved,
-        "limit_bytes_per_s": limit,
-        "fraction": achieved / limit,
-        "best": best,
+        "bytes_per_s": counted / elapsed_s,
+        "limit_bytes_per_s": BAUD / bits,
+        "fraction": wire_fraction(counted, elapsed_s, baud=BAUD, bits=bits),
+        "best": best_fraction(frames),
         "reads_per_s": (n1 - n0) / (t1 - t0),
         "errors": float(sum(m.stats.attempts - m.stats.successes for m in bus.meters)),
     }

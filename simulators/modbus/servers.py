@@ -169,7 +169,13 @@ def _serve_serial(gateway: Gateway, port: serial.Serial, baud: int, turnaround_s
             continue
         if not first:
             continue
+        # On a pty the whole request is readable at once; on a wire it occupies the line for its characters,
+        # and the slave sees its end only after a 3.5-character silence. Reply no sooner (the bus is half
+        # duplex): the request is taken to start when its first byte is read (exact on a pty, one character
+        # late on a real line, which only delays the reply).
+        reply_not_before = time.monotonic()
         frame = _read_rtu_request(port, first, silence, char)
+        reply_not_before += len(frame) * char + silence
         n = rtu_request_length(frame)
         if not n or len(frame) < n or not crc_ok(frame[:n]):
             continue  # incomplete, unknown or corrupted frame: discarded, no reply (as a slave does)
@@ -179,6 +185,9 @@ def _serve_serial(gateway: Gateway, port: serial.Serial, baud: int, turnaround_s
         out = with_crc(bytes((frame[0],)) + reply.pdu)
         if reply.corrupt_crc:
             out = _corrupt(out)
+        wait = reply_not_before - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
         if turnaround_s:
             time.sleep(turnaround_s)
         # Pace the reply: each byte takes 10 bits at the baud rate, like a real bus.
