@@ -31,9 +31,10 @@ def _nav(pathname: str) -> list[Any]:
     return links
 
 
-def create_app(conninfo: str, *, auth: BasicAuth | None = None, source: DataSource | None = None) -> dash.Dash:
-    """A Dash app reading through a read-only pool on `conninfo` (role amr_reader); basic auth from the
-    environment (AMR_DASHBOARD_USER / AMR_DASHBOARD_PASSWORD) unless `auth` is given."""
+def create_app(conninfo: str, *, auth: BasicAuth | None, source: DataSource | None = None) -> dash.Dash:
+    """A Dash app reading through a read-only pool on `conninfo` (role amr_reader), guarded by `auth` (every
+    page, callback and asset); None serves without authentication. No default: each caller decides, normally
+    with dashboards.auth.resolve_auth (generated credentials unless configured)."""
     src = source or DataSource(conninfo)
     app = dash.Dash(
         __name__,
@@ -60,7 +61,6 @@ def create_app(conninfo: str, *, auth: BasicAuth | None = None, source: DataSour
     for page in PAGES:
         page.register(app, src)
 
-    auth = auth or BasicAuth.from_environ()
     if auth is not None:
         auth.install(app.server)
     app.server.config["AMR_DATA_SOURCE"] = src

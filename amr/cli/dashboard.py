@@ -6,9 +6,10 @@ import time
 
 import psycopg
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from amr.cli.context import console, database
+from amr.cli.context import console, database, settings
 from amr.db.server import Role
 from amr.errors import ServiceError
 
@@ -23,14 +24,19 @@ def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8050, min=1, max=65535, help="TCP port"),
+    no_auth: bool = typer.Option(False, "--no-auth", help="serve without authentication (loopback host only)"),
 ) -> None:
-    """Serve the dashboards and print their address (basic auth when AMR_DASHBOARD_USER/_PASSWORD are set)."""
+    """Serve the dashboards and print their address and login. HTTP basic auth always, unless --no-auth on a
+    loopback address: AMR_DASHBOARD_USER and AMR_DASHBOARD_PASSWORD (both, or neither), else a generated
+    password for user 'operator' in <state_dir>/dashboard-credentials.toml (mode 0600)."""
     if ctx.invoked_subcommand is not None:
         return
     from dashboards.app import create_app
+    from dashboards.auth import resolve_auth
 
-    dash_app = create_app(database().conninfo(Role.READER))
-    console.print(f"dashboards on [bold]http://{host}:{port}/[/bold] (Ctrl-C stops)")
+    choice = resolve_auth(state_dir=settings().state_dir, host=host, no_auth=no_auth)
+    dash_app = create_app(database().conninfo(Role.READER), auth=choice.auth)
+    console.print(f"dashboards on [bold]http://{host}:{port}/[/bold], {escape(choice.notice)} (Ctrl-C stops)")
     dash_app.run(host=host, port=port, debug=False)
 
 

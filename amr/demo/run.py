@@ -81,6 +81,10 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
     from simulators.fleet.store import write_fleet
 
     t_start = time.perf_counter()
+    if opts.serve:  # a half-set dashboard login is refused now, not after the whole run
+        from dashboards.auth import resolve_auth
+
+        resolve_auth(state_dir=db.settings.state_dir, host=opts.host)
     console.rule("database and broker")
     db.up()
     if broker is not None:
@@ -202,10 +206,14 @@ def _refresh_dashboards(conninfo: str) -> None:
 
 def _serve(db: DatabaseServer, opts: DemoOptions, console: Console) -> None:
     from dashboards.app import create_app
+    from dashboards.auth import resolve_auth
 
-    app = create_app(db.conninfo(Role.READER))
+    # Authenticated like `amr dashboard`: the environment's credentials, else the generated ones.
+    choice = resolve_auth(state_dir=db.settings.state_dir, host=opts.host)
+    app = create_app(db.conninfo(Role.READER), auth=choice.auth)
     console.rule("dashboards")
-    console.print(f"dashboards at [bold]http://{opts.host}:{opts.port}/[/bold]  (Ctrl-C stops)")
+    console.print(f"dashboards at [bold]http://{opts.host}:{opts.port}/[/bold], {escape(choice.notice)}"
+                  "  (Ctrl-C stops)")
     app.run(host=opts.host, port=opts.port, debug=False)
 
 

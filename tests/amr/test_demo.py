@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from rich.console import Console
 from amr.broker.mosquitto import LocalMosquitto
 from amr.db.server import DatabaseServer, Role
 from amr.demo.run import DemoOptions, _serve, run_demo
+from dashboards.auth import credentials_file, read_or_create_credentials
 from tests.services import free_port, own_broker
 
 pytestmark = pytest.mark.slow
@@ -56,15 +59,25 @@ def test_demo_runs_every_protocol_into_bills(make_database: Callable[[str], Data
     assert set(protocols) == {"modbus-tcp", "modbus-rtu-tcp", "modbus-rtu", "dlms", "dcu-mqtt"}
     assert runs is not None and runs[0] in ("released", "held")
     assert dead == (0,)
-    # The demo then serves the dashboards (here in a daemon thread, as Ctrl-C cannot be sent to it).
+    # The demo then serves the dashboards (here in a daemon thread, as Ctrl-C cannot be sent to it), behind the
+    # generated login of the state directory.
+    monkeypatch.delenv("AMR_DASHBOARD_USER", raising=False)
+    monkeypatch.delenv("AMR_DASHBOARD_PASSWORD", raising=False)
+    login = read_or_create_credentials(credentials_file(s.state_dir))
+    token = base64.b64encode(f"{login.user}:{login.password}".encode()).decode()
     port = free_port()
     threading.Thread(target=_serve, args=(db, DemoOptions(port=port), console), daemon=True).start()
+    url = f"http://127.0.0.1:{port}/_dash-layout"
     deadline = time.monotonic() + 30
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_dash-layout", timeout=5) as page:
+            request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+            with urllib.request.urlopen(request, timeout=5) as page:
                 assert "Hồ Chí Minh" in json.dumps(json.loads(page.read()), ensure_ascii=False)
                 break
         except OSError:
             assert time.monotonic() < deadline, "the demo's dashboards did not answer"
             time.sleep(0.5)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=5)
+    assert refused.value.code == 401

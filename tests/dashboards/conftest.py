@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from amr.db.server import DatabaseServer, Role
 from amr.settings import PROJECT_ROOT
 from dashboards.app import create_app
+from dashboards.auth import BasicAuth
 from tests.dashboards import seed
 from tests.services import make_state_dir
 
@@ -30,6 +32,7 @@ class LiveDashboard:
     url: str
     db: DatabaseServer
     export_dir: Path
+    auth: BasicAuth  # the server answers 401 without these credentials, as a deployed one does
 
 
 @pytest.fixture(scope="session")
@@ -46,12 +49,13 @@ def dash_db(make_database: Callable[[str], DatabaseServer]) -> tuple[DatabaseSer
 @pytest.fixture(scope="session")
 def live_dashboard(dash_db: tuple[DatabaseServer, Path]) -> Iterator[LiveDashboard]:
     server, export_dir = dash_db
-    app = create_app(server.conninfo(Role.READER))
+    auth = BasicAuth(user="operator", password=secrets.token_urlsafe(16))
+    app = create_app(server.conninfo(Role.READER), auth=auth)
     http: BaseWSGIServer = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=http.serve_forever, name="dash-test-server", daemon=True)
     thread.start()
     try:
-        yield LiveDashboard(url=f"http://127.0.0.1:{http.server_port}", db=server, export_dir=export_dir)
+        yield LiveDashboard(url=f"http://127.0.0.1:{http.server_port}", db=server, export_dir=export_dir, auth=auth)
     finally:
         http.shutdown()
         thread.join(timeout=10)

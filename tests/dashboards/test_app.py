@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from amr.db.server import DatabaseServer, Role
+from amr.errors import ConfigError
 from dashboards import queries
 from dashboards.app import create_app
 from dashboards.auth import BasicAuth
@@ -36,7 +37,11 @@ def test_basic_auth_guards_pages_and_callbacks(dash_db: tuple[DatabaseServer, ob
 
 
 def test_auth_from_environment_needs_both_variables() -> None:
-    assert BasicAuth.from_environ({"AMR_DASHBOARD_USER": "a"}) is None
+    assert BasicAuth.from_environ({}) is None
+    with pytest.raises(ConfigError, match="AMR_DASHBOARD_USER is set without AMR_DASHBOARD_PASSWORD"):
+        BasicAuth.from_environ({"AMR_DASHBOARD_USER": "a"})
+    with pytest.raises(ConfigError, match="AMR_DASHBOARD_PASSWORD is set without AMR_DASHBOARD_USER"):
+        BasicAuth.from_environ({"AMR_DASHBOARD_PASSWORD": "b"})
     assert BasicAuth.from_environ({"AMR_DASHBOARD_USER": "a", "AMR_DASHBOARD_PASSWORD": "b"}) == BasicAuth(
         user="a", password="b")
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, ConsoleMessage, HttpCredentials, Page, expect
 
 from tests.dashboards import seed
 from tests.dashboards.conftest import LiveDashboard
@@ -20,8 +20,11 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture()
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+def page(browser: Browser, live_dashboard: LiveDashboard) -> Iterator[Page]:
+    # The operator's login, answered to the server's basic-auth challenge.
+    login: HttpCredentials = {"username": live_dashboard.auth.user, "password": live_dashboard.auth.password}
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True,
+                                  http_credentials=login)
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
