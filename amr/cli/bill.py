@@ -131,5 +131,6 @@ def vee(
     workers: int = _WORKERS,
     dask_scheduler: str | None = _DASK,
 ) -> None:
-    """Validation and estimation only: daily_consumption and vee_exceptions for the period's cycles."""
+    """Validation and estimation only: daily_consumption and vee_exceptions for the period's cycles; exit codes
+    as `bill run` (4: no customer matches the filters)."""
     _execute("vee", period, city, power_company, read_day, None, False, rules, workers, dask_scheduler)
