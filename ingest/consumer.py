@@ -9,6 +9,12 @@ Back-pressure, in two layers:
    does not block with a conforming broker. With one that ignores Receive Maximum, the put blocks the network
    thread: it stops reading the socket and TCP flow control pushes back on the broker.
 
+Redelivery: a message the broker sends again after a reconnect carries the DUP flag (``Incoming.dup``); the worker
+counts such deliveries in its poison ledger (ingest.worker).
+
+Commit confirmations (docs/delivery.md): a message's MQTT 5 ResponseTopic and CorrelationData ride along in
+``Incoming``; ``confirm`` publishes the worker's confirmations, QoS 1, with a bounded number outstanding.
+
 Acks and reconnects: after a reconnect the broker resends unacknowledged messages with their packet ids, and may
 reuse an id once it is acknowledged. So each message carries the connection generation it arrived on, and only
 messages of the current generation are acknowledged; an older copy is still written (deduplicated by the unique
@@ -30,7 +36,14 @@ from paho.mqtt.properties import Properties
 
 from amr.broker import topics
 from amr.broker.probe import new_client
-from ingest.limits import KEEPALIVE_S, QUEUE_MAX_MESSAGES, RECEIVE_MAXIMUM, SESSION_EXPIRY_S
+from ingest.limits import (
+    CONFIRM_MAX_OUTSTANDING,
+    KEEPALIVE_S,
+    MAX_CORRELATION_DIGITS,
+    QUEUE_MAX_MESSAGES,
+    RECEIVE_MAXIMUM,
+    SESSION_EXPIRY_S,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +63,17 @@ class Incoming:
     qos: int
     generation: int
     received_s: float  # [s since the Unix epoch] when paho handed it over
+    dup: bool = False  # the broker sent it before (a worker took it and died, or the connection dropped)
+    response_topic: str | None = None  # where the source wants its commit confirmation (MQTT 5 ResponseTopic)
+    correlation: int | None = None  # the source's id of the message (MQTT 5 CorrelationData, ASCII digits)
+
+
+def correlation_id(data: object) -> int | None:
+    """CorrelationData as the source's message id: ASCII decimal digits of a positive int64, else None."""
+    if not isinstance(data, bytes | bytearray) or not 0 < len(data) <= MAX_CORRELATION_DIGITS or not data.isdigit():
+        return None
+    value = int(data)
+    return value if 0 < value < 2**63 else None
 
 
 class Consumer:
@@ -74,6 +98,10 @@ class Consumer:
         self.subscribed = threading.Event()  # set on the first SUBACK (tests and tools wait on it)
         self.generation = 0
         self.connects = 0
+        self.confirms_outstanding = 0
+        self.confirms_skipped = 0
+        self._confirm_mids: set[int] = set()
+        self._early_acks: set[int] = set()
         self._lock = threading.Lock()
         self.client = new_client(client_id)
         self.client.username_pw_set(username, password)
@@ -83,6 +111,7 @@ class Consumer:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_args: self.subscribed.set()
+        self.client.on_publish = self._on_publish
 
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
@@ -121,6 +150,27 @@ class Consumer:
                 acked += 1
         return acked
 
+    def confirm(self, topic: str, payload: bytes) -> bool:
+        """Publish one commit confirmation (QoS 1); False when too many are still waiting for the broker."""
+        with self._lock:
+            if self.confirms_outstanding >= CONFIRM_MAX_OUTSTANDING:
+                self.confirms_skipped += 1
+                return False
+            self.confirms_outstanding += 1
+        # Not under self._lock: paho calls on_publish holding its own message mutex, which publish() takes too.
+        info = self.client.publish(topic, payload, qos=1)
+        with self._lock:
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                self.confirms_outstanding -= 1
+                self.confirms_skipped += 1
+                return False
+            if info.mid in self._early_acks:  # the PUBACK came before publish() returned
+                self._early_acks.discard(info.mid)
+                self.confirms_outstanding -= 1
+            else:
+                self._confirm_mids.add(info.mid)
+        return True
+
     # -- paho callbacks (network thread) -------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
@@ -139,6 +189,20 @@ class Consumer:
             self.connected.clear()
         log.warning("%s disconnected: %s", self.client_id, reason)
 
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _reason: Any, _p: Any) -> None:
+        with self._lock:
+            if mid in self._confirm_mids:
+                self._confirm_mids.discard(mid)
+                self.confirms_outstanding -= 1
+            else:
+                self._early_acks.add(mid)
+
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        item = Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.generation, time.time())
+        props = getattr(msg, "properties", None)
+        response = getattr(props, "ResponseTopic", None)
+        item = Incoming(
+            msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.generation, time.time(), dup=bool(msg.dup),
+            response_topic=response if isinstance(response, str) else None,
+            correlation=correlation_id(getattr(props, "CorrelationData", None)),
+        )  # fmt: skip
         self.queue.put(item)  # blocks only with a broker that ignores Receive Maximum: see the module docstring

@@ -5,6 +5,11 @@ msgspec into the wire structs of amr.messages (a payload that is oversize, trunc
 shape raises PayloadError: the whole message is dead-lettered); ``validate_message`` then checks every item
 against the meter registry, the OBIS catalogue and the time window.
 
+Before any decoder runs, ``ingest.guard.check_payload`` refuses what could break a decoder or the database
+(oversize, nesting deeper than a few dozen levels, NUL and control characters). A message must name the client of
+its topic (``source``, or ``dcu`` for an uplink): the broker lets each client publish only under its own client
+id, so a payload speaking for another client is refused whole.
+
 Partial batches: a message with some bad items stores the good ones and writes ONE dead letter holding the raw
 payload and the reasons of the bad items (``readings[17]: unknown meter 'X'; ...``). Replaying that dead letter
 after fixing the cause (adding the meter) is safe: the readings already stored are dropped as duplicates.
@@ -47,11 +52,13 @@ from amr.messages import (
     short_obis_to_full,
 )
 from amr.obis import CHANNELS
-from ingest.limits import EARLIEST_TS, MAX_FUTURE_S, MAX_PAYLOAD_BYTES, MAX_TEXT_FIELD_CHARS
+from ingest.guard import check_payload, is_clean_identifier
+from ingest.limits import EARLIEST_TS, MAX_FUTURE_S, MAX_TEXT_FIELD_CHARS, STATUS_MAX_FUTURE_S
 
 SMALLINT_MAX = 32_767
 EARLIEST_TS_S = EARLIEST_TS.timestamp()
-COLLECTOR_KINDS = frozenset({"collector", "ingest", "dcu"})
+# Kinds a status message may claim: ingest workers write their own collector_status rows, never over MQTT.
+COLLECTOR_KINDS = frozenset({"collector", "dcu"})
 STATES = frozenset({"online", "offline"})
 
 # OBIS code (full and without the trailing '.255') -> (channel_id, catalogue unit)
@@ -76,15 +83,6 @@ _DECODERS: dict[Kind, msgspec.json.Decoder[Any]] = {
     Kind.STATUS: msgspec.json.Decoder(ClientStatus),
 }
 _COLUMNS_DECODER = msgspec.json.Decoder(ColumnarReadingBatch)
-
-
-class _VersionOnly(msgspec.Struct):
-    """Just the version of a message that decodes as neither reading batch (to report the right error)."""
-
-    v: int = 1
-
-
-_VERSION_DECODER = msgspec.json.Decoder(_VersionOnly)
 
 
 def topic_kind(topic: str) -> Kind | None:
@@ -117,42 +115,86 @@ def clean_text(text: str) -> str:
 
 
 def parse_message(topic: str, payload: bytes) -> tuple[Kind, Message]:
-    """Decode one payload by its topic; PayloadError(reason) when it cannot be decoded at all."""
+    """Decode one payload by its topic; PayloadError(reason) when it cannot be decoded at all.
+
+    The raw bytes pass ``check_payload`` first (size, nesting depth, NUL and control characters), so no decoder
+    meets a payload that could make it recurse without bound. When a decoder refuses a payload, the reason is the
+    error of the decoder for the version the payload says it is (``_diagnose``), not of whichever was tried last.
+    """
     kind = topic_kind(topic)
     if kind is None:
         raise PayloadError(f"unknown topic {clean_text(topic)!r}")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"oversize payload: {len(payload)} bytes > limit {MAX_PAYLOAD_BYTES}")
-    if not payload:
-        raise PayloadError("empty payload")
-    columns_error = None
+    check_payload(payload)
+    try:
+        message = _decode(kind, payload)
+    except PayloadError:
+        raise
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise PayloadError(_diagnose(kind, payload, exc)) from exc
+    except (RecursionError, MemoryError, OverflowError, ValueError) as exc:  # past the guard: still one message
+        raise PayloadError(f"invalid {kind.value} payload: {type(exc).__name__}: {clean_text(str(exc))}") from exc
+    _check_identity(topic, message)
+    return kind, message
+
+
+def sender_of(message: Message) -> str:
+    """The client a message says it comes from (a DCU names itself in ``dcu``, everyone else in ``source``)."""
+    return message.dcu if isinstance(message, DcuUplink) else message.source
+
+
+def _check_identity(topic: str, message: Message) -> None:
+    """A client publishes only under its own name (the broker's ACL binds the topic to the MQTT client id), so a
+    message naming another client than its topic is refused whole: it would otherwise write that client's
+    status or claim its readings."""
+    parts = topic.split("/")
+    client = parts[3] if len(parts) >= 4 else ""
+    sender = sender_of(message)
+    if sender != client:
+        field = "dcu" if isinstance(message, DcuUplink) else "source"
+        raise PayloadError(f"{field} {clean_text(sender)!r} is not the topic's client {clean_text(client)!r}")
+
+
+def _decode(kind: Kind, payload: bytes) -> Message:
     if kind is Kind.READINGS:  # v2 first: it is what collectors send; a v1 payload fails at its first field
         try:
             columnar = _COLUMNS_DECODER.decode(payload)
-        except msgspec.DecodeError as exc:
-            columns_error = exc
+        except msgspec.DecodeError:
+            pass
         else:
             if columnar.v != COLUMNS_FORMAT_VERSION:
                 raise PayloadError(f"unsupported format version v={columnar.v}")
             _check_column_lengths(columnar)
-            return kind, columnar
-    try:
-        message = _DECODERS[kind].decode(payload)
-    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-        error = exc
-        if columns_error is not None and _version_of(payload) == COLUMNS_FORMAT_VERSION:
-            error = columns_error  # a v2 message: its own error says what is wrong
-        raise PayloadError(f"invalid {kind.value} payload: {clean_text(str(error))}") from error
+            return columnar
+    message: Message = _DECODERS[kind].decode(payload)
     if message.v != 1:
         raise PayloadError(f"unsupported format version v={message.v}")
-    return kind, message
+    return message
 
 
-def _version_of(payload: bytes) -> int | None:
+def _diagnose(kind: Kind, payload: bytes, error: msgspec.DecodeError) -> str:
+    """Why a payload that no decoder took is wrong: not JSON at all, not an object, a version ingest does not
+    know, or the error of the decoder of its own version (the error path only: the whole payload is decoded
+    into plain Python objects here)."""
     try:
-        return _VERSION_DECODER.decode(payload).v
-    except msgspec.DecodeError:
-        return None
+        document = msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:
+        return f"invalid {kind.value} payload: malformed JSON: {clean_text(str(exc))}"
+    if not isinstance(document, dict):
+        return f"invalid {kind.value} payload: a JSON {type(document).__name__}, not an object"
+    version = document.get("v", 1)
+    if type(version) is not int:
+        return f"invalid {kind.value} payload: version 'v' is {clean_text(repr(version))}, not an integer"
+    if kind is Kind.READINGS and version == COLUMNS_FORMAT_VERSION:
+        decoder: msgspec.json.Decoder[Any] = _COLUMNS_DECODER
+    elif version == 1:
+        decoder = _DECODERS[kind]
+    else:
+        return f"unsupported format version v={version}"
+    try:
+        decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        error = exc
+    return f"invalid {kind.value} payload (v{version}): {clean_text(str(error))}"
 
 
 def _check_column_lengths(message: ColumnarReadingBatch) -> None:
@@ -273,7 +315,7 @@ def _reading_problem(
     meter_ids: dict[str, int], serial: str, obis: str, unit: str | None, value: float, quality: int
 ) -> str:
     if serial not in meter_ids:
-        return f"unknown meter {clean_text(serial)!r}"
+        return _unknown_meter(serial)
     channel = CATALOGUE.get(obis)
     if channel is None:
         return f"unknown OBIS code {clean_text(obis)!r}"
@@ -282,6 +324,12 @@ def _reading_problem(
     if not math.isfinite(value):
         return f"value {value!r} is not finite"
     return f"quality {quality} outside 0..{SMALLINT_MAX}"
+
+
+def _unknown_meter(serial: str) -> str:
+    if not is_clean_identifier(serial):
+        return f"meter serial {clean_text(serial)!r} empty, too long or holding control characters"
+    return f"unknown meter {clean_text(serial)!r}"
 
 
 def validate_message(message: Message, *, meter_ids: dict[str, int], now_s: float) -> Validated:
@@ -297,7 +345,7 @@ def validate_message(message: Message, *, meter_ids: dict[str, int], now_s: floa
         for i, e in enumerate(message.events):
             _add_event(out, f"events[{i}]", meter_ids, e.meter, e.ts, e.event, e.detail, now_s)
         return out
-    return _validate_status(message, meter_ids)
+    return _validate_status(message, meter_ids, now_s)
 
 
 def _validate_readings(message: ReadingBatch, meter_ids: dict[str, int], now_s: float) -> Validated:
@@ -465,7 +513,7 @@ def _add_event(
 ) -> None:
     why = _ts_problem(ts, now_s)
     if why is None and serial not in meter_ids:
-        why = f"unknown meter {clean_text(serial)!r}"
+        why = _unknown_meter(serial)
     if why is None and not (0 < len(event) <= 64 and event.isprintable()):
         why = f"event name {clean_text(event)!r} empty, too long or not printable"
     detail_json = None
@@ -487,7 +535,7 @@ def _json_or_none(value: Any) -> str | None:
         return None
 
 
-def _validate_status(message: ClientStatus, meter_ids: dict[str, int]) -> Validated:
+def _validate_status(message: ClientStatus, meter_ids: dict[str, int], now_s: float) -> Validated:
     out = Validated(source=clean_text(message.source))
     problems = []
     if not message.source or message.source != out.source:
@@ -498,6 +546,10 @@ def _validate_status(message: ClientStatus, meter_ids: dict[str, int]) -> Valida
         problems.append(f"state {clean_text(message.state)!r} not one of {sorted(STATES)}")
     if message.ts.tzinfo is None:
         problems.append("naive timestamp (no UTC offset)")
+    elif message.ts.timestamp() > now_s + STATUS_MAX_FUTURE_S:
+        problems.append(f"status time {message.ts.isoformat()} more than {STATUS_MAX_FUTURE_S:.0f} s after it arrived")
+    elif message.ts.timestamp() < EARLIEST_TS_S:
+        problems.append(f"status time {message.ts.isoformat()} before {EARLIEST_TS.date()}")
     if message.reads_per_s is not None and not math.isfinite(message.reads_per_s):
         problems.append("reads_per_s is not finite")
     if message.spool_depth is not None and not 0 <= message.spool_depth <= 2**31 - 1:
@@ -511,7 +563,7 @@ def _validate_status(message: ClientStatus, meter_ids: dict[str, int]) -> Valida
         mid = meter_ids.get(m.meter)
         bad_times = [t for t in (m.last_attempt_at, m.last_success_at, m.last_error_at) if t and t.tzinfo is None]
         if mid is None:
-            out.reasons.append(f"meters[{i}]: unknown meter {clean_text(m.meter)!r}")
+            out.reasons.append(f"meters[{i}]: {_unknown_meter(m.meter)}")
         elif bad_times or m.attempts < 0 or m.successes < 0:
             out.reasons.append(f"meters[{i}]: negative counter or naive timestamp")
         else:

@@ -65,3 +65,33 @@ MAX_TEXT_FIELD_CHARS = 200
 LAST_SEEN_INTERVAL_S = 2.0
 # (meter, newest reading) pairs held before they are written regardless of the interval (~16 MB).
 LAST_SEEN_MAX_PENDING = 1_000_000
+
+# Deepest JSON nesting a payload may have. The wire formats need 3 (v1: object > list > reading object); an
+# event's free-form ``detail`` gets the rest. Every recursive decoder (msgspec included) recurses once per level,
+# so a payload nested thousands of levels deep must be refused before it reaches one (ingest.guard).
+MAX_NESTING_DEPTH = 32
+# Serials, client names, OBIS codes, units and event names: longer than any real one (serials are ~12-20
+# characters), short enough that a hostile one cannot bloat a dead-letter reason or an index.
+MAX_IDENTIFIER_CHARS = 128
+
+# A message that was being processed when its worker died comes back from the broker with the DUP flag. Each such
+# delivery is counted in the ingest_poison ledger before processing and uncounted after it; a message counted this
+# many times killed that many workers and is dead-lettered instead of killing the next one. 3: one crash can be
+# bad luck (an OOM kill of the whole process), three in a row on the same bytes is the message.
+MAX_DELIVERY_ATTEMPTS = 3
+# A worker thread that dies of an unexpected error is restarted in place (same broker session, same unacknowledged
+# messages) after this pause, doubled per consecutive death up to the maximum.
+RESTART_FIRST_S = 0.1
+RESTART_MAX_S = 5.0
+
+# A client status is a heartbeat: its time must be close to when it arrived. A status from the future would win
+# every later comparison (collector_status keeps the newest) and freeze the row; clocks of collectors are
+# NTP-synchronised, so five minutes is generous.
+STATUS_MAX_FUTURE_S = 300.0
+
+# Commit confirmations (docs/delivery.md) waiting for the broker's PUBACK. A confirmation is a convenience for
+# the source (it re-sends what stays unconfirmed), so beyond this many the worker skips confirming rather than
+# queueing without bound while the broker is slow; far below paho's 65,535 message ids.
+CONFIRM_MAX_OUTSTANDING = 10_000
+# The longest digit string accepted as CorrelationData: a positive int64.
+MAX_CORRELATION_DIGITS = 19

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from ingest.guard import is_clean_identifier
 from ingest.limits import METER_MISS_RETRY_S
 
 
@@ -31,9 +32,10 @@ class MeterCache:
         self.lookups = 0
 
     def to_fetch(self, serials: Iterable[str], now_s: float) -> list[str]:
-        """Serials neither cached nor recently missed (pure; the caller fetches them)."""
+        """Serials neither cached nor recently missed (pure; the caller fetches them). A serial that cannot be one
+        (NUL or control characters, too long) is never asked for: PostgreSQL refuses NUL in text outright."""
         ids, missed, retry = self.ids, self._missed_at, self._miss_retry_s
-        return [s for s in serials if s not in ids and now_s - missed.get(s, -1e18) >= retry]
+        return [s for s in serials if s not in ids and now_s - missed.get(s, -1e18) >= retry and is_clean_identifier(s)]
 
     def learn(self, asked: list[str], found: dict[str, int], now_s: float) -> None:
         self.ids.update(found)

@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-COUNTERS = ("messages", "rows", "duplicates", "dead_letters", "events", "flushes", "staging_flushes", "db_errors")
+COUNTERS = (
+    "messages", "rows", "duplicates", "dead_letters", "events", "flushes", "staging_flushes", "db_errors",
+    "internal_errors", "poison", "restarts", "confirmations", "confirms_refused",
+)  # fmt: skip
 STALE_AFTER_S = 10.0  # a status file older than this belongs to a worker that is gone
 
 
@@ -30,6 +33,11 @@ class Counters:
     flushes: int = 0
     staging_flushes: int = 0
     db_errors: int = 0
+    internal_errors: int = 0  # messages dead-lettered for an unexpected error while processing them
+    poison: int = 0  # redelivered messages dead-lettered by the poison ledger
+    restarts: int = 0  # in-place restarts of the worker loop after an unexpected error
+    confirmations: int = 0  # commit confirmations published (one per client and batch)
+    confirms_refused: int = 0  # messages asking for a confirmation on another client's topic
 
 
 @dataclass

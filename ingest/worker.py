@@ -1,6 +1,14 @@
 """One ingest worker: take messages from the consumer's queue, decode and validate them, batch by size and age,
-write each batch in one transaction, acknowledge its messages after the commit, retry with backoff while the
-database is down (the broker holds everything unacknowledged), and report its figures."""
+write each batch in one transaction, acknowledge its messages after the commit and confirm them to their sources
+(docs/delivery.md), retry with backoff while the database is down (the broker holds everything unacknowledged),
+and report its figures.
+
+Nothing a client sends may stop it: every failure of one message, expected (PayloadError) or not (any exception
+from decoding, validation or the meter look-up), becomes that message's dead letter and the worker carries on; a
+batch the database refuses is written message by message so that only the guilty one is dead-lettered; a
+redelivered message that killed workers before is dead-lettered by the poison ledger (ingest.poison) instead of
+killing this one; and an unexpected error of the loop itself restarts the loop in place, with the same broker
+session, so no unacknowledged message is lost."""
 
 from __future__ import annotations
 
@@ -24,12 +32,14 @@ import psycopg
 from amr.broker import topics
 from amr.broker.mosquitto import BrokerEndpoint
 from amr.errors import PayloadError
+from amr.messages import encode
 from ingest import limits
 from ingest.consumer import Consumer, Incoming
 from ingest.decode import Validated, parse_message, serials_of, topic_source, validate_message
 from ingest.last_seen import PendingLastSeen, write_last_seen
 from ingest.meters import MeterCache
 from ingest.metrics import Counters, RateMeter, write_status_file
+from ingest.poison import count_delivery, message_digest, settle, uncount_delivery
 from ingest.writer import BatchContent, DeadLetter, Strategy, prepare_session, write_batch, write_dead_letters
 from ingest.writer import write_ingest_status as write_status_row
 
@@ -54,6 +64,9 @@ class WorkerConfig:
     batch_idle_s: float = limits.BATCH_IDLE_S
     strategy: Strategy = Strategy.SAVEPOINT
     last_seen_interval_s: float = limits.LAST_SEEN_INTERVAL_S  # 0: meter_last_seen inside every batch
+    max_delivery_attempts: int = limits.MAX_DELIVERY_ATTEMPTS
+    # Fault injection for tests: called with each message before it is decoded (may raise anything).
+    fault: Callable[[Incoming], None] | None = None
 
 
 class Stopped(Exception):
@@ -65,6 +78,7 @@ class _Pending:
     item: Incoming
     part: Validated | None
     dead: DeadLetter | None
+    digest: bytes | None = None  # poison-ledger key of a redelivered message, settled when its batch commits
 
 
 @dataclass
@@ -107,19 +121,53 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         self.consumer.start()
         try:
-            while not stop.is_set():
-                self._fill(stop)
-                if self._batch.entries:
-                    self._flush(stop)
-                self._periodic(stop)
-        except Stopped:
-            pass
+            self._serve_until_stopped(stop)
         finally:
+            self._flush_on_stop(stop)
             self.consumer.stop()
             self._write_last_seen_once()
             self._report(state="offline")
             if self._conn is not None:
                 self._conn.close()
+
+    def _serve_until_stopped(self, stop: threading.Event) -> None:
+        """The loop, restarted in place after an unexpected error: the consumer, its broker session, the queue and
+        the batch under way stay, so every unacknowledged message is still handled exactly as before."""
+        delay = limits.RESTART_FIRST_S
+        while not stop.is_set():
+            try:
+                self._serve(stop)
+                return
+            except Stopped:
+                return
+            except Exception:
+                log.exception("ingest worker loop failed; restarting it in %.1f s (messages kept)", delay)
+                self.counters.restarts += 1
+                if self._conn is not None:  # it may be mid-transaction: start again from a fresh one
+                    self._conn.close()
+                    self._conn = None
+                if stop.wait(delay):
+                    return
+                delay = min(delay * 2, limits.RESTART_MAX_S)
+
+    def _serve(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._fill(stop)
+            if self._batch.entries:
+                self._flush(stop)
+            self._periodic(stop)
+
+    def _flush_on_stop(self, stop: threading.Event) -> None:
+        """Commit what was taken before a clean stop (no retries: if the database is away, the broker delivers
+        those messages again), so a stop does not make them redeliveries."""
+        if not self._batch.entries:
+            return
+        try:
+            self._flush(_ONE_SHOT)
+        except (Stopped, psycopg.Error) as exc:
+            log.info("batch of %d messages left unacknowledged on stop: %s", len(self._batch.entries), exc)
+        except Exception:
+            log.exception("batch of %d messages left unacknowledged on stop", len(self._batch.entries))
 
     def _fill(self, stop: threading.Event) -> None:
         """Take messages until the batch is full, old enough or no message came for a while (or the worker is
@@ -145,14 +193,40 @@ class Worker:
                 return
 
     def _take(self, item: Incoming, stop: threading.Event) -> None:
+        """Decode and validate one message into the batch. Whatever goes wrong with it becomes its dead letter."""
+        digest = None
+        if item.dup:
+            digest = message_digest(item.topic, item.payload)
+            attempts = self._with_db(partial(count_delivery, digest=digest, topic=item.topic), stop)
+            if attempts > self.config.max_delivery_attempts:
+                self.counters.poison += 1
+                reason = (
+                    f"poison message: delivered {attempts + 1} times, and the {attempts} workers that took it"
+                    " after the first died while processing it"
+                )
+                self._batch.add(_Pending(item, None, self._letter(item, reason), digest))
+                return
+        try:
+            if self.config.fault is not None:
+                self.config.fault(item)
+            entry = self._process(item, stop)
+        except Stopped:
+            raise
+        except Exception as exc:  # a bug or a resource limit hit by this message: it must not stop ingest
+            log.exception("message on %s could not be processed; dead-lettered", item.topic)
+            self.counters.internal_errors += 1
+            reason = f"internal error while processing the message: {type(exc).__name__}: {str(exc)[:300]}"
+            entry = _Pending(item, None, self._letter(item, reason))
+        if digest is not None:
+            self._with_db(partial(uncount_delivery, digest=digest), stop)
+            entry.digest = digest
+        self._batch.add(entry)
+
+    def _process(self, item: Incoming, stop: threading.Event) -> _Pending:
         try:
             _kind, message = parse_message(item.topic, item.payload)
         except PayloadError as exc:
-            letter = DeadLetter(
-                source=topic_source(item.topic), topic=item.topic, payload=item.payload, reason=exc.reason
-            )
-            self._batch.add(_Pending(item, None, letter))
-            return
+            return _Pending(item, None, self._letter(item, exc.reason))
         serials = serials_of(message)
         meters = self.meters
         if meters.ids.keys() >= serials:  # all known: no database round trip, no connection check
@@ -167,26 +241,37 @@ class Worker:
             reason = f"{part.rejected} item(s) rejected: " + "; ".join(shown) + (f"; ... {more} more" if more else "")
             dead = DeadLetter(source=part.source or topic_source(item.topic), topic=item.topic,
                               payload=item.payload, reason=reason)  # fmt: skip
-        self._batch.add(_Pending(item, part, dead))
+        return _Pending(item, part, dead)
+
+    @staticmethod
+    def _letter(item: Incoming, reason: str) -> DeadLetter:
+        return DeadLetter(source=topic_source(item.topic), topic=item.topic, payload=item.payload, reason=reason)
 
     def _flush(self, stop: threading.Event) -> None:
         entries = self._batch.entries
         try:
             self._write(entries, stop)
-        except psycopg.Error as exc:  # not a connection problem: some message's data; find it, keep the rest
-            log.warning("batch refused by the database (%s); writing its %d messages one by one", exc, len(entries))
+        except Stopped:
+            raise
+        except Exception as exc:  # not a connection problem: some message's data; find it, keep the rest
+            log.warning("batch refused (%s); writing its %d messages one by one", _first_line(exc), len(entries))
             for entry in entries:
                 try:
                     self._write([entry], stop)
-                except psycopg.Error as one_exc:
+                except Stopped:
+                    raise
+                except Exception as one_exc:
+                    where = "database refused" if isinstance(one_exc, psycopg.Error) else "could not write"
                     letter = DeadLetter(
                         source=entry.dead.source if entry.dead else topic_source(entry.item.topic),
                         topic=entry.item.topic, payload=entry.item.payload,
-                        reason=f"database refused the message: {str(one_exc).splitlines()[0][:300]}",
+                        reason=f"{where} the message: {type(one_exc).__name__}: {_first_line(one_exc)}",
                     )  # fmt: skip
-                    self._with_db(partial(_write_letter, letter=letter), stop)
+                    settled = [entry.digest] if entry.digest else []
+                    self._with_db(partial(_write_letter, letter=letter, settled=settled), stop)
                     self.counters.dead_letters += 1
         self.consumer.ack_many([e.item for e in entries])
+        self._confirm(entries)
         now = time.time()
         self.lag_s = now - min(e.item.received_s for e in entries)
         self.counters.messages += len(entries)
@@ -195,6 +280,22 @@ class Worker:
         # Readers of the status file (the live line, the benchmark) see each commit at once, not a second later;
         # flushes come at most a few dozen a second (BATCH_MAX_ROWS, BATCH_IDLE_S), so this costs little.
         self._write_metrics()
+
+    def _confirm(self, entries: list[_Pending]) -> None:
+        """Tell each source which of its messages are now committed (docs/delivery.md): one confirmation per
+        client and batch, only to the client's own confirmation topic (whatever its message asked for)."""
+        ids_by_topic: dict[str, list[int]] = {}
+        for entry in entries:
+            item = entry.item
+            if item.correlation is None or item.response_topic is None:
+                continue
+            if item.response_topic != topics.confirm_topic(topic_source(item.topic)):
+                self.counters.confirms_refused += 1
+                continue
+            ids_by_topic.setdefault(item.response_topic, []).append(item.correlation)
+        for topic, ids in ids_by_topic.items():
+            if self.consumer.confirm(topic, encode({"v": 1, "ids": ids})):
+                self.counters.confirmations += 1
 
     def _maybe_write_last_seen(self, stop: threading.Event) -> None:
         """meter_last_seen for the batches committed since the last time, once the interval is up."""
@@ -222,7 +323,9 @@ class Worker:
 
     def _write(self, entries: list[_Pending], stop: threading.Event) -> None:
         content = BatchContent.from_parts(
-            [e.part for e in entries if e.part is not None], [e.dead for e in entries if e.dead is not None]
+            [e.part for e in entries if e.part is not None],
+            [e.dead for e in entries if e.dead is not None],
+            [e.digest for e in entries if e.digest is not None],
         )
         inline = self.config.last_seen_interval_s <= 0
         result = self._with_db(lambda conn: write_batch(conn, content, self.config.strategy, last_seen=inline), stop)
@@ -310,9 +413,25 @@ def _write_last_seen(
         write_last_seen(cur, meters, newest_us)
 
 
-def _write_letter(conn: psycopg.Connection[Any], *, letter: DeadLetter) -> None:
-    with conn.cursor() as cur:
+def _write_letter(conn: psycopg.Connection[Any], *, letter: DeadLetter, settled: list[bytes]) -> None:
+    with conn.transaction(), conn.cursor() as cur:
         write_dead_letters(cur, [letter])
+        settle(cur, settled)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0][:300]
+
+
+class _AlreadySet(threading.Event):
+    """A stop event that is set: database calls on the way out are tried once, never retried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set()
+
+
+_ONE_SHOT = _AlreadySet()
 
 
 def run_worker(config: WorkerConfig) -> None:

@@ -22,6 +22,7 @@ from amr.messages import ClientStatus
 from ingest.copy_binary import COPY_READINGS_SQL, encode_readings, sort_order, unix_s_to_pg_us
 from ingest.decode import Validated, clean_text, column_rows_to_arrays
 from ingest.last_seen import write_last_seen
+from ingest.poison import message_digest, settle
 
 STAGING_TABLE = "ingest_staging"
 
@@ -38,6 +39,10 @@ class DeadLetter:
     topic: str
     payload: bytes
     reason: str
+
+    @property
+    def message_sha256(self) -> bytes:
+        return message_digest(self.topic, self.payload)
 
 
 @dataclass(kw_only=True)
@@ -107,9 +112,12 @@ class BatchContent:
     statuses: list[ClientStatus] = field(default_factory=list)
     comm_stats: list[tuple[int, str, Any]] = field(default_factory=list)  # (meter_id, source, MeterCommStats)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    settled: list[bytes] = field(default_factory=list)  # poison-ledger digests of redelivered messages in the batch
 
     @classmethod
-    def from_parts(cls, parts: list[Validated], dead_letters: list[DeadLetter]) -> BatchContent:
+    def from_parts(
+        cls, parts: list[Validated], dead_letters: list[DeadLetter], settled: list[bytes] | None = None
+    ) -> BatchContent:
         with_rows = [p for p in parts if p.rows]
         return cls(
             readings=ReadingColumns.from_validated(with_rows) if with_rows else None,
@@ -117,6 +125,7 @@ class BatchContent:
             statuses=[p.status for p in parts if p.status is not None],
             comm_stats=[(mid, p.source, m) for p in parts for mid, m in p.comm_stats],
             dead_letters=dead_letters,
+            settled=settled or [],
         )
 
 
@@ -220,16 +229,27 @@ def write_batch(
                 ),
             )
         if batch.dead_letters:
-            write_dead_letters(cur, batch.dead_letters)
-            result.dead_letters = len(batch.dead_letters)
+            result.dead_letters = write_dead_letters(cur, batch.dead_letters)
+        settle(cur, batch.settled)
     return result
 
 
-def write_dead_letters(cur: psycopg.Cursor[Any], letters: list[DeadLetter]) -> None:
-    cur.executemany(
-        "INSERT INTO dead_letters (source, topic, payload, reason) VALUES (%s, %s, %s, %s)",
-        [(clean_text(d.source), d.topic.replace("\x00", ""), d.payload, d.reason.replace("\x00", "")) for d in letters],
-    )
+def write_dead_letters(cur: psycopg.Cursor[Any], letters: list[DeadLetter]) -> int:
+    """Store dead letters once each (a redelivered or replayed message is already there); returns how many are new."""
+    stored = 0
+    for d in letters:  # few per batch; executemany would not say which were new
+        cur.execute(
+            "INSERT INTO dead_letters (source, topic, payload, reason, message_sha256) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (clean_text(d.source), d.topic.replace("\x00", ""), d.payload, clean_reason(d.reason), d.message_sha256),
+        )
+        stored += max(cur.rowcount, 0)
+    return stored
+
+
+def clean_reason(reason: str) -> str:
+    """A reason quotes client data: no NUL (PostgreSQL text cannot hold it), bounded length."""
+    return reason.replace("\x00", "\\0")[:2000]
 
 
 def write_ingest_status(

@@ -90,9 +90,22 @@ def wait_for(predicate: Callable[[], bool], *, timeout_s: float = 60.0, what: st
 
 
 def publish_paho(ep: BrokerEndpoint, messages: Sequence[tuple[str, bytes]], *, window: int = PUBLISH_WINDOW) -> None:
-    """QoS 1 with at most `window` messages unacknowledged; returns when the broker acknowledged all."""
-    with WindowedPublisher(ep, client_id=f"test-pub-{uuid.uuid4().hex[:8]}", window=window, keepalive_s=30) as pub:
-        pub.publish_all(messages)
+    """QoS 1 with at most `window` messages unacknowledged; returns when the broker acknowledged all.
+
+    The broker lets a client publish only under its own client id (amr/v1/<kind>/<client id>...), so messages
+    go out grouped by the client their topic names, each group under that client id, in order."""
+    groups: dict[str, list[tuple[str, bytes]]] = {}
+    for topic, payload in messages:
+        groups.setdefault(topic_client(topic), []).append((topic, payload))
+    for client, group in groups.items():
+        with WindowedPublisher(ep, client_id=client, window=window, keepalive_s=30) as pub:
+            pub.publish_all(group)
+
+
+def topic_client(topic: str) -> str:
+    """The client id a topic belongs to (its fourth level), or a random one for a topic outside the layout."""
+    parts = topic.split("/")
+    return parts[3] if len(parts) >= 4 and parts[3] else f"test-pub-{uuid.uuid4().hex[:8]}"
 
 
 def drop_session(broker: LocalMosquitto, client_id: str) -> None:

@@ -69,7 +69,7 @@ def malformed_messages(source: str) -> list[tuple[bytes, str]]:
         (_batch(_reading(ts="2026-02-01T00:00:00")), "naive"),
         (_batch(*[good] * 3000).ljust(300_000), "oversize"),
         (_batch(good)[:-7], "invalid readings payload"),
-        (b"\x00\xff not json at all", "invalid readings payload"),
+        (b"\x00\xff not json at all", "NUL or control character"),
         (json.dumps({"v": 1, "source": source, "readings": []}).encode(), "missing required field"),
         (json.dumps({"v": 3, "source": source, "seq": 1, "readings": []}).encode(), "version"),
         (_columns(source, m=[0, 1]), "unknown meter 'NOT-A-METER'"),
@@ -116,13 +116,13 @@ def test_flood_valid_and_malformed(ingest_db: DatabaseServer, broker: LocalMosqu
         lines = b"\n".join(valid_cli) + b"\n"
         subprocess.run(
             ["mosquitto_pub", "-h", ep.host, "-p", str(ep.port), "-u", ep.username, "-P", ep.password,
-             "-q", "1", "-t", topic, "-l"],
+             "-q", "1", "-i", source, "-t", topic, "-l"],
             input=lines, check=True, timeout=60,
         )  # fmt: skip
         for payload, _ in bad[7:]:
             subprocess.run(
                 ["mosquitto_pub", "-h", ep.host, "-p", str(ep.port), "-u", ep.username, "-P", ep.password,
-                 "-q", "1", "-t", topic, "-s"],
+                 "-q", "1", "-i", source, "-t", topic, "-s"],
                 input=payload, check=True, timeout=30,
             )  # fmt: skip
         expected_rows = 6_000 + 2_000 + 3 + 1  # + reading 0 of the v2 messages whose reading 1 is bad
