@@ -1,7 +1,8 @@
 """`amr ingest`: N workers (processes; one worker runs in-process), a live status line and optional Prometheus.
 
 Each worker has a stable client id ``<name>-<index>`` so a restarted worker resumes its persistent session.
-A worker process that dies is restarted by the supervisor after a short pause.
+A worker process that dies is restarted by the supervisor after a short pause, and the thread of an in-process
+worker that dies is started again; either way the broker delivers its unacknowledged messages again.
 """
 
 from __future__ import annotations
@@ -81,15 +82,21 @@ def run(configs: list[WorkerConfig], *, console: Console, live: bool = True, met
     try:
         if len(configs) == 1:
             worker = Worker(configs[0])
-            thread = threading.Thread(target=worker.run, args=(stop,), name="ingest-worker")
-            thread.start()
+            threads = [threading.Thread(target=worker.run, args=(stop,), name="ingest-worker")]
+            threads[0].start()
 
             def tick() -> None:
-                if not thread.is_alive():
-                    stop.set()
+                # The worker restarts its own loop after an error; a thread that still died (SystemExit, a bug in
+                # the restart itself) is started again on the same Worker: its broker session resumes and the
+                # broker delivers every unacknowledged message again.
+                if not threads[-1].is_alive() and not stop.is_set():
+                    console.print("[yellow]ingest worker thread died; restarting it[/yellow]")
+                    worker.counters.restarts += 1
+                    threads.append(threading.Thread(target=worker.run, args=(stop,), name="ingest-worker"))
+                    threads[-1].start()
 
             _watch(stop, console, status_dir, live, tick=tick)
-            thread.join()
+            threads[-1].join()
         else:
             _run_processes(configs, stop, console, status_dir, live)
     finally:
