@@ -93,7 +93,8 @@ def start_world(gateways: list[GatewayPlan], *, clock: SimClock, seed: int, faul
                 world._stops.append(dlms.stop)
                 world.endpoints.append((gw, Endpoint(port=dlms.port, dlms_addresses=dlms.addresses)))
             elif gw.protocol == "dcu-mqtt":
-                dcu = start_dcu(gw.name, sims, dcu_endpoint, clock, DCU_INTERVAL_S)
+                dcu = start_dcu(gw.name, sims, dcu_endpoint, clock, DCU_INTERVAL_S,
+                                outbox_dir=run_dir / "dcu-outbox" / gw.name)
                 world._stops.append(dcu.stop)
                 world.dcu_handles.append(dcu)
                 world.endpoints.append((gw, Endpoint()))

@@ -1,4 +1,14 @@
-"""`amr simulate` starter for data concentrators: each pushes its meters' interval reads to its uplink topic."""
+"""`amr simulate` starter for data concentrators: each pushes its meters' interval reads to its uplink topic.
+
+Options (``[simulate.options.dcu]``):
+
+- ``dcu_prefix`` (default "DCU-SIM"): DCU ids are ``<prefix>-0001``, ...; each is also the DCU's MQTT client id.
+- ``interval_s`` (default 1800): the read interval.
+- ``outbox_dir`` (default ``<state dir>/dcu-outbox``): where each DCU keeps its outbox, in ``<outbox_dir>/<dcu
+  id>``, so that a restarted simulator sends what its DCUs held (a real concentrator keeps it on flash).
+- ``confirm`` (default true): an uplink leaves the outbox when ingest confirms it (docs/delivery.md); false: on
+  its PUBACK, as a concentrator that does not speak the confirmation protocol.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +18,50 @@ from typing import Any
 from amr.broker.mosquitto import broker_endpoint
 from amr.broker.topics import dcu_uplink_topic
 from amr.credentials import read_or_create_credentials
+from amr.errors import ConfigError
 from amr.settings import read_settings
 from simulators.clock import SimClock
 from simulators.dcu.dcu import start_dcu
 from simulators.meter import SimulatedMeter
 from simulators.modbus.fleet import Listener
 
+OUTBOX_DIR_NAME = "dcu-outbox"
 
-def start_listener(*, protocol: str, meters: list[SimulatedMeter], clock: SimClock, host: str, port: int,
-                   options: dict[str, Any], index: int, run_dir: Path) -> Listener:
+
+def start_listener(
+    *,
+    protocol: str,
+    meters: list[SimulatedMeter],
+    clock: SimClock,
+    host: str,
+    port: int,
+    options: dict[str, Any],
+    index: int,
+    run_dir: Path,
+) -> Listener:
     settings = read_settings()
     endpoint = broker_endpoint(settings, read_or_create_credentials(settings.credentials_file), "dcu")
     dcu_id = str(options.get("dcu_prefix", "DCU-SIM")) + f"-{index:04d}"
-    handle = start_dcu(dcu_id, meters, endpoint, clock, int(options.get("interval_s", 1800)))
-    return Listener(protocol=protocol, endpoint=f"mqtt {endpoint.host}:{endpoint.port} {dcu_uplink_topic(dcu_id)}",
-                    units=list(range(1, len(meters) + 1)), serials=[m.serial for m in meters], stop=handle.stop,
-                    extra={"dcu_id": dcu_id})
+    outbox_root = options.get("outbox_dir", settings.state_dir / OUTBOX_DIR_NAME)
+    if not isinstance(outbox_root, str | Path):
+        raise ConfigError(f"expected a directory path, got {outbox_root!r}", key="simulate.options.dcu.outbox_dir")
+    confirm = options.get("confirm", True)
+    if not isinstance(confirm, bool):
+        raise ConfigError(f"expected true or false, got {confirm!r}", key="simulate.options.dcu.confirm")
+    handle = start_dcu(
+        dcu_id,
+        meters,
+        endpoint,
+        clock,
+        int(options.get("interval_s", 1800)),
+        outbox_dir=Path(outbox_root) / dcu_id,
+        confirm=confirm,
+    )
+    return Listener(
+        protocol=protocol,
+        endpoint=f"mqtt {endpoint.host}:{endpoint.port} {dcu_uplink_topic(dcu_id)}",
+        units=list(range(1, len(meters) + 1)),
+        serials=[m.serial for m in meters],
+        stop=handle.stop,
+        extra={"dcu_id": dcu_id, "outbox": str(Path(outbox_root) / dcu_id)},
+    )

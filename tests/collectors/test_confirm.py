@@ -8,27 +8,40 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import shutil
 import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from amr.broker.confirm import max_payload_bytes
 from amr.broker.mosquitto import LocalMosquitto
-from amr.broker.topics import confirm_topic, readings_topic
+from amr.broker.topics import confirm_topic, events_topic, readings_topic
 from amr.credentials import read_or_create_credentials
+from amr.messages import Reading
+from collectors.batcher import Batcher
 from collectors.config import parse_collector_config
 from collectors.runner import Collector, CollectorSnapshot
-from collectors.spool import SPOOL_FILE
+from collectors.spool import SPOOL_FILE, Spool
 from simulators.clock import SimClock
 from simulators.tcpproxy import TcpProxy
-from tests.collectors.fleet import Recorder, SimGateway, check_seqs, gateway_toml, start_gateway, wait_until
-from tests.services import endpoint, make_state_dir
+from tests.collectors.fleet import (
+    Recorder,
+    SimGateway,
+    as_v1_dict,
+    check_seqs,
+    gateway_toml,
+    start_gateway,
+    wait_until,
+)
+from tests.services import endpoint, free_port, make_state_dir
 from tests.services import own_broker as start_own_broker
 
 pytestmark = pytest.mark.fault
@@ -96,7 +109,7 @@ def test_rows_stay_after_puback_until_confirmed(own_broker: LocalMosquitto, tmp_
         assert all(d.response_topic == confirm_topic(cid) for d in delivered)
         assert all(d.message_id is not None for d in delivered)
         assert publisher.client_id == cid and publisher.rejected == 0
-        ids = {d.message_id for d in delivered}
+        ids = {d.message_id for d in delivered if d.message_id is not None}
         # (a) acknowledged by the broker, received by the subscriber, and still in the spool: not confirmed.
         assert wait_until(lambda: publisher.published >= len(ids), 10)
         assert ids <= spool_ids(spool)
@@ -202,3 +215,98 @@ def test_broker_killed_and_wiped_loses_nothing(own_broker: LocalMosquitto, tmp_p
     batches, _repeats = check_seqs(recorder.raw(readings_topic(cid)))  # seq 1..max, none missing
     assert max(batches) == collector.spool.last_seq
     assert sum(len(b["readings"]) for b in batches.values()) == snap.readings
+
+
+def test_a_spool_left_by_a_previous_run_is_sent_with_no_new_readings(
+    own_broker: LocalMosquitto, tmp_path: Path
+) -> None:
+    """What a stopped collector left in its spool goes out at the next start even when no meter answers (before,
+    the pump sent only up to the newest id committed by the running process)."""
+    cid = "test-confirm-leftover"
+    spool_dir = tmp_path / "spool"
+    left = Spool(spool_dir)
+    batcher = Batcher(
+        left, source=cid, readings_topic=readings_topic(cid), events_topic=events_topic(cid), batch_readings=10
+    )
+    batcher.add(
+        [
+            Reading(meter="TLFT001", obis="1.0.1.8.0.255", ts=datetime(2026, 10, 1, tzinfo=UTC), value=v, unit="kWh")
+            for v in range(35)
+        ]
+    )
+    batcher.flush(force=True)
+    left.close()
+    recorder = Recorder(endpoint(own_broker, "ingest"), [readings_topic(cid)], confirm=True).start()
+    ep = endpoint(own_broker, "collector")
+    text = (
+        f'collector_id = "{cid}"\nspool_dir = "{spool_dir}"\n'
+        f'[broker]\nhost = "{own_broker.host}"\nport = {own_broker.port}\nusername = "{ep.username}"\n'
+        f'password = "{ep.password}"\n'
+    )
+    running = RunningCollector(Collector(parse_collector_config(text, source="leftover.toml")))
+    try:
+        assert wait_until(lambda: spool_ids(spool_dir) == set(), 20), spool_ids(spool_dir)
+    finally:
+        snap = running.stop()
+        recorder.stop()
+    batches, _repeats = check_seqs(recorder.raw(readings_topic(cid)))
+    assert sorted(r["value"] for b in batches.values() for r in b["readings"]) == list(range(35))
+    assert snap.spool_depth == 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmallPacketMosquitto(LocalMosquitto):
+    """The project's broker config with a smaller max_packet_size (as a third-party broker may have)."""
+
+    max_packet_bytes: int
+
+    def write_config(self) -> None:
+        super().write_config()
+        text, n = re.subn(
+            r"^max_packet_size \d+$",
+            f"max_packet_size {self.max_packet_bytes}",
+            self.config_file.read_text(),
+            flags=re.M,
+        )
+        assert n == 1, "the broker config has no max_packet_size line to change"
+        self.config_file.write_text(text)
+
+
+def test_batches_fit_the_packet_limit_the_broker_announces(tmp_path: Path) -> None:
+    limit = 8_192
+    state = make_state_dir("amr-confirm-small-")
+    small = SmallPacketMosquitto(
+        base_dir=state / "mosquitto",
+        port=free_port(),
+        credentials=read_or_create_credentials(state / "cred.toml"),
+        max_packet_bytes=limit,
+    )
+    small.start()
+    cid = "test-confirm-small"
+    gw = start_gateway("tcp", "TCSM", [1, 2, 3, 4, 5, 6], SimClock(datetime(2026, 10, 1, tzinfo=UTC)))
+    spool = tmp_path / "spool"
+    recorder = Recorder(endpoint(small, "ingest"), [readings_topic(cid)], confirm=True).start()
+    ep = endpoint(small, "collector")
+    text = (
+        f'collector_id = "{cid}"\nspool_dir = "{spool}"\nbatch_readings = 5000\n'
+        f'[broker]\nhost = "{small.host}"\nport = {small.port}\nusername = "{ep.username}"\n'
+        f'password = "{ep.password}"\n' + gateway_toml("g", gw, poll_interval_s=0.02)
+    )
+    running = RunningCollector(Collector(parse_collector_config(text, source="small.toml")))
+    try:
+        assert wait_until(lambda: len(recorder.deliveries) >= 20, 60)
+        assert running.collector.publisher.max_packet_bytes == limit  # from the CONNACK
+    finally:
+        snap = running.stop()
+        gw.handle.stop()
+        recorder.stop()
+        small.stop()
+    log = small.log_file.read_text(errors="replace")
+    shutil.rmtree(state, ignore_errors=True)
+    assert "oversize" not in log  # no packet was too large: the connection was never dropped for one
+    payloads = recorder.raw(readings_topic(cid))
+    assert max(len(p) for p in payloads) <= max_payload_bytes(limit, readings_topic(cid), cid)
+    assert max(len(p) for p in payloads) > limit // 2  # the batches were split to fit, not made small
+    readings = {(r["meter"], r["obis"], r["ts"]) for b in map(as_v1_dict, payloads) for r in b["readings"]}
+    assert len(readings) == snap.readings  # every reading arrived (a re-sent batch repeats, not adds)
+    assert snap.spool_depth == 0 and snap.refused == 0
