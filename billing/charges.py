@@ -13,14 +13,16 @@ Rounding (EVN household rule in tariffs, documented once here):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
-from billing.tariff_book import TieredFile, TieredVersion, TouPrice
+from billing import flags as F
+from billing.tariff_book import PriceRound, TieredFile, TieredVersion, TouPrice
 
 
 def round_half_up_div(num: Any, den: int) -> Any:
@@ -50,6 +52,22 @@ def cycle_parts(versions: list[Any], start: date, end: date) -> list[Part]:
             raise ValueError(f"no tariff version in force on {a}")
         parts.append(Part(version=current, start=a, days=(b - a).days))
     return parts
+
+
+def price_flags(parts: Sequence[Part], rounds: Sequence[PriceRound]) -> list[str]:
+    """The price flags of a bill priced in `parts`: PROVISIONAL_PRICE when a part's version is provisional,
+    OUTDATED_PRICE when EVN's latest average-price round in force on a part's last day is newer than its
+    version (the tariff data lacks that round's prices)."""
+    out = []
+    if any(bool(getattr(p.version, "provisional", False)) for p in parts):
+        out.append(F.PROVISIONAL_PRICE)
+    for p in parts:
+        last_day = p.start + timedelta(days=p.days - 1)
+        latest = max((r.effective_from for r in rounds if r.effective_from <= last_day), default=None)
+        if latest is not None and latest > p.version.effective_from:
+            out.append(F.OUTDATED_PRICE)
+            break
+    return out
 
 
 def split_kwh(kwh: np.ndarray, part_days: list[int]) -> np.ndarray:

@@ -32,6 +32,15 @@ CLOCK_SUSPECT = 1 << 16  # meter clock offset above the suspect threshold
 CLOCK_INVALID = 1 << 17  # meter clock offset above the invalid threshold
 ESTIMATED = 1 << 18  # (daily rows) part of the day is estimated
 
+# Bill-level price flags: text codes in bills.quality_flags beside the rule codes. No bits: they describe the
+# prices a bill was priced on, not its readings. Each is counted in the run summary.
+PROVISIONAL_PRICE = "PROVISIONAL_PRICE"  # a price version marked provisional (derived, not read in a source)
+OUTDATED_PRICE = "OUTDATED_PRICE"  # a price version older than EVN's latest average-price round then in force
+PRICE_FLAG_LABELS: dict[str, str] = {
+    PROVISIONAL_PRICE: "bills on provisional prices",
+    OUTDATED_PRICE: "bills on outdated prices",
+}
+
 # Estimation methods (daily_consumption.methods)
 METHOD_LINEAR = 1
 METHOD_HISTORICAL = 2

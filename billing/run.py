@@ -18,7 +18,7 @@ import psycopg
 
 from amr.db.server import DatabaseServer, Role
 from billing import flags as F
-from billing.charges import household_charges, round_half_up_div, tou_charges, vat_vnd
+from billing.charges import household_charges, price_flags, round_half_up_div, tou_charges, vat_vnd
 from billing.cycles import cycles, parse_period
 from billing.export import write_exports
 from billing.load import PARTITION_METERS, MeterTable, fetch_meters, fetch_readings
@@ -131,6 +131,7 @@ class RunSummary:
     no_data_share: float = 0.0
     readings: int = 0
     exceptions_by_rule: dict[str, int] = field(default_factory=dict)
+    price_flags: dict[str, int] = field(default_factory=dict)  # billed customers per price flag (flags.PRICE_FLAG_*)
     hold_reason: str | None = None
     files: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -230,7 +231,6 @@ def price_bills(meters: MeterTable, det: _Determinants, start: np.ndarray, end: 
         if cls in book.tiered:
             ch = household_charges(kwh[idx], tariff=book.tiered[cls], cycle_start=cycle_start, cycle_end=cycle_end,
                                    households=int(households))
-            provisional[idx] = any(p.version.provisional for p in ch.parts)
         elif (prices := book.tou_prices(cls)) is not None:
             r = rates[idx].copy()
             missing = np.isnan(det.rate_kwh[idx]).any(axis=1)
@@ -243,6 +243,11 @@ def price_bills(meters: MeterTable, det: _Determinants, start: np.ndarray, end: 
         else:
             status[idx] = "no_tariff"
             continue
+        # Provisional or outdated prices are named on the bill (quality flags) and counted in the run summary.
+        flagged = price_flags(ch.parts, book.price_rounds)
+        provisional[idx] = F.PROVISIONAL_PRICE in flagged
+        if flagged:
+            extra_flags[idx] = [",".join([*filter(None, [e]), *flagged]) for e in extra_flags[idx]]
         rate = book.vat_on(cycle_end)
         amount[idx] = ch.amount_vnd
         vat[idx] = vat_vnd(ch.amount_vnd, rate.basis_points)
@@ -367,6 +372,9 @@ def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str
                 summary.amount_vnd = int(bills["amount_vnd"].sum())
                 summary.vat_vnd = int(bills["vat_vnd"].sum())
                 summary.total_vnd = int(bills["total_vnd"].sum())
+                codes = bills["quality_flags"].str.split(",")
+                summary.price_flags = {code: n for code in F.PRICE_FLAG_LABELS
+                                       if (n := int((billed & codes.map(lambda c, k=code: k in c)).sum()))}
                 summary.status, summary.hold_reason = status, reason
                 if out_dir is not None:
                     t = time.perf_counter()
@@ -386,6 +394,7 @@ def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str
             finish_run(conn, run_id, status=summary.status, estimated_share=summary.estimated_share,
                        exceptions=summary.exceptions_by_rule, hold_reason=summary.hold_reason,
                        detail={"readings": summary.readings, "no_data_share": summary.no_data_share,
+                               "price_flags": summary.price_flags,
                                "seconds": {k: round(v, 3) for k, v in clock.items()}}, **fields)
         except BaseException:
             finish_run(conn, run_id, status="failed")
@@ -421,6 +430,8 @@ def summary_items(s: RunSummary) -> dict[str, Any]:
         "amount before VAT [VND]": s.amount_vnd, "VAT [VND]": s.vat_vnd, "total [VND]": s.total_vnd,
         "intervals estimated": f"{s.estimated_share:.3%}", "readings": s.readings,
     }
+    for code, count in s.price_flags.items():
+        items[F.PRICE_FLAG_LABELS[code]] = count
     if s.hold_reason:
         items["hold reason"] = s.hold_reason
     for rule, count in s.exceptions_by_rule.items():

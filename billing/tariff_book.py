@@ -69,6 +69,15 @@ class TouPrice(_Strict):
     normal: int = Field(gt=0)
     peak: int = Field(gt=0)
     offpeak: int = Field(gt=0)
+    provisional: bool = False  # not read in a source (derived): bills priced on it say PROVISIONAL_PRICE
+    source: str = ""
+
+
+class PriceRound(_Strict):
+    """A round of EVN's average retail price: price versions older than the latest round in force are outdated."""
+
+    effective_from: date
+    average_vnd_per_kwh: float = Field(gt=0)
     source: str = ""
 
 
@@ -92,8 +101,14 @@ class TouFile(_Strict):
     class_groups: dict[str, str]
     groups: dict[str, list[TouPrice]]
     windows: list[TouWindows]
+    price_rounds: list[PriceRound] = Field(default_factory=list)
 
     _g = field_validator("windows")(_dated)
+
+    @field_validator("price_rounds")
+    @classmethod
+    def _rounds_dated(cls, v: list[PriceRound]) -> list[PriceRound]:
+        return _dated(v) if v else v
 
     @field_validator("groups")
     @classmethod
@@ -157,6 +172,11 @@ class TariffBook:
     def vat_on(self, day: date) -> VatRate:
         rate: VatRate = version_at(self.vat.rates, day)
         return rate
+
+    @property
+    def price_rounds(self) -> list[PriceRound]:
+        """EVN's average-price rounds (from the TOU file), oldest first; empty without a TOU file."""
+        return list(self.tou.price_rounds) if self.tou is not None else []
 
     def tou_prices(self, tariff_class: str) -> list[TouPrice] | None:
         if self.tou is None or tariff_class not in self.tou.class_groups:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from amr.errors import ConfigError
-from billing.charges import household_charges, round_half_up_div, split_kwh, tou_charges, vat_vnd
+from billing import flags as F
+from billing.charges import household_charges, price_flags, round_half_up_div, split_kwh, tou_charges, vat_vnd
 from billing.cycles import cycle, cycles, parse_period
-from billing.tariff_book import TieredFile, parse_tariff_file, read_tariff_book
+from billing.tariff_book import TieredFile, TouFile, TouPrice, parse_tariff_file, read_tariff_book
 
 BOOK = read_tariff_book()
 HOUSEHOLD = BOOK.tiered["household"]
@@ -82,12 +83,14 @@ def test_vectorized_amounts_equal_one_by_one() -> None:
 
 
 def test_tou_bill_for_a_business_customer() -> None:
-    # business < 6 kV: 1,000 x 2,666 + 300 x 4,587 + 500 x 1,622 = 4,853,100
+    # business < 6 kV in 2026, Decision 1279/QD-BCT prices (from 2025-05-10), not 648/QD-BCT (2019):
+    # 1,000 x 3,152 + 300 x 5,422 + 500 x 1,918 = 3,152,000 + 1,626,600 + 959,000 = 5,737,600
     prices = BOOK.tou_prices("business")
     assert prices is not None
     c = tou_charges(np.array([1000]), np.array([300]), np.array([500]), prices=prices,
                     cycle_start=date(2026, 9, 1), cycle_end=date(2026, 10, 1))
-    assert c.amount_vnd.tolist() == [4_853_100]
+    assert c.amount_vnd.tolist() == [5_737_600]
+    assert price_flags(c.parts, BOOK.price_rounds) == []
     assert BOOK.tou_period(date(2026, 10, 5), __import__("datetime").time(18, 0)) == "peak"  # Monday evening
     assert BOOK.tou_period(date(2026, 10, 4), __import__("datetime").time(18, 0)) == "normal"  # Sunday
     assert BOOK.tou_period(date(2026, 10, 4), __import__("datetime").time(3, 59)) == "offpeak"
@@ -160,3 +163,98 @@ def test_billing_cycles_follow_the_read_day() -> None:
     assert end.tolist() == [date(2026, 10, 1), date(2026, 10, 31)]
     with pytest.raises(ConfigError, match="--period"):
         parse_period("2026-13")
+
+
+# --- TOU prices of the 2023-2025 rounds ----------------------------------------------------------------------
+
+
+def test_a_june_2025_bill_uses_the_may_2025_prices() -> None:
+    # production < 6 kV, cycle 2025-06-01 .. 2025-07-01: Decision 1279/QD-BCT (from 2025-05-10) only.
+    # 20,000 x 1,987 + 5,000 x 3,640 + 10,000 x 1,300 = 39,740,000 + 18,200,000 + 13,000,000 = 70,940,000
+    prices = BOOK.tou_prices("production")
+    assert prices is not None
+    c = tou_charges(np.array([20_000]), np.array([5_000]), np.array([10_000]), prices=prices,
+                    cycle_start=date(2025, 6, 1), cycle_end=date(2025, 7, 1))
+    assert [p.version.effective_from for p in c.parts] == [date(2025, 5, 10)]
+    assert c.amount_vnd.tolist() == [70_940_000]
+    assert price_flags(c.parts, BOOK.price_rounds) == []
+
+
+def test_a_cycle_across_may_10_2025_is_split_and_flagged_provisional() -> None:
+    # business < 6 kV, 2025-04-25 .. 2025-05-25: 15 days at the 2024-10-11 prices (provisional), 15 at 2025's.
+    # normal 3,000 kWh -> 1,500 + 1,500: 1,500 x 3,008 + 1,500 x 3,152 = 9,240,000
+    prices = BOOK.tou_prices("business")
+    assert prices is not None
+    c = tou_charges(np.array([3_000]), np.array([0]), np.array([0]), prices=prices,
+                    cycle_start=date(2025, 4, 25), cycle_end=date(2025, 5, 25))
+    assert [(p.version.effective_from, p.days) for p in c.parts] == [(date(2024, 10, 11), 15),
+                                                                    (date(2025, 5, 10), 15)]
+    assert c.amount_vnd.tolist() == [9_240_000]
+    assert price_flags(c.parts, BOOK.price_rounds) == [F.PROVISIONAL_PRICE]
+
+
+def test_every_group_has_a_version_from_every_price_round() -> None:
+    tou = BOOK.tou
+    assert tou is not None
+    rounds = [r.effective_from for r in tou.price_rounds]
+    assert rounds == [date(2019, 3, 20), date(2023, 5, 4), date(2023, 11, 9), date(2024, 10, 11), date(2025, 5, 10)]
+    for name, versions in tou.groups.items():
+        assert [v.effective_from for v in versions] == rounds, name
+        assert all(v.source for v in versions), name
+        # read in a source: 2019 (Decision 648) and 2025 (Decision 1279); the rounds between are derived
+        assert [v.provisional for v in versions] == [False, True, True, True, False], name
+
+
+def _derived(anchor: TouPrice, ratio: float) -> tuple[int, int, int]:
+    return tuple(int(round_half_up_div(round(p * ratio * 1_000_000), 1_000_000))
+                 for p in (anchor.normal, anchor.peak, anchor.offpeak))  # type: ignore[return-value]
+
+
+def test_provisional_prices_follow_the_published_average_price_increases() -> None:
+    """Each provisional version = the prices of the source-read version fewest rounds away (ties: the later),
+    times the ratio of the two rounds' average retail prices, rounded half up (as tou.toml's header says)."""
+    tou = BOOK.tou
+    assert isinstance(tou, TouFile)
+    average = {r.effective_from: r.average_vnd_per_kwh for r in tou.price_rounds}
+    for name, versions in tou.groups.items():
+        read = [k for k, v in enumerate(versions) if not v.provisional]
+        for k, v in enumerate(versions):
+            if not v.provisional:
+                continue
+            anchor = versions[min(read, key=lambda a: (abs(a - k), -a))]
+            ratio = average[v.effective_from] / average[anchor.effective_from]
+            assert (v.normal, v.peak, v.offpeak) == _derived(anchor, ratio), (name, v.effective_from)
+
+
+def test_prices_older_than_the_latest_round_are_flagged_outdated(tmp_path: Path) -> None:
+    # A TOU file whose business prices stop at 2019 while the rounds go on: a 2026 bill is priced on outdated
+    # prices (the defect this data fixes: 648/QD-BCT prices billed years after four increases).
+    text = (Path(__file__).parents[2] / "billing" / "tariffs" / "tou.toml").read_text(encoding="utf-8")
+    head, _, rest = text.partition("[[groups.business_lt6kv]]\neffective_from = 2023-05-04")
+    stale = head + rest[rest.index("[[groups.business_ge22kv]]"):]
+    tou = parse_tariff_file(stale, source="stale.toml")
+    assert isinstance(tou, TouFile)
+    assert [v.effective_from for v in tou.groups["business_lt6kv"]] == [date(2019, 3, 20)]
+    c = tou_charges(np.array([1000]), np.array([300]), np.array([500]), prices=tou.groups["business_lt6kv"],
+                    cycle_start=date(2026, 9, 1), cycle_end=date(2026, 10, 1))
+    assert c.amount_vnd.tolist() == [4_853_100]  # 1,000 x 2,666 + 300 x 4,587 + 500 x 1,622
+    assert price_flags(c.parts, tou.price_rounds) == [F.OUTDATED_PRICE]
+    # Before the first increase the same prices were current.
+    c2019 = tou_charges(np.array([1]), np.array([0]), np.array([0]), prices=tou.groups["business_lt6kv"],
+                        cycle_start=date(2023, 4, 1), cycle_end=date(2023, 5, 1))
+    assert price_flags(c2019.parts, tou.price_rounds) == []
+    # A cycle that runs into a round the data lacks is outdated too (its last day is past 2023-05-04).
+    c_may = tou_charges(np.array([1]), np.array([0]), np.array([0]), prices=tou.groups["business_lt6kv"],
+                        cycle_start=date(2023, 4, 15), cycle_end=date(2023, 5, 15))
+    assert price_flags(c_may.parts, tou.price_rounds) == [F.OUTDATED_PRICE]
+
+
+def test_households_on_provisional_prices_are_flagged() -> None:
+    # The 2025-05-10 household prices are provisional (household.toml): a 2026 household bill says so.
+    c = household_charges(np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2026, 9, 1),
+                          cycle_end=date(2026, 10, 1))
+    assert price_flags(c.parts, BOOK.price_rounds) == [F.PROVISIONAL_PRICE]
+    # 2024-11: the 2024-10-11 prices, read in a source and the latest round then: no flag.
+    c = household_charges(np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2024, 11, 5),
+                          cycle_end=date(2024, 12, 5))
+    assert price_flags(c.parts, BOOK.price_rounds) == []

@@ -17,9 +17,9 @@ import pytest
 
 from amr.db.server import DatabaseServer, Role
 from billing.charges import household_charges, tou_charges, vat_vnd
-from billing.run import run_period
+from billing.run import run_period, summary_items
 from billing.synthetic import concat, copy_readings, local_midnight_s, register_reads
-from billing.tariff_book import read_tariff_book
+from billing.tariff_book import TARIFF_DIR, read_tariff_book
 from billing.vee import ReadingArrays
 
 PERIOD = "2026-10"
@@ -156,6 +156,50 @@ def test_bill_run_exports_records_and_prices(fleet: DatabaseServer, tmp_path: Pa
             "AND estimated_kwh > 0 ORDER BY day").fetchall()
         assert [r[0] for r in est] == [date(2026, 9, 11), date(2026, 9, 12)]
         assert all(r[2] & 8 for r in est)  # scaled to the register delta
+
+
+def _bill_flags(db: DatabaseServer, run_id: int) -> dict[int, set[str]]:
+    with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
+        rows = conn.execute("SELECT meter_id, quality_flags FROM bills WHERE run_id = %s AND status = 'billed'",
+                            (run_id,)).fetchall()
+    return {int(m): set(filter(None, str(q).split(","))) for m, q in rows}
+
+
+def _run_detail(db: DatabaseServer, run_id: int) -> dict[str, object]:
+    with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
+        row = conn.execute("SELECT detail FROM billing_runs WHERE run_id = %s", (run_id,)).fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def test_bills_on_provisional_or_outdated_prices_say_so(fleet: DatabaseServer, tmp_path: Path) -> None:
+    # The shipped tariffs in 2026-09: households on the provisional 2025-05-10 household prices, the business
+    # customer (meter 3) on Decision 1279/QD-BCT prices read in a source.
+    summary = run_period(fleet, period=PERIOD, city="HCM")
+    flags = _bill_flags(fleet, summary.run_id)
+    assert set(flags) == {1, 2, 3, 5}
+    assert all("PROVISIONAL_PRICE" in flags[m] for m in (1, 2, 5))
+    assert not {"PROVISIONAL_PRICE", "OUTDATED_PRICE"} & flags[3]
+    assert summary.price_flags == {"PROVISIONAL_PRICE": 3}
+    assert summary_items(summary)["bills on provisional prices"] == 3
+    assert "bills on outdated prices" not in summary_items(summary)
+    assert _run_detail(fleet, summary.run_id)["price_flags"] == {"PROVISIONAL_PRICE": 3}
+
+    # Tariff data whose business prices stop at Decision 648/QD-BCT (2019), as before: the business bill is
+    # priced on outdated prices and says so, and so does the run summary.
+    stale = tmp_path / "tariffs"
+    stale.mkdir()
+    for name in ("household.toml", "vat.toml"):
+        (stale / name).write_text((TARIFF_DIR / name).read_text(encoding="utf-8"), encoding="utf-8")
+    tou = (TARIFF_DIR / "tou.toml").read_text(encoding="utf-8")
+    head, _, rest = tou.partition("[[groups.business_lt6kv]]\neffective_from = 2023-05-04")
+    (stale / "tou.toml").write_text(head + rest[rest.index("[[groups.business_ge22kv]]"):], encoding="utf-8")
+    summary = run_period(fleet, period=PERIOD, city="HCM", tariff_dir=stale)
+    flags = _bill_flags(fleet, summary.run_id)
+    assert "OUTDATED_PRICE" in flags[3] and "PROVISIONAL_PRICE" not in flags[3]
+    assert summary.price_flags == {"PROVISIONAL_PRICE": 3, "OUTDATED_PRICE": 1}
+    items = summary_items(summary)
+    assert (items["bills on provisional prices"], items["bills on outdated prices"]) == (3, 1)
 
 
 def test_billing_role_cannot_write_readings(fleet: DatabaseServer) -> None:
