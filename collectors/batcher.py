@@ -192,6 +192,10 @@ class Batcher:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("spooled message %d on %s cannot be split: %s", record.id, record.topic, exc)
         if items is None or len(items) < 2:
+            if record.topic == self.events_topic:
+                self.refused_events += len(items) if items else 1
+            else:
+                self.refused_readings += len(items) if items else 1
             self._refuse(record.topic, record.payload, f"spooled message {record.id}", message_id=record.id)
             return
         self.spool.drop(record.id)  # in the same transaction as its parts

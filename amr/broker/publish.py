@@ -48,6 +48,9 @@ class WindowedPublisher:
         self._refused: str | None = None
         self._dropped_oversize = False
         self.max_packet_bytes: int | None = None  # the broker's (its CONNACK), once connected
+        # PUBACK reason -> count of messages the broker refused (e.g. 'Not authorized': the ACL lets a client
+        # write only under its own client id); publish_all counts them as acknowledged, the caller decides.
+        self.rejected: dict[str, int] = {}
 
     def _on_connect(
         self, _c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, props: Properties | None
@@ -63,9 +66,11 @@ class WindowedPublisher:
             self._dropped_oversize = True
             self._all_acked.set()  # wake publish_all: it raises
 
-    def _on_publish(self, _c: mqtt.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
+    def _on_publish(self, _c: mqtt.Client, _u: object, _mid: int, reason: mqtt.ReasonCode, _p: object) -> None:
         self._free.release()
         with self._lock:
+            if reason.is_failure:
+                self.rejected[str(reason)] = self.rejected.get(str(reason), 0) + 1
             self._outstanding -= 1
             if self._outstanding == 0:
                 self._all_acked.set()

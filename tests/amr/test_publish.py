@@ -60,9 +60,17 @@ def test_the_largest_payload_that_fits_arrives_whole(own_broker: LocalMosquitto)
             payload = bytes(range(256)) * (largest // 256) + b"z" * (largest % 256)
             assert publish_packet_bytes(TOPIC, len(payload)) == BROKER_LIMIT
             assert pub.publish_all([(TOPIC, payload)], timeout_s=30) == 1
+            assert pub.rejected == {}
             with pytest.raises(PacketTooLarge):
                 pub.publish_all([(TOPIC, payload + b"!")], timeout_s=30)
         assert wait_until(lambda: len(recorder.raw(TOPIC)) == 1, 20)
         assert recorder.raw(TOPIC)[0] == payload
     finally:
         recorder.stop()
+
+
+def test_messages_the_broker_refuses_are_counted(own_broker: LocalMosquitto) -> None:
+    with WindowedPublisher(endpoint(own_broker, "collector"), client_id=NAME) as pub:
+        # Another collector's topic: the ACL lets a client write only under its own client id.
+        assert pub.publish_all([(readings_topic("someone-else"), b"{}"), (TOPIC, b"{}")], timeout_s=30) == 2
+    assert pub.rejected == {"Not authorized": 1}
