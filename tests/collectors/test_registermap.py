@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -19,6 +20,7 @@ from collectors.modbus.codec import (
 )
 from collectors.modbus.registermap import (
     RegisterSpec,
+    WordOrder,
     parse_register_map,
     read_register_map,
     shipped_maps,
@@ -107,8 +109,8 @@ def test_unknown_and_missing_keys_and_bad_toml(tmp_path) -> None:
 
 def spec(dtype: str, order: str = "big", scale: float = 1.0) -> RegisterSpec:
     return RegisterSpec(
-        name="x", obis="1.0.1.8.0.255", function="input", address=0, dtype=dtype, word_order=order,
-        scale=scale, unit="kWh",
+        name="x", obis="1.0.1.8.0.255", function="input", address=0, dtype=dtype,
+        word_order=cast(WordOrder, order), scale=scale, unit="kWh",
     )  # fmt: skip
 
 
