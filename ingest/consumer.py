@@ -35,11 +35,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from amr.broker import topics
+from amr.broker.confirm import message_id_of
 from amr.broker.probe import new_client
 from ingest.limits import (
     CONFIRM_MAX_OUTSTANDING,
     KEEPALIVE_S,
-    MAX_CORRELATION_DIGITS,
     QUEUE_MAX_MESSAGES,
     RECEIVE_MAXIMUM,
     SESSION_EXPIRY_S,
@@ -66,14 +66,6 @@ class Incoming:
     dup: bool = False  # the broker sent it before (a worker took it and died, or the connection dropped)
     response_topic: str | None = None  # where the source wants its commit confirmation (MQTT 5 ResponseTopic)
     correlation: int | None = None  # the source's id of the message (MQTT 5 CorrelationData, ASCII digits)
-
-
-def correlation_id(data: object) -> int | None:
-    """CorrelationData as the source's message id: ASCII decimal digits of a positive int64, else None."""
-    if not isinstance(data, bytes | bytearray) or not 0 < len(data) <= MAX_CORRELATION_DIGITS or not data.isdigit():
-        return None
-    value = int(data)
-    return value if 0 < value < 2**63 else None
 
 
 class Consumer:
@@ -203,6 +195,6 @@ class Consumer:
         item = Incoming(
             msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.generation, time.time(), dup=bool(msg.dup),
             response_topic=response if isinstance(response, str) else None,
-            correlation=correlation_id(getattr(props, "CorrelationData", None)),
+            correlation=message_id_of(props),
         )  # fmt: skip
         self.queue.put(item)  # blocks only with a broker that ignores Receive Maximum: see the module docstring

@@ -93,5 +93,3 @@ STATUS_MAX_FUTURE_S = 300.0
 # the source (it re-sends what stays unconfirmed), so beyond this many the worker skips confirming rather than
 # queueing without bound while the broker is slow; far below paho's 65,535 message ids.
 CONFIRM_MAX_OUTSTANDING = 10_000
-# The longest digit string accepted as CorrelationData: a positive int64.
-MAX_CORRELATION_DIGITS = 19

@@ -30,9 +30,9 @@ import numpy.typing as npt
 import psycopg
 
 from amr.broker import topics
+from amr.broker.confirm import encode_confirmation
 from amr.broker.mosquitto import BrokerEndpoint
 from amr.errors import PayloadError
-from amr.messages import encode
 from ingest import limits
 from ingest.consumer import Consumer, Incoming
 from ingest.decode import Validated, parse_message, serials_of, topic_source, validate_message
@@ -294,7 +294,7 @@ class Worker:
                 continue
             ids_by_topic.setdefault(item.response_topic, []).append(item.correlation)
         for topic, ids in ids_by_topic.items():
-            if self.consumer.confirm(topic, encode({"v": 1, "ids": ids})):
+            if self.consumer.confirm(topic, encode_confirmation(ids)):
                 self.counters.confirmations += 1
 
     def _maybe_write_last_seen(self, stop: threading.Event) -> None:
