@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amr.errors import ConfigError
-from collectors.tomlpos import config_error
+from amr.tomlfile import config_error
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = "amr.toml"

@@ -36,8 +36,13 @@ def read_machine() -> dict[str, Any]:
     except OSError:
         pass
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def discover() -> list[str]:
@@ -55,8 +60,12 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Benchmarks ({report['started_at']})", "", "Machine: " + ", ".join(
-        f"{k} {v}" for k, v in report["machine"].items()), ""]
+    lines = [
+        f"# Benchmarks ({report['started_at']})",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()),
+        "",
+    ]
     for name, result in report["results"].items():
         lines += [f"## {name}", "", "| figure | value |", "| --- | --- |"]
         rows: list[tuple[str, str]] = []
@@ -74,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     names = args.only or discover()
-    report: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                              "quick": args.quick, "machine": read_machine(), "results": {}}
+    report: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": read_machine(),
+        "results": {},
+    }
     failed = 0
     for name in names:
         console.rule(f"benchmark {name}")

@@ -45,25 +45,34 @@ def fill(db: DatabaseServer, n: int, seed: int = 3) -> int:
     with psycopg.connect(db.conninfo(Role.OWNER), autocommit=True) as conn:
         ids = np.arange(1, n + 1, dtype=np.int32)
         business = rng.random(n) < 0.03
-        meters = pd.DataFrame({
-            "meter_id": ids, "serial": [f"HCM{i:08d}" for i in ids], "city": "HCM",
-            "power_company": np.array(COMPANIES)[ids % len(COMPANIES)], "customer_code": [f"PE{i:011d}" for i in ids],
-            "tariff_class": np.where(business, "business", "household"), "meter_kind": "smart",
-            "multiplier": np.where(business, 40.0, 1.0), "read_day": 1,
-        })
-        with conn.cursor() as cur, cur.copy(
-            f"COPY meters ({', '.join(meters.columns)}) FROM STDIN (FORMAT csv)"
-        ) as copy:
+        meters = pd.DataFrame(
+            {
+                "meter_id": ids,
+                "serial": [f"HCM{i:08d}" for i in ids],
+                "city": "HCM",
+                "power_company": np.array(COMPANIES)[ids % len(COMPANIES)],
+                "customer_code": [f"PE{i:011d}" for i in ids],
+                "tariff_class": np.where(business, "business", "household"),
+                "meter_kind": "smart",
+                "multiplier": np.where(business, 40.0, 1.0),
+                "read_day": 1,
+            }
+        )
+        with (
+            conn.cursor() as cur,
+            cur.copy(f"COPY meters ({', '.join(meters.columns)}) FROM STDIN (FORMAT csv)") as copy,
+        ):
             copy.write(meters.to_csv(index=False, header=False))
         for lo in range(0, n, GEN_CHUNK):
-            chunk = ids[lo:lo + GEN_CHUNK]
-            b = business[lo:lo + GEN_CHUNK]
+            chunk = ids[lo : lo + GEN_CHUNK]
+            b = business[lo : lo + GEN_CHUNK]
             for tou, sel in ((False, chunk[~b]), (True, chunk[b])):
                 if sel.size == 0:
                     continue
                 kwh = rng.lognormal(np.log(5.5), 0.6, sel.size) * (2 if tou else 1)
-                r = register_reads(meter_ids=sel, first_day=FIRST_DAY, n_days=DAYS, interval_s=86400,
-                                   kwh_per_day=kwh, rng=rng, tou=tou)
+                r = register_reads(
+                    meter_ids=sel, first_day=FIRST_DAY, n_days=DAYS, interval_s=86400, kwh_per_day=kwh, rng=rng, tou=tou
+                )
                 r = r.take(rng.random(len(r)) > 0.003)
                 rows += copy_readings(conn, r)
         conn.execute("ANALYZE readings")
@@ -73,10 +82,14 @@ def fill(db: DatabaseServer, n: int, seed: int = 3) -> int:
 
 def copy_out_floor(db: DatabaseServer) -> float:
     t = time.perf_counter()
-    with psycopg.connect(db.conninfo(Role.BILLING)) as conn, conn.cursor() as cur, cur.copy(
-        "COPY (SELECT meter_id, channel_id, ts, value, quality FROM readings ORDER BY meter_id, channel_id, ts) "
-        "TO STDOUT (FORMAT BINARY)"
-    ) as copy:
+    with (
+        psycopg.connect(db.conninfo(Role.BILLING)) as conn,
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY (SELECT meter_id, channel_id, ts, value, quality FROM readings ORDER BY meter_id, channel_id, ts) "
+            "TO STDOUT (FORMAT BINARY)"
+        ) as copy,
+    ):
         for _ in copy:
             pass
     return time.perf_counter() - t
@@ -99,10 +112,17 @@ def run(quick: bool, customers: int | None = None) -> dict[str, Any]:
         summary = run_period(db, period=PERIOD, out_dir=out)
         total = summary.seconds["total"]
         figures: dict[str, Any] = {
-            "customers": n, "readings": rows, "fill_s": t_fill, "copy_out_floor_s": floor_s,
-            "bill_run_s": total, "customers_per_s": n / total, "ratio_run_to_copy_floor": total / floor_s,
-            "extrapolated_hcmc_s": total * HCMC_CUSTOMERS / n, "status": summary.status,
-            "estimated_share": summary.estimated_share, "total_vnd": summary.total_vnd,
+            "customers": n,
+            "readings": rows,
+            "fill_s": t_fill,
+            "copy_out_floor_s": floor_s,
+            "bill_run_s": total,
+            "customers_per_s": n / total,
+            "ratio_run_to_copy_floor": total / floor_s,
+            "extrapolated_hcmc_s": total * HCMC_CUSTOMERS / n,
+            "status": summary.status,
+            "estimated_share": summary.estimated_share,
+            "total_vnd": summary.total_vnd,
             "export_mb": sum(p.stat().st_size for p in summary.files) / 1e6,
         }
         figures |= {f"stage_{k}_s": v for k, v in summary.seconds.items() if k != "total"}
@@ -124,8 +144,9 @@ def main() -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in f.items():
-        table.add_row(key, f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int)
-                      else str(value))
+        table.add_row(
+            key, f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+        )
     Console().print(table)
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_dashboards [--quick] [--scale S] [--repeats N]
 
-On a throwaway TimescaleDB: the fleet generator (simulators.fleet) writes the registry at `--scale` (1.0 = the
+On a throwaway TimescaleDB: the fleet generator (fleet) writes the registry at `--scale` (1.0 = the
 real size of both cities), SQL fills meter_last_seen / meter_comm_stats for the remote-read meters, then
 refresh_dashboard_aggregates() runs once (timed). Per page, the figure is the median time to build its layout
 and its callbacks' outputs (queries + figures + JSON encoding, what Dash sends), through the amr_reader pool.
@@ -52,9 +52,11 @@ def _fill_network_state(conninfo_owner: str) -> int:
     """meter_last_seen / meter_comm_stats for every remote-read meter: 97 % read in the last 30 min, the rest
     spread over 10 days or never; gateways one per 200 meters; a few collectors."""
     with psycopg.connect(conninfo_owner, autocommit=True) as conn:
-        conn.execute("UPDATE meters SET gateway = 'GW-' || power_company || '-' || (meter_id / 200)"
-                     " WHERE remote_read AND gateway IS NULL"
-                     "   AND protocol IN ('dcu-mqtt', 'modbus-tcp', 'modbus-rtu-tcp')")
+        conn.execute(
+            "UPDATE meters SET gateway = 'GW-' || power_company || '-' || (meter_id / 200)"
+            " WHERE remote_read AND gateway IS NULL"
+            "   AND protocol IN ('dcu-mqtt', 'modbus-tcp', 'modbus-rtu-tcp')"
+        )
         conn.execute(
             "INSERT INTO meter_last_seen (meter_id, last_reading_ts, last_received_at)"
             " SELECT meter_id, now() - CASE WHEN hashint4(meter_id) % 100 < 97 THEN interval '10 minutes'"
@@ -102,15 +104,19 @@ def _pages(src: DataSource) -> dict[str, Callable[[], Any]]:
     def network_page() -> int:
         size = _encode(network.layout(src).to_plotly_json())
         view = network.render_network(src, flt)
-        size += _encode([view.kpis.to_plotly_json(), view.by_company, view.by_protocol, view.collectors,
-                         view.collector_chart])
+        size += _encode(
+            [view.kpis.to_plotly_json(), view.by_company, view.by_protocol, view.collectors, view.collector_chart]
+        )
         size += _encode(network.render_silent_meters(src, flt, 0))
         return size + _encode(network.render_gateways(src, flt, False, 0))
 
     def network_filtered() -> int:
         view = network.render_network(src, flt_hn)
-        return _encode([view.kpis.to_plotly_json(), view.by_company]) + _encode(
-            network.render_silent_meters(src, flt_hn, 3)) + _encode(network.render_gateways(src, flt_hn, True, 0))
+        return (
+            _encode([view.kpis.to_plotly_json(), view.by_company])
+            + _encode(network.render_silent_meters(src, flt_hn, 3))
+            + _encode(network.render_gateways(src, flt_hn, True, 0))
+        )
 
     def quality_page() -> int:
         size = _encode(quality.layout(src).to_plotly_json())
@@ -123,18 +129,27 @@ def _pages(src: DataSource) -> dict[str, Callable[[], Any]]:
         view = billing.render_billing(src, None, None)
         return size + _encode([view.kpis.to_plotly_json(), view.runs])
 
-    return {"rollout (load)": rollout_page, "rollout (replay step)": rollout_replay_step,
-            "network (load)": network_page, "network (filter+page)": network_filtered,
-            "data quality (load)": quality_page, "billing (load)": billing_page}
+    return {
+        "rollout (load)": rollout_page,
+        "rollout (replay step)": rollout_replay_step,
+        "network (load)": network_page,
+        "network (filter+page)": network_filtered,
+        "data quality (load)": quality_page,
+        "billing (load)": billing_page,
+    }
 
 
 def _baselines(src: DataSource) -> dict[str, Callable[[], Any]]:
     """The same headline numbers from the raw tables, as a page without aggregates would compute them."""
+
     def rollout_raw() -> Any:
         return src.fetch_frame(
             "SELECT power_company, count(*) FILTER (WHERE connected_on <= %(d)s),"
             " count(*) FILTER (WHERE installed_on <= %(d)s), count(*) FILTER (WHERE remote_since <= %(d)s)"
-            " FROM meters GROUP BY power_company", {"d": dt.date(2017, 9, 15)}, columns=["a", "b", "c", "d"])
+            " FROM meters GROUP BY power_company",
+            {"d": dt.date(2017, 9, 15)},
+            columns=["a", "b", "c", "d"],
+        )
 
     def network_raw() -> Any:
         return src.fetch_frame(
@@ -143,15 +158,21 @@ def _baselines(src: DataSource) -> dict[str, Callable[[], Any]]:
             " count(*) FILTER (WHERE ls.last_reading_ts > now() - interval '24 hours'), sum(cs.successes)"
             " FROM meters m LEFT JOIN meter_last_seen ls USING (meter_id)"
             " LEFT JOIN meter_comm_stats cs USING (meter_id)"
-            " WHERE m.remote_read GROUP BY 1, 2", columns=["a", "b", "c", "d", "e"])
+            " WHERE m.remote_read GROUP BY 1, 2",
+            columns=["a", "b", "c", "d", "e"],
+        )
 
-    return {"rollout (load)": rollout_raw, "rollout (replay step)": rollout_raw, "network (load)": network_raw,
-            "network (filter+page)": network_raw}
+    return {
+        "rollout (load)": rollout_raw,
+        "rollout (replay step)": rollout_raw,
+        "network (load)": network_raw,
+        "network (filter+page)": network_raw,
+    }
 
 
 def run(quick: bool, *, scale: float | None = None, repeats: int | None = None) -> dict[str, Any]:
-    from simulators.fleet.registry import build_fleet
-    from simulators.fleet.store import write_fleet
+    from fleet.registry import build_fleet
+    from fleet.store import write_fleet
     from tests.services import running_services  # throwaway TimescaleDB
 
     scale = scale or (QUICK_SCALE if quick else 1.0)
@@ -188,17 +209,25 @@ def run(quick: bool, *, scale: float | None = None, repeats: int | None = None) 
 
 
 def _print(results: dict[str, Any]) -> None:
-    table = Table(title=f"dashboard pages at scale {results['scale']} ({results['meters']:,} meters), "
-                        f"median of {results['repeats']}")
+    table = Table(
+        title=f"dashboard pages at scale {results['scale']} ({results['meters']:,} meters), "
+        f"median of {results['repeats']}"
+    )
     for col in ("page", "page [ms]", "baseline: raw tables [ms]", "ratio", f"< {PAGE_BUDGET_S:g} s"):
         table.add_column(col, justify="left" if col == "page" else "right")
     for name, r in results["pages"].items():
         base = r["baseline_raw_s"]
-        table.add_row(name, f"{1000 * r['page_s']:,.0f}", f"{1000 * base:,.0f}" if base else "—",
-                      f"{r['ratio_baseline_over_page']:,.1f}×" if base else "—", "yes" if r["under_budget"] else "NO")
+        table.add_row(
+            name,
+            f"{1000 * r['page_s']:,.0f}",
+            f"{1000 * base:,.0f}" if base else "—",
+            f"{r['ratio_baseline_over_page']:,.1f}×" if base else "—",
+            "yes" if r["under_budget"] else "NO",
+        )
     console.print(table)
-    console.print(f"fleet write {results['fleet_write_s']:,.1f} s; refresh_dashboard_aggregates() "
-                  f"{results['refresh_s']:,.1f} s")
+    console.print(
+        f"fleet write {results['fleet_write_s']:,.1f} s; refresh_dashboard_aggregates() {results['refresh_s']:,.1f} s"
+    )
 
 
 def main() -> None:

@@ -31,10 +31,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from amr.modbus.codec import decode_block_bytes, plan_reads
+from amr.modbus.registermap import MAPS_DIR, read_register_map
 from collectors.modbus.bus import BusPoller
-from collectors.modbus.codec import decode_block_bytes, plan_reads
 from collectors.modbus.meterread import ModbusMeterReader, read_compiled_map
-from collectors.modbus.registermap import MAPS_DIR, read_register_map
 from collectors.modbus.transport import SerialRtuClient, TcpClient
 
 MAP = "vn_sim_meter"

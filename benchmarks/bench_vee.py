@@ -41,12 +41,21 @@ def make_data(n_readings: int, seed: int = 1) -> tuple[ReadingArrays, PeriodWind
     parts = []
     for lo in range(0, n_meters, GEN_CHUNK_METERS):
         ids = np.arange(lo + 1, min(lo + GEN_CHUNK_METERS, n_meters) + 1, dtype=np.int32)
-        r = register_reads(meter_ids=ids, first_day=FIRST_DAY, n_days=DAYS, interval_s=INTERVAL_S,
-                           kwh_per_day=rng.uniform(2, 40, ids.size), rng=rng, digits=DIGITS,
-                           start_kwh=np.round(rng.uniform(0, 10.0**DIGITS * 0.999, ids.size), 2))
+        r = register_reads(
+            meter_ids=ids,
+            first_day=FIRST_DAY,
+            n_days=DAYS,
+            interval_s=INTERVAL_S,
+            kwh_per_day=rng.uniform(2, 40, ids.size),
+            rng=rng,
+            digits=DIGITS,
+            start_kwh=np.round(rng.uniform(0, 10.0**DIGITS * 0.999, ids.size), 2),
+        )
         parts.append(r.take(rng.random(len(r)) > 0.005))
-    cat = {k: np.concatenate([getattr(p, k) for p in parts]) for k in ("meter_id", "channel_id", "ts_s", "value",
-                                                                       "quality")}
+    cat = {
+        k: np.concatenate([getattr(p, k) for p in parts])
+        for k in ("meter_id", "channel_id", "ts_s", "value", "quality")
+    }
     return ReadingArrays(**cat), PeriodWindow(first_day=FIRST_DAY, n_days=DAYS)
 
 
@@ -59,8 +68,12 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 # -- the simple task in each engine: valid single-interval deltas summed per (series, local day) -------------
 def _simple_params(window: PeriodWindow) -> dict[str, float]:
     rules = read_vee_rules()
-    return {"mod": 10.0**DIGITS, "max_kw": rules.register_rules.max_plausible_kw, "day0": window.day0_s,
-            "interval": INTERVAL_S}
+    return {
+        "mod": 10.0**DIGITS,
+        "max_kw": rules.register_rules.max_plausible_kw,
+        "day0": window.day0_s,
+        "interval": INTERVAL_S,
+    }
 
 
 def run_pandas(r: ReadingArrays, window: PeriodWindow) -> dict[str, Any]:
@@ -80,10 +93,16 @@ def run_pandas(r: ReadingArrays, window: PeriodWindow) -> dict[str, Any]:
     sel = pd.DataFrame({"m": df["m"][valid], "day": day[valid], "d": d[valid]})
     daily = sel.groupby(["m", "day"], sort=True)["d"].sum()
     monthly = daily.groupby(level=0).sum()
-    return {"daily": daily.to_numpy(), "keys": np.stack([daily.index.get_level_values(0).to_numpy(),
-                                                         daily.index.get_level_values(1).to_numpy()], axis=1),
-            "monthly": monthly.to_numpy(), "gaps": int(gap.sum()), "rollovers": int(roll.sum()),
-            "negatives": int(neg.sum())}
+    return {
+        "daily": daily.to_numpy(),
+        "keys": np.stack(
+            [daily.index.get_level_values(0).to_numpy(), daily.index.get_level_values(1).to_numpy()], axis=1
+        ),
+        "monthly": monthly.to_numpy(),
+        "gaps": int(gap.sum()),
+        "rollovers": int(roll.sum()),
+        "negatives": int(neg.sum()),
+    }
 
 
 def run_polars(r: ReadingArrays, window: PeriodWindow) -> dict[str, Any]:
@@ -96,16 +115,22 @@ def run_polars(r: ReadingArrays, window: PeriodWindow) -> dict[str, Any]:
         .with_columns(d=pl.col("v").diff().over("m"), dt=pl.col("ts").diff().over("m"))
         .with_columns(roll=(pl.col("d") < 0) & (pl.col("d") + p["mod"] <= p["max_kw"] * pl.col("dt") / 3600))
         .with_columns(d=pl.when(pl.col("roll")).then(pl.col("d") + p["mod"]).otherwise(pl.col("d")))
-        .with_columns(neg=pl.col("d") < 0, gap=pl.col("dt") > p["interval"],
-                      day=(pl.col("ts") - 1 - p["day0"]) // DAY_S)
+        .with_columns(
+            neg=pl.col("d") < 0, gap=pl.col("dt") > p["interval"], day=(pl.col("ts") - 1 - p["day0"]) // DAY_S
+        )
         .collect()
     )
     valid = out.filter(pl.col("d").is_not_null() & ~pl.col("neg") & ~pl.col("gap"))
     daily = valid.group_by(["m", "day"]).agg(pl.col("d").sum()).sort(["m", "day"])
     monthly = daily.group_by("m").agg(pl.col("d").sum()).sort("m")
-    return {"daily": daily["d"].to_numpy(), "keys": daily.select(["m", "day"]).to_numpy(),
-            "monthly": monthly["d"].to_numpy(), "gaps": int(out["gap"].sum()), "rollovers": int(out["roll"].sum()),
-            "negatives": int(out["neg"].sum())}
+    return {
+        "daily": daily["d"].to_numpy(),
+        "keys": daily.select(["m", "day"]).to_numpy(),
+        "monthly": monthly["d"].to_numpy(),
+        "gaps": int(out["gap"].sum()),
+        "rollovers": int(out["roll"].sum()),
+        "negatives": int(out["neg"].sum()),
+    }
 
 
 def run_duckdb(r: ReadingArrays, window: PeriodWindow) -> dict[str, Any]:
@@ -123,24 +148,31 @@ def run_duckdb(r: ReadingArrays, window: PeriodWindow) -> dict[str, Any]:
             SELECT m, ts, v - lag(v) OVER w AS d, ts - lag(ts) OVER w AS dt FROM reads
             WINDOW w AS (PARTITION BY m ORDER BY ts)
         ), r AS (
-            SELECT m, ts, dt, d < 0 AND d + {p['mod']} <= {p['max_kw']} * dt / 3600 AS roll, d FROM d
+            SELECT m, ts, dt, d < 0 AND d + {p["mod"]} <= {p["max_kw"]} * dt / 3600 AS roll, d FROM d
         )
-        SELECT m, (ts - 1 - {p['day0']}) // {DAY_S} AS day, roll,
-               CASE WHEN roll THEN d + {p['mod']} ELSE d END AS d, dt > {p['interval']} AS gap FROM r
+        SELECT m, (ts - 1 - {p["day0"]}) // {DAY_S} AS day, roll,
+               CASE WHEN roll THEN d + {p["mod"]} ELSE d END AS d, dt > {p["interval"]} AS gap FROM r
     """)
     daily = con.execute("""
         SELECT m, day, sum(d) AS d FROM flagged WHERE d IS NOT NULL AND d >= 0 AND NOT gap
         GROUP BY m, day ORDER BY m, day
     """).fetchnumpy()
-    monthly = con.execute("SELECT m, sum(d) FROM flagged WHERE d IS NOT NULL AND d >= 0 AND NOT gap "
-                          "GROUP BY m ORDER BY m").fetchnumpy()
-    counts = con.execute("SELECT count(*) FILTER (gap), count(*) FILTER (roll), count(*) FILTER (d < 0) "
-                         "FROM flagged").fetchone()
+    monthly = con.execute(
+        "SELECT m, sum(d) FROM flagged WHERE d IS NOT NULL AND d >= 0 AND NOT gap GROUP BY m ORDER BY m"
+    ).fetchnumpy()
+    counts = con.execute(
+        "SELECT count(*) FILTER (gap), count(*) FILTER (roll), count(*) FILTER (d < 0) FROM flagged"
+    ).fetchone()
     assert counts is not None
     con.close()
-    return {"daily": np.asarray(daily["d"]), "keys": np.stack([daily["m"], daily["day"]], axis=1),
-            "monthly": np.asarray(list(monthly.values())[1]), "gaps": int(counts[0]), "rollovers": int(counts[1]),
-            "negatives": int(counts[2])}
+    return {
+        "daily": np.asarray(daily["d"]),
+        "keys": np.stack([daily["m"], daily["day"]], axis=1),
+        "monthly": np.asarray(list(monthly.values())[1]),
+        "gaps": int(counts[0]),
+        "rollovers": int(counts[1]),
+        "negatives": int(counts[2]),
+    }
 
 
 def run_numba(r: ReadingArrays, window: PeriodWindow, ids: np.ndarray | None = None) -> dict[str, Any]:
@@ -150,11 +182,16 @@ def run_numba(r: ReadingArrays, window: PeriodWindow, ids: np.ndarray | None = N
     ids = np.unique(r.meter_id) if ids is None else ids
     res = validate_estimate(r, rules=rules, window=window, meter_ids=ids, register_digits=np.full(ids.size, DIGITS))
     s, d = np.nonzero(res.n_measured)
-    return {"daily": res.measured[s, d], "keys": np.stack([res.series_meter[s], d], axis=1),
-            "monthly": res.measured.sum(axis=1), "gaps": int((res.exceptions["rule"] == "GAP").sum()),
-            "rollovers": int((res.exceptions["rule"] == "ROLLOVER").sum()),
-            "negatives": int((res.exceptions["rule"] == "NEGATIVE").sum()),
-            "estimated_kwh": float(res.estimated.sum()), "exceptions": len(res.exceptions)}
+    return {
+        "daily": res.measured[s, d],
+        "keys": np.stack([res.series_meter[s], d], axis=1),
+        "monthly": res.measured.sum(axis=1),
+        "gaps": int((res.exceptions["rule"] == "GAP").sum()),
+        "rollovers": int((res.exceptions["rule"] == "ROLLOVER").sum()),
+        "negatives": int((res.exceptions["rule"] == "NEGATIVE").sum()),
+        "estimated_kwh": float(res.estimated.sum()),
+        "exceptions": len(res.exceptions),
+    }
 
 
 def kernel_only(r: ReadingArrays, window: PeriodWindow) -> Callable[[], None]:
@@ -163,13 +200,35 @@ def kernel_only(r: ReadingArrays, window: PeriodWindow) -> Callable[[], None]:
     seg = series_segments(r)
     n_s, n, d = seg.shape[0] - 1, len(r), window.n_days
     rule_bits = np.array([rule.bit for rule in RULES], np.uint32)
-    args = (seg, r.ts_s, r.value, r.quality, np.full(n_s, 10.0**DIGITS), kernel_params(rules),
-            np.asarray(rules.interval.allowed_s, np.int64), window.day0_s, d, window.end_s, rule_bits,
-            np.empty(n, np.int64), np.empty(n, np.uint32), np.empty(n, np.int64), np.zeros(VEE_CHUNKS, np.int64),
-            np.zeros((VEE_CHUNKS, rule_bits.size), np.int64), np.zeros((n_s, d)), np.zeros((n_s, d)),
-            np.zeros((n_s, d), np.int32), np.zeros((n_s, d), np.int32), np.zeros((n_s, d), np.uint32),
-            np.zeros((n_s, d), np.uint8), np.zeros(n_s, np.uint32), np.zeros(n_s, np.int64), np.zeros(n_s),
-            np.zeros(n_s, np.int64), np.zeros(n_s, np.int64))
+    args = (
+        seg,
+        r.ts_s,
+        r.value,
+        r.quality,
+        np.full(n_s, 10.0**DIGITS),
+        kernel_params(rules),
+        np.asarray(rules.interval.allowed_s, np.int64),
+        window.day0_s,
+        d,
+        window.end_s,
+        rule_bits,
+        np.empty(n, np.int64),
+        np.empty(n, np.uint32),
+        np.empty(n, np.int64),
+        np.zeros(VEE_CHUNKS, np.int64),
+        np.zeros((VEE_CHUNKS, rule_bits.size), np.int64),
+        np.zeros((n_s, d)),
+        np.zeros((n_s, d)),
+        np.zeros((n_s, d), np.int32),
+        np.zeros((n_s, d), np.int32),
+        np.zeros((n_s, d), np.uint32),
+        np.zeros((n_s, d), np.uint8),
+        np.zeros(n_s, np.uint32),
+        np.zeros(n_s, np.int64),
+        np.zeros(n_s),
+        np.zeros(n_s, np.int64),
+        np.zeros(n_s, np.int64),
+    )
 
     def call() -> None:
         for a in args[14:22]:
@@ -224,7 +283,9 @@ def run(quick: bool, n_readings: int | None = None) -> dict[str, Any]:
         "pandas_simple_rows_per_s": rate["pandas"],
         "ratio_full_vee_to_polars": rate["numba full VEE"] / rate["polars"],
         "ratio_kernel_to_memory_floor": (n / t_kernel) / (n / t_floor),
-        "gaps": ref["gaps"], "rollovers": ref["rollovers"], "exceptions": ref["exceptions"],
+        "gaps": ref["gaps"],
+        "rollovers": ref["rollovers"],
+        "exceptions": ref["exceptions"],
         "agree": True,
     }
     return figures
@@ -252,8 +313,10 @@ def main() -> None:
     ):
         table.add_row(label, task, f"{f[key] / 1e6:,.1f}", f"{f[key] / polars:,.1f}")
     Console().print(table)
-    Console().print(f"all engines agree on daily sums and flag counts (gaps {f['gaps']:,}, rollovers "
-                    f"{f['rollovers']:,}); exceptions recorded by VEE: {f['exceptions']:,}")
+    Console().print(
+        f"all engines agree on daily sums and flag counts (gaps {f['gaps']:,}, rollovers "
+        f"{f['rollovers']:,}); exceptions recorded by VEE: {f['exceptions']:,}"
+    )
 
 
 if __name__ == "__main__":

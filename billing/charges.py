@@ -112,9 +112,16 @@ class Charges:
         return "+".join(f"{p.version.effective_from.isoformat()}:{p.days}d" for p in self.parts)
 
 
-def household_charges(kwh: np.ndarray, *, tariff: TieredFile, cycle_start: date, cycle_end: date,
-                      whole_month: bool = True, households: int = 1,
-                      kwh_parts: np.ndarray | None = None) -> Charges:
+def household_charges(
+    kwh: np.ndarray,
+    *,
+    tariff: TieredFile,
+    cycle_start: date,
+    cycle_end: date,
+    whole_month: bool = True,
+    households: int = 1,
+    kwh_parts: np.ndarray | None = None,
+) -> Charges:
     """Household tiered charges for customers with the same cycle and number of households sharing the meter."""
     kwh = np.asarray(kwh, dtype=np.int64)
     if (kwh < 0).any():
@@ -136,8 +143,15 @@ def household_charges(kwh: np.ndarray, *, tariff: TieredFile, cycle_start: date,
     return Charges(amount_vnd=amount, kwh_parts=kwh_parts, parts=parts, detail=detail)
 
 
-def tou_charges(kwh_normal: np.ndarray, kwh_peak: np.ndarray, kwh_offpeak: np.ndarray, *, prices: list[TouPrice],
-                cycle_start: date, cycle_end: date) -> Charges:
+def tou_charges(
+    kwh_normal: np.ndarray,
+    kwh_peak: np.ndarray,
+    kwh_offpeak: np.ndarray,
+    *,
+    prices: list[TouPrice],
+    cycle_start: date,
+    cycle_end: date,
+) -> Charges:
     """TOU charges: each rate register's integer kWh at its price, split pro rata by days across price changes."""
     rates = np.stack([np.asarray(k, dtype=np.int64) for k in (kwh_normal, kwh_peak, kwh_offpeak)], axis=1)
     parts = cycle_parts(prices, cycle_start, cycle_end)

@@ -25,8 +25,7 @@ def run_on_dask(fn: Callable[[J], R], jobs: Sequence[J], address: str) -> Iterat
 
     cluster: Any = None
     if address == LOCAL:
-        cluster = LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+        cluster = LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     else:
         client = Client(address)

@@ -20,8 +20,9 @@ XLSX_BILLS_MAX_ROWS = 200_000  # a power company has at most ~150 k customers: i
 XLSX_SHEET_MAX_ROWS = 1_048_575  # Excel's limit, less the header
 
 
-def write_exports(out_dir: Path, *, bills: pd.DataFrame, exceptions: pd.DataFrame,
-                  summary: dict[str, Any]) -> list[Path]:
+def write_exports(
+    out_dir: Path, *, bills: pd.DataFrame, exceptions: pd.DataFrame, summary: dict[str, Any]
+) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, frame in (("bills", bills), ("exceptions", exceptions)):
@@ -64,17 +65,34 @@ def _sheet(book: xlsxwriter.Workbook, name: str, frame: pd.DataFrame, header_fmt
 
 
 def write_workbook(path: Path, *, bills: pd.DataFrame, exceptions: pd.DataFrame, summary: dict[str, Any]) -> None:
-    book = xlsxwriter.Workbook(str(path), {"constant_memory": True, "default_date_format": "yyyy-mm-dd hh:mm",
-                                           "strings_to_numbers": False, "strings_to_formulas": False})
+    book = xlsxwriter.Workbook(
+        str(path),
+        {
+            "constant_memory": True,
+            "default_date_format": "yyyy-mm-dd hh:mm",
+            "strings_to_numbers": False,
+            "strings_to_formulas": False,
+        },
+    )
     header = book.add_format({"bold": True})
     summary_rows = pd.DataFrame({"item": list(summary), "value": [str(v) for v in summary.values()]})
     _sheet(book, "summary", summary_rows, header)
     if len(bills) <= XLSX_BILLS_MAX_ROWS:
         _sheet(book, "bills", bills, header)
     else:
-        _sheet(book, "bills", pd.DataFrame({"note": [
-            f"{len(bills):,} customers: more than {XLSX_BILLS_MAX_ROWS:,}; the bills are in bills.csv and "
-            "bills.parquet beside this file (run per power company for Excel bills)."]}), header)
+        _sheet(
+            book,
+            "bills",
+            pd.DataFrame(
+                {
+                    "note": [
+                        f"{len(bills):,} customers: more than {XLSX_BILLS_MAX_ROWS:,}; the bills are in bills.csv and "
+                        "bills.parquet beside this file (run per power company for Excel bills)."
+                    ]
+                }
+            ),
+            header,
+        )
     local = exceptions.rename(columns={"interval_start": "interval_start_local", "interval_end": "interval_end_local"})
     _sheet(book, "exceptions", local, header)
     book.close()

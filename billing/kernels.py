@@ -107,8 +107,18 @@ def _profile_weight(
 
 
 @njit(cache=True)
-def _add_estimate(s: int, t_end: int, energy: float, method: np.uint8, day0_s: int, n_days: int,
-                  estimated: np.ndarray, n_est: np.ndarray, day_flags: np.ndarray, day_methods: np.ndarray) -> None:
+def _add_estimate(
+    s: int,
+    t_end: int,
+    energy: float,
+    method: np.uint8,
+    day0_s: int,
+    n_days: int,
+    estimated: np.ndarray,
+    n_est: np.ndarray,
+    day_flags: np.ndarray,
+    day_methods: np.ndarray,
+) -> None:
     di = _day_of_end(t_end, day0_s)
     if 0 <= di < n_days:
         estimated[s, di] += energy
@@ -127,9 +137,23 @@ def _flag_days(s: int, a: int, b: int, flag: np.uint32, day0_s: int, n_days: int
 
 
 @njit(cache=True)
-def _estimate_between(s: int, a: int, b: int, delta: float, interval_s: int, linear_max_s: float, n_slots: int,
-                      prof_sum: np.ndarray, prof_cnt: np.ndarray, day0_s: int, n_days: int, estimated: np.ndarray,
-                      n_est: np.ndarray, day_flags: np.ndarray, day_methods: np.ndarray) -> None:
+def _estimate_between(
+    s: int,
+    a: int,
+    b: int,
+    delta: float,
+    interval_s: int,
+    linear_max_s: float,
+    n_slots: int,
+    prof_sum: np.ndarray,
+    prof_cnt: np.ndarray,
+    day0_s: int,
+    n_days: int,
+    estimated: np.ndarray,
+    n_est: np.ndarray,
+    day_flags: np.ndarray,
+    day_methods: np.ndarray,
+) -> None:
     """Spread a register delta [kWh] between two valid reads over the missing intervals of (a, b]:
     linear up to linear_max_s, like-day weights beyond; both scaled to sum exactly to the delta."""
     span = b - a
@@ -160,9 +184,23 @@ def _estimate_between(s: int, a: int, b: int, delta: float, interval_s: int, lin
 
 
 @njit(cache=True)
-def _estimate_open(s: int, a: int, b: int, rate_kw_s: float, interval_s: int, linear_max_s: float,
-                   n_slots: int, prof_sum: np.ndarray, prof_cnt: np.ndarray, day0_s: int, n_days: int,
-                   estimated: np.ndarray, n_est: np.ndarray, day_flags: np.ndarray, day_methods: np.ndarray) -> bool:
+def _estimate_open(
+    s: int,
+    a: int,
+    b: int,
+    rate_kw_s: float,
+    interval_s: int,
+    linear_max_s: float,
+    n_slots: int,
+    prof_sum: np.ndarray,
+    prof_cnt: np.ndarray,
+    day0_s: int,
+    n_days: int,
+    estimated: np.ndarray,
+    n_est: np.ndarray,
+    day_flags: np.ndarray,
+    day_methods: np.ndarray,
+) -> bool:
     """Estimate (a, b] with one valid side only: flat load at the last valid rate [kWh/s] up to linear_max_s,
     like-day energy beyond (flat where a slot has no history). False when nothing is known to estimate from."""
     use_profile = (b - a) > linear_max_s
@@ -180,19 +218,42 @@ def _estimate_open(s: int, a: int, b: int, rate_kw_s: float, interval_s: int, li
         if w >= 0.0:
             _add_estimate(s, en, w, _M_HISTORICAL, day0_s, n_days, estimated, n_est, day_flags, day_methods)
         else:
-            _add_estimate(s, en, rate_kw_s * (en - st), _M_FLAT, day0_s, n_days, estimated, n_est, day_flags,
-                          day_methods)
+            _add_estimate(
+                s, en, rate_kw_s * (en - st), _M_FLAT, day0_s, n_days, estimated, n_est, day_flags, day_methods
+            )
         st = en
     return True
 
 
 @njit(cache=True)
-def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, quality: np.ndarray, modulus: float,
-                params: np.ndarray, allowed: np.ndarray, day0_s: int, n_days: int, period_end_s: int,
-                out_flags: np.ndarray, out_start: np.ndarray, out_delta: np.ndarray, measured: np.ndarray,
-                estimated: np.ndarray, n_meas: np.ndarray, n_est: np.ndarray, day_flags: np.ndarray,
-                day_methods: np.ndarray, series_flags: np.ndarray, series_interval: np.ndarray,
-                hist_kwh_per_day: np.ndarray, first_valid_s: np.ndarray, last_valid_s: np.ndarray) -> None:
+def _vee_series(
+    s: int,
+    lo: int,
+    hi: int,
+    ts: np.ndarray,
+    value: np.ndarray,
+    quality: np.ndarray,
+    modulus: float,
+    params: np.ndarray,
+    allowed: np.ndarray,
+    day0_s: int,
+    n_days: int,
+    period_end_s: int,
+    out_flags: np.ndarray,
+    out_start: np.ndarray,
+    out_delta: np.ndarray,
+    measured: np.ndarray,
+    estimated: np.ndarray,
+    n_meas: np.ndarray,
+    n_est: np.ndarray,
+    day_flags: np.ndarray,
+    day_methods: np.ndarray,
+    series_flags: np.ndarray,
+    series_interval: np.ndarray,
+    hist_kwh_per_day: np.ndarray,
+    first_valid_s: np.ndarray,
+    last_valid_s: np.ndarray,
+) -> None:
     """One series, reads [lo, hi). out_flags / out_start / out_delta are the series' own scratch, indexed i - lo."""
     interval_s = _series_interval(ts, lo, hi, allowed, int(params[R.P_DEFAULT_INTERVAL_S]))
     series_interval[s] = interval_s
@@ -352,8 +413,23 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
         a = out_start[i - lo]
         if f & _REPLACEMENT:
             last_valid = t
-            if not _estimate_open(s, a, t, last_rate, interval_s, linear_max_s, n_slots, prof_sum, prof_cnt,
-                                  day0_s, n_days, estimated, n_est, day_flags, day_methods):
+            if not _estimate_open(
+                s,
+                a,
+                t,
+                last_rate,
+                interval_s,
+                linear_max_s,
+                n_slots,
+                prof_sum,
+                prof_cnt,
+                day0_s,
+                n_days,
+                estimated,
+                n_est,
+                day_flags,
+                day_methods,
+            ):
                 out_flags[i - lo] |= _GAP_TOO_LONG
                 _flag_days(s, a, t, _GAP_TOO_LONG, day0_s, n_days, day_flags)
             continue
@@ -375,8 +451,23 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
                 measured[s, di] += d
                 n_meas[s, di] += 1
         else:
-            _estimate_between(s, a, t, d, interval_s, linear_max_s, n_slots, prof_sum, prof_cnt, day0_s, n_days,
-                              estimated, n_est, day_flags, day_methods)
+            _estimate_between(
+                s,
+                a,
+                t,
+                d,
+                interval_s,
+                linear_max_s,
+                n_slots,
+                prof_sum,
+                prof_cnt,
+                day0_s,
+                n_days,
+                estimated,
+                n_est,
+                day_flags,
+                day_methods,
+            )
         last_rate = d / span
 
     last_valid_s[s] = last_valid
@@ -388,8 +479,21 @@ def _vee_series(s: int, lo: int, hi: int, ts: np.ndarray, value: np.ndarray, qua
     tail_ok = True
     if last_valid >= 0 and tail_s >= interval_s:
         tail_ok = tail_s <= est_max_s and _estimate_open(
-            s, last_valid, period_end_s, last_rate, interval_s, linear_max_s, n_slots, prof_sum, prof_cnt, day0_s,
-            n_days, estimated, n_est, day_flags, day_methods
+            s,
+            last_valid,
+            period_end_s,
+            last_rate,
+            interval_s,
+            linear_max_s,
+            n_slots,
+            prof_sum,
+            prof_cnt,
+            day0_s,
+            n_days,
+            estimated,
+            n_est,
+            day_flags,
+            day_methods,
         )
     if not tail_ok:
         sflags |= _GAP_TOO_LONG
@@ -420,13 +524,35 @@ def _is_exception(f: np.uint32, mask: np.uint32, ts: int, start: int, day0_s: in
 
 
 @njit(cache=True, parallel=True)
-def vee_kernel(seg: np.ndarray, ts: np.ndarray, value: np.ndarray, quality: np.ndarray, modulus: np.ndarray,
-               params: np.ndarray, allowed: np.ndarray, day0_s: int, n_days: int, period_end_s: int,
-               rule_bits: np.ndarray, rec_read: np.ndarray, rec_flags: np.ndarray, rec_start: np.ndarray,
-               rec_rows: np.ndarray, exc_counts: np.ndarray, measured: np.ndarray,
-               estimated: np.ndarray, n_meas: np.ndarray, n_est: np.ndarray, day_flags: np.ndarray,
-               day_methods: np.ndarray, series_flags: np.ndarray, series_interval: np.ndarray,
-               hist_kwh_per_day: np.ndarray, first_valid_s: np.ndarray, last_valid_s: np.ndarray) -> None:
+def vee_kernel(
+    seg: np.ndarray,
+    ts: np.ndarray,
+    value: np.ndarray,
+    quality: np.ndarray,
+    modulus: np.ndarray,
+    params: np.ndarray,
+    allowed: np.ndarray,
+    day0_s: int,
+    n_days: int,
+    period_end_s: int,
+    rule_bits: np.ndarray,
+    rec_read: np.ndarray,
+    rec_flags: np.ndarray,
+    rec_start: np.ndarray,
+    rec_rows: np.ndarray,
+    exc_counts: np.ndarray,
+    measured: np.ndarray,
+    estimated: np.ndarray,
+    n_meas: np.ndarray,
+    n_est: np.ndarray,
+    day_flags: np.ndarray,
+    day_methods: np.ndarray,
+    series_flags: np.ndarray,
+    series_interval: np.ndarray,
+    hist_kwh_per_day: np.ndarray,
+    first_valid_s: np.ndarray,
+    last_valid_s: np.ndarray,
+) -> None:
     """VEE over all series, in rec_rows.shape[0] parallel chunks of series (chunk_series).
 
     Flag records: chunk c writes its reads with a nonzero flag (read index, flags, interval start [s]) to
@@ -452,9 +578,34 @@ def vee_kernel(seg: np.ndarray, ts: np.ndarray, value: np.ndarray, quality: np.n
         for s in range(s_first, s_end):
             lo = seg[s]
             hi = seg[s + 1]
-            _vee_series(s, lo, hi, ts, value, quality, modulus[s], params, allowed, day0_s, n_days, period_end_s,
-                        flags_buf, start_buf, delta_buf, measured, estimated, n_meas, n_est, day_flags, day_methods,
-                        series_flags, series_interval, hist_kwh_per_day, first_valid_s, last_valid_s)
+            _vee_series(
+                s,
+                lo,
+                hi,
+                ts,
+                value,
+                quality,
+                modulus[s],
+                params,
+                allowed,
+                day0_s,
+                n_days,
+                period_end_s,
+                flags_buf,
+                start_buf,
+                delta_buf,
+                measured,
+                estimated,
+                n_meas,
+                n_est,
+                day_flags,
+                day_methods,
+                series_flags,
+                series_interval,
+                hist_kwh_per_day,
+                first_valid_s,
+                last_valid_s,
+            )
             for i in range(lo, hi):  # the series is still in cache
                 f = flags_buf[i - lo]
                 if f == 0:
@@ -472,9 +623,20 @@ def vee_kernel(seg: np.ndarray, ts: np.ndarray, value: np.ndarray, quality: np.n
 
 
 @njit(cache=True, parallel=True)
-def gather_exceptions(seg: np.ndarray, ts: np.ndarray, day0_s: int, period_end_s: int, rule_bits: np.ndarray,
-                      rec_read: np.ndarray, rec_flags: np.ndarray, rec_start: np.ndarray, rec_rows: np.ndarray,
-                      offsets: np.ndarray, row_read: np.ndarray, row_start: np.ndarray) -> None:
+def gather_exceptions(
+    seg: np.ndarray,
+    ts: np.ndarray,
+    day0_s: int,
+    period_end_s: int,
+    rule_bits: np.ndarray,
+    rec_read: np.ndarray,
+    rec_flags: np.ndarray,
+    rec_start: np.ndarray,
+    rec_rows: np.ndarray,
+    offsets: np.ndarray,
+    row_read: np.ndarray,
+    row_start: np.ndarray,
+) -> None:
     """One exception row per (exception record, rule bit) from vee_kernel's records, rule by rule (rule_bits
     order), reads ascending within a rule: offsets[c, b] is where chunk c's rows of rule b begin."""
     n_series = seg.shape[0] - 1
@@ -500,8 +662,9 @@ def gather_exceptions(seg: np.ndarray, ts: np.ndarray, day0_s: int, period_end_s
 
 
 @njit(cache=True, parallel=True)
-def expand_flags(seg: np.ndarray, rec_read: np.ndarray, rec_flags: np.ndarray, rec_rows: np.ndarray,
-                 out_flags: np.ndarray) -> None:
+def expand_flags(
+    seg: np.ndarray, rec_read: np.ndarray, rec_flags: np.ndarray, rec_rows: np.ndarray, out_flags: np.ndarray
+) -> None:
     """Per-read flags from vee_kernel's records into out_flags (zeroed by the caller)."""
     n_series = seg.shape[0] - 1
     n_chunks = rec_rows.shape[0]
@@ -513,9 +676,19 @@ def expand_flags(seg: np.ndarray, rec_read: np.ndarray, rec_flags: np.ndarray, r
 
 
 @njit(cache=True, parallel=True)
-def use_check_kernel(measured: np.ndarray, estimated: np.ndarray, n_meas: np.ndarray, n_est: np.ndarray,
-                     hist_kwh_per_day: np.ndarray, check: np.ndarray, active_min: float, high_factor: float,
-                     low_factor: float, zero_days: int, day_flags: np.ndarray) -> None:
+def use_check_kernel(
+    measured: np.ndarray,
+    estimated: np.ndarray,
+    n_meas: np.ndarray,
+    n_est: np.ndarray,
+    hist_kwh_per_day: np.ndarray,
+    check: np.ndarray,
+    active_min: float,
+    high_factor: float,
+    low_factor: float,
+    zero_days: int,
+    day_flags: np.ndarray,
+) -> None:
     """High / low / zero use per day against the series' own average day [kWh/day] (active customers only)."""
     for s in prange(measured.shape[0]):
         h = hist_kwh_per_day[s]
@@ -540,9 +713,17 @@ def use_check_kernel(measured: np.ndarray, estimated: np.ndarray, n_meas: np.nda
 
 
 @njit(cache=True, parallel=True)
-def tou_sum_kernel(total_idx: np.ndarray, rate_idx: np.ndarray, measured: np.ndarray, estimated: np.ndarray,
-                   n_meas: np.ndarray, n_est: np.ndarray, tol_kwh: float, tol_ratio: float,
-                   day_flags: np.ndarray) -> None:
+def tou_sum_kernel(
+    total_idx: np.ndarray,
+    rate_idx: np.ndarray,
+    measured: np.ndarray,
+    estimated: np.ndarray,
+    n_meas: np.ndarray,
+    n_est: np.ndarray,
+    tol_kwh: float,
+    tol_ratio: float,
+    day_flags: np.ndarray,
+) -> None:
     """Per meter and day: the total register's energy against the sum of its rate registers (rate_idx[g, 3])."""
     for g in prange(total_idx.shape[0]):
         t = total_idx[g]

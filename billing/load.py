@@ -22,14 +22,21 @@ from billing.vee import ReadingArrays
 PARTITION_METERS = 50_000
 PG_EPOCH_S = 946_684_800  # 2000-01-01 UTC, PostgreSQL's binary timestamp epoch
 _PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-_ROW = np.dtype([
-    ("n_fields", ">i2"),
-    ("len_meter", ">i4"), ("meter_id", ">i4"),
-    ("len_channel", ">i4"), ("channel_id", ">i2"),
-    ("len_ts", ">i4"), ("ts_us", ">i8"),  # timestamptz: microseconds since 2000-01-01 UTC
-    ("len_value", ">i4"), ("value", ">f8"),
-    ("len_quality", ">i4"), ("quality", ">i2"),
-])
+_ROW = np.dtype(
+    [
+        ("n_fields", ">i2"),
+        ("len_meter", ">i4"),
+        ("meter_id", ">i4"),
+        ("len_channel", ">i4"),
+        ("channel_id", ">i2"),
+        ("len_ts", ">i4"),
+        ("ts_us", ">i8"),  # timestamptz: microseconds since 2000-01-01 UTC
+        ("len_value", ">i4"),
+        ("value", ">f8"),
+        ("len_quality", ">i4"),
+        ("quality", ">i2"),
+    ]
+)
 _EXPECTED_LENGTHS = {"len_meter": 4, "len_channel": 2, "len_ts": 8, "len_value": 8, "len_quality": 2}
 
 
@@ -44,16 +51,17 @@ def parse_binary_readings(buf: bytes | bytearray | memoryview) -> ReadingArrays:
     if bytes(view[:11]) != _PGCOPY_SIGNATURE:
         raise CopyFormatError("not a PGCOPY binary stream")
     ext = int.from_bytes(view[15:19], "big")
-    body = view[19 + ext:]
+    body = view[19 + ext :]
     if len(body) < 2 or bytes(body[-2:]) != b"\xff\xff":
         raise CopyFormatError("binary COPY stream has no trailer")
     body = body[:-2]
     if len(body) % _ROW.itemsize:
-        raise CopyFormatError(f"binary COPY body of {len(body)} bytes is not whole {_ROW.itemsize}-byte rows "
-                              "(a NULL or a different column type?)")
+        raise CopyFormatError(
+            f"binary COPY body of {len(body)} bytes is not whole {_ROW.itemsize}-byte rows "
+            "(a NULL or a different column type?)"
+        )
     rows = np.frombuffer(body, dtype=_ROW)
-    if rows.size and ((rows["n_fields"] != 5).any()
-                      or any((rows[k] != n).any() for k, n in _EXPECTED_LENGTHS.items())):
+    if rows.size and ((rows["n_fields"] != 5).any() or any((rows[k] != n).any() for k, n in _EXPECTED_LENGTHS.items())):
         raise CopyFormatError("binary COPY rows do not have the expected field count and widths")
     return ReadingArrays(
         meter_id=rows["meter_id"].astype(np.int32),
@@ -64,8 +72,9 @@ def parse_binary_readings(buf: bytes | bytearray | memoryview) -> ReadingArrays:
     )
 
 
-def fetch_readings(conn: psycopg.Connection, *, meter_ids: np.ndarray, channels: tuple[int, ...], from_s: int,
-                   to_s: int) -> ReadingArrays:
+def fetch_readings(
+    conn: psycopg.Connection, *, meter_ids: np.ndarray, channels: tuple[int, ...], from_s: int, to_s: int
+) -> ReadingArrays:
     """Readings of the given meters (sorted ids) and channels with from_s < ts <= to_s [UTC epoch s], sorted by
     (meter_id, channel_id, ts)."""
     if meter_ids.size == 0:
@@ -112,8 +121,9 @@ class MeterTable:
         return MeterTable(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
 
 
-def fetch_meters(conn: psycopg.Connection, *, city: str | None = None, power_company: str | None = None,
-                 read_day: int | None = None) -> MeterTable:
+def fetch_meters(
+    conn: psycopg.Connection, *, city: str | None = None, power_company: str | None = None, read_day: int | None = None
+) -> MeterTable:
     where: list[sql.Composable] = [sql.SQL("true")]
     if city:
         where.append(sql.SQL("city = {}").format(sql.Literal(city)))
@@ -121,8 +131,18 @@ def fetch_meters(conn: psycopg.Connection, *, city: str | None = None, power_com
         where.append(sql.SQL("power_company = {}").format(sql.Literal(power_company)))
     if read_day:
         where.append(sql.SQL("read_day = {}").format(sql.Literal(read_day)))
-    columns = ["meter_id", "serial", "customer_code", "city", "power_company", "tariff_class", "multiplier",
-               "register_digits", "households", "read_day"]
+    columns = [
+        "meter_id",
+        "serial",
+        "customer_code",
+        "city",
+        "power_company",
+        "tariff_class",
+        "multiplier",
+        "register_digits",
+        "households",
+        "read_day",
+    ]
     query = sql.SQL("COPY (SELECT {} FROM meters WHERE {} ORDER BY meter_id) TO STDOUT (FORMAT csv)").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.SQL(" AND ").join(where)
     )
@@ -132,8 +152,20 @@ def fetch_meters(conn: psycopg.Connection, *, city: str | None = None, power_com
             buf += chunk
     # CSV through pandas' C parser: millions of meters without a Python object per row and column.
     text = {c: object for c in ("serial", "customer_code", "city", "power_company", "tariff_class")}
-    df = pd.read_csv(io.BytesIO(bytes(buf)), names=columns, header=None, keep_default_na=False, na_values={
-        "customer_code": [""]}, dtype={**text, "meter_id": np.int32, "multiplier": np.float64,
-                                       "register_digits": np.int64, "households": np.int64, "read_day": np.int64})
+    df = pd.read_csv(
+        io.BytesIO(bytes(buf)),
+        names=columns,
+        header=None,
+        keep_default_na=False,
+        na_values={"customer_code": [""]},
+        dtype={
+            **text,
+            "meter_id": np.int32,
+            "multiplier": np.float64,
+            "register_digits": np.int64,
+            "households": np.int64,
+            "read_day": np.int64,
+        },
+    )
     df["customer_code"] = df["customer_code"].where(df["customer_code"].notna(), None)
     return MeterTable(**{c: df[c].to_numpy() for c in columns})

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from amr.errors import ConfigError
 from amr.obis import STATUS_BITS
-from collectors.tomlpos import config_error
+from amr.tomlfile import config_error
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("vee_rules.toml")
 

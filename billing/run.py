@@ -68,12 +68,18 @@ def _run_partition(job: _PartitionJob) -> _PartitionResult:
     part = job.meters
     with psycopg.connect(job.conninfo, autocommit=True) as conn:
         t = time.perf_counter()
-        readings = fetch_readings(conn, meter_ids=part.meter_id, channels=(*ENERGY_CHANNELS, CLOCK_CHANNEL),
-                                  from_s=job.from_s, to_s=job.window.end_s)
+        readings = fetch_readings(
+            conn,
+            meter_ids=part.meter_id,
+            channels=(*ENERGY_CHANNELS, CLOCK_CHANNEL),
+            from_s=job.from_s,
+            to_s=job.window.end_s,
+        )
         seconds["fetch"] = time.perf_counter() - t
         t = time.perf_counter()
-        vee = validate_estimate(readings, rules=job.rules, window=job.window, meter_ids=part.meter_id,
-                                register_digits=part.register_digits)
+        vee = validate_estimate(
+            readings, rules=job.rules, window=job.window, meter_ids=part.meter_id, register_digits=part.register_digits
+        )
         seconds["vee"] = time.perf_counter() - t
         t = time.perf_counter()
         row = np.searchsorted(part.meter_id, vee.series_meter)
@@ -81,8 +87,12 @@ def _run_partition(job: _PartitionJob) -> _PartitionResult:
             write_daily(conn, vee, multiplier=part.multiplier[row], run_id=job.run_id)
             write_exceptions(conn, vee.exceptions, run_id=job.run_id)
         seconds["store_vee"] = time.perf_counter() - t
-    return _PartitionResult(determinants=determinants(vee, part, job.start, job.end), exceptions=vee.exceptions,
-                            readings=len(readings), seconds=seconds)
+    return _PartitionResult(
+        determinants=determinants(vee, part, job.start, job.end),
+        exceptions=vee.exceptions,
+        readings=len(readings),
+        seconds=seconds,
+    )
 
 
 def _worker_init() -> None:
@@ -91,8 +101,9 @@ def _worker_init() -> None:
     numba.set_num_threads(1)
 
 
-def _run_jobs(jobs: list[_PartitionJob], workers: int,
-              dask_scheduler: str | None = None) -> Iterator[tuple[int, _PartitionResult]]:
+def _run_jobs(
+    jobs: list[_PartitionJob], workers: int, dask_scheduler: str | None = None
+) -> Iterator[tuple[int, _PartitionResult]]:
     """(job index, result) as partitions finish: on a Dask cluster when `dask_scheduler` is given, else in
     `workers` local processes, else in this process (one worker or one job)."""
     if dask_scheduler:
@@ -106,8 +117,7 @@ def _run_jobs(jobs: list[_PartitionJob], workers: int,
         return
     # spawn, not fork: numba's thread pool and open connections do not survive a fork
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
-                             initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init) as pool:
         futures = {pool.submit(_run_partition, job): k for k, job in enumerate(jobs)}
         for future in as_completed(futures):
             yield futures[future], future.result()
@@ -159,9 +169,14 @@ def vee_window(period: str, meters: MeterTable) -> tuple[PeriodWindow, np.ndarra
 
 def determinants(vee: VeeResult, meters: MeterTable, start: np.ndarray, end: np.ndarray) -> _Determinants:
     n = len(meters)
-    out = _Determinants(total_kwh=np.full(n, np.nan), rate_kwh=np.full((n, 3), np.nan), estimated_kwh=np.zeros(n),
-                        n_measured=np.zeros(n, np.int64), n_estimated=np.zeros(n, np.int64),
-                        flags=np.zeros(n, np.uint32))
+    out = _Determinants(
+        total_kwh=np.full(n, np.nan),
+        rate_kwh=np.full((n, 3), np.nan),
+        estimated_kwh=np.zeros(n),
+        n_measured=np.zeros(n, np.int64),
+        n_estimated=np.zeros(n, np.int64),
+        flags=np.zeros(n, np.uint32),
+    )
     if vee.series_meter.size == 0:
         return out
     row = np.searchsorted(meters.meter_id, vee.series_meter)
@@ -205,8 +220,9 @@ def _kwh_int(x: np.ndarray) -> np.ndarray:
     return np.asarray(round_half_up_div(np.maximum(milli, 0), 1000), dtype=np.int64)
 
 
-def price_bills(meters: MeterTable, det: _Determinants, start: np.ndarray, end: np.ndarray,
-                book: TariffBook) -> pd.DataFrame:
+def price_bills(
+    meters: MeterTable, det: _Determinants, start: np.ndarray, end: np.ndarray, book: TariffBook
+) -> pd.DataFrame:
     """One row per customer with determinants, amounts and quality flags."""
     n = len(meters)
     kwh = _kwh_int(det.total_kwh)
@@ -222,24 +238,30 @@ def price_bills(meters: MeterTable, det: _Determinants, start: np.ndarray, end: 
     status[~has_data] = "no_data"
     key = pd.DataFrame({"cls": meters.tariff_class, "start": start, "end": end, "h": meters.households})
     groups: dict[tuple[str, Any, Any, int], np.ndarray] = key.groupby(  # type: ignore[assignment]
-        ["cls", "start", "end", "h"]).indices
+        ["cls", "start", "end", "h"]
+    ).indices
     for (cls, c_start, c_end, households), idx in groups.items():
         idx = idx[has_data[idx]]
         if idx.size == 0:
             continue
         cycle_start, cycle_end = pd.Timestamp(c_start).date(), pd.Timestamp(c_end).date()
         if cls in book.tiered:
-            ch = household_charges(kwh[idx], tariff=book.tiered[cls], cycle_start=cycle_start, cycle_end=cycle_end,
-                                   households=int(households))
+            ch = household_charges(
+                kwh[idx],
+                tariff=book.tiered[cls],
+                cycle_start=cycle_start,
+                cycle_end=cycle_end,
+                households=int(households),
+            )
         elif (prices := book.tou_prices(cls)) is not None:
             r = rates[idx].copy()
             missing = np.isnan(det.rate_kwh[idx]).any(axis=1)
             # no rate registers: the whole energy at the normal rate, flagged for review
-            r[missing] = np.stack([kwh[idx][missing], np.zeros(missing.sum(), np.int64),
-                                   np.zeros(missing.sum(), np.int64)], axis=1)
+            r[missing] = np.stack(
+                [kwh[idx][missing], np.zeros(missing.sum(), np.int64), np.zeros(missing.sum(), np.int64)], axis=1
+            )
             extra_flags[idx[missing]] = "NO_TOU_REGISTERS"
-            ch = tou_charges(r[:, 0], r[:, 1], r[:, 2], prices=prices, cycle_start=cycle_start,
-                             cycle_end=cycle_end)
+            ch = tou_charges(r[:, 0], r[:, 1], r[:, 2], prices=prices, cycle_start=cycle_start, cycle_end=cycle_end)
         else:
             status[idx] = "no_tariff"
             continue
@@ -258,49 +280,83 @@ def price_bills(meters: MeterTable, det: _Determinants, start: np.ndarray, end: 
     quality = [
         ",".join([*F.flag_codes(int(f)), *([e] if e else [])]) for f, e in zip(det.flags, extra_flags, strict=True)
     ]
-    share = np.divide(det.n_estimated, det.n_measured + det.n_estimated,
-                      out=np.zeros(n), where=(det.n_measured + det.n_estimated) > 0)
-    return pd.DataFrame({
-        "meter_id": meters.meter_id,
-        "serial": meters.serial,
-        "customer_code": meters.customer_code,
-        "city": meters.city,
-        "power_company": meters.power_company,
-        "tariff_class": meters.tariff_class,
-        "cycle_start": pd.to_datetime(start).date,
-        "cycle_end": pd.to_datetime(end).date,
-        "days": (end - start).astype(np.int64),
-        "households": meters.households,
-        "multiplier": meters.multiplier,
-        "energy_kwh": kwh,
-        "normal_kwh": np.where(billed & ~np.isnan(det.rate_kwh[:, 0]), rates[:, 0], 0),
-        "peak_kwh": np.where(billed & ~np.isnan(det.rate_kwh[:, 1]), rates[:, 1], 0),
-        "offpeak_kwh": np.where(billed & ~np.isnan(det.rate_kwh[:, 2]), rates[:, 2], 0),
-        "estimated_kwh": np.round(det.estimated_kwh, 3),
-        "estimated_share": np.round(share, 4),
-        "amount_vnd": amount,
-        "vat_percent": vat_pct,
-        "vat_vnd": vat,
-        "total_vnd": amount + vat,
-        "tariff_versions": versions,
-        "provisional_prices": provisional,
-        "quality_flags": quality,
-        "status": status,
-    })
+    share = np.divide(
+        det.n_estimated, det.n_measured + det.n_estimated, out=np.zeros(n), where=(det.n_measured + det.n_estimated) > 0
+    )
+    return pd.DataFrame(
+        {
+            "meter_id": meters.meter_id,
+            "serial": meters.serial,
+            "customer_code": meters.customer_code,
+            "city": meters.city,
+            "power_company": meters.power_company,
+            "tariff_class": meters.tariff_class,
+            "cycle_start": pd.to_datetime(start).date,
+            "cycle_end": pd.to_datetime(end).date,
+            "days": (end - start).astype(np.int64),
+            "households": meters.households,
+            "multiplier": meters.multiplier,
+            "energy_kwh": kwh,
+            "normal_kwh": np.where(billed & ~np.isnan(det.rate_kwh[:, 0]), rates[:, 0], 0),
+            "peak_kwh": np.where(billed & ~np.isnan(det.rate_kwh[:, 1]), rates[:, 1], 0),
+            "offpeak_kwh": np.where(billed & ~np.isnan(det.rate_kwh[:, 2]), rates[:, 2], 0),
+            "estimated_kwh": np.round(det.estimated_kwh, 3),
+            "estimated_share": np.round(share, 4),
+            "amount_vnd": amount,
+            "vat_percent": vat_pct,
+            "vat_vnd": vat,
+            "total_vnd": amount + vat,
+            "tariff_versions": versions,
+            "provisional_prices": provisional,
+            "quality_flags": quality,
+            "status": status,
+        }
+    )
 
 
-_BILL_DB_COLUMNS = ["meter_id", "customer_code", "city", "power_company", "tariff_class", "cycle_start", "cycle_end",
-                    "days", "households", "multiplier", "energy_kwh", "normal_kwh", "peak_kwh", "offpeak_kwh",
-                    "estimated_kwh", "amount_vnd", "vat_percent", "vat_vnd", "total_vnd", "tariff_versions",
-                    "quality_flags", "status"]
+_BILL_DB_COLUMNS = [
+    "meter_id",
+    "customer_code",
+    "city",
+    "power_company",
+    "tariff_class",
+    "cycle_start",
+    "cycle_end",
+    "days",
+    "households",
+    "multiplier",
+    "energy_kwh",
+    "normal_kwh",
+    "peak_kwh",
+    "offpeak_kwh",
+    "estimated_kwh",
+    "amount_vnd",
+    "vat_percent",
+    "vat_vnd",
+    "total_vnd",
+    "tariff_versions",
+    "quality_flags",
+    "status",
+]
 
 
-def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str | None = None,
-               power_company: str | None = None, read_day: int | None = None, out_dir: Path | None = None,
-               override_hold: bool = False,
-               rules_file: Path | None = None, tariff_dir: Path | None = None,
-               partition_meters: int = PARTITION_METERS, workers: int = DEFAULT_WORKERS,
-               dask_scheduler: str | None = None, on_progress: ProgressFn | None = None) -> RunSummary:
+def run_period(
+    db: DatabaseServer,
+    *,
+    period: str,
+    kind: str = "bill",
+    city: str | None = None,
+    power_company: str | None = None,
+    read_day: int | None = None,
+    out_dir: Path | None = None,
+    override_hold: bool = False,
+    rules_file: Path | None = None,
+    tariff_dir: Path | None = None,
+    partition_meters: int = PARTITION_METERS,
+    workers: int = DEFAULT_WORKERS,
+    dask_scheduler: str | None = None,
+    on_progress: ProgressFn | None = None,
+) -> RunSummary:
     """VEE (kind='vee') or VEE + billing (kind='bill') for one period; see the module docstring.
     Partitions of partition_meters meters run in `workers` processes (1: in this process), or on the Dask
     cluster at `dask_scheduler` ('local': a LocalCluster); the per-stage seconds add up the workers' time."""
@@ -311,8 +367,15 @@ def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str
     t0 = time.perf_counter()
     with psycopg.connect(db.conninfo(Role.BILLING), autocommit=True) as conn:
         meters = fetch_meters(conn, city=city, power_company=power_company, read_day=read_day)
-        run_id = insert_run(conn, kind=kind, period=period, city=city, power_company=power_company,
-                            rules_sha256=rules_sha256(rules_file or DEFAULT_RULES_FILE), tariffs_sha256=book.sha256)
+        run_id = insert_run(
+            conn,
+            kind=kind,
+            period=period,
+            city=city,
+            power_company=power_company,
+            rules_sha256=rules_sha256(rules_file or DEFAULT_RULES_FILE),
+            tariffs_sha256=book.sha256,
+        )
         summary = RunSummary(run_id=run_id, kind=kind, period=period, status="running", customers=len(meters))
         try:
             if len(meters) == 0:
@@ -320,16 +383,24 @@ def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str
                 # with no bills, no exceptions and no export files.
                 summary.status = "empty"
                 summary.seconds = {"total": time.perf_counter() - t0}
-                finish_run(conn, run_id, status="empty", customers=0,
-                           detail={"reason": "no customer matches the filters"})
+                finish_run(
+                    conn, run_id, status="empty", customers=0, detail={"reason": "no customer matches the filters"}
+                )
                 return summary
             clock["meters"] = time.perf_counter() - t0
             window, start, end = vee_window(period, meters)
             from_s = window.day0_s - rules.history.days * 86400
             jobs = [
-                _PartitionJob(conninfo=db.conninfo(Role.BILLING), meters=meters.take(slice(lo, lo + partition_meters)),
-                              start=start[lo:lo + partition_meters], end=end[lo:lo + partition_meters],
-                              window=window, from_s=from_s, rules=rules, run_id=run_id)
+                _PartitionJob(
+                    conninfo=db.conninfo(Role.BILLING),
+                    meters=meters.take(slice(lo, lo + partition_meters)),
+                    start=start[lo : lo + partition_meters],
+                    end=end[lo : lo + partition_meters],
+                    window=window,
+                    from_s=from_s,
+                    rules=rules,
+                    run_id=run_id,
+                )
                 for lo in range(0, len(meters), partition_meters)
             ]
             results: list[_PartitionResult | None] = [None] * len(jobs)
@@ -346,8 +417,7 @@ def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str
             exceptions = [r.exceptions for r in results if r is not None]
             all_exc = pd.concat(exceptions, ignore_index=True) if exceptions else pd.DataFrame()
             summary.exceptions_by_rule = (
-                {str(k): int(v) for k, v in all_exc["rule"].value_counts().sort_index().items()}
-                if len(all_exc) else {}
+                {str(k): int(v) for k, v in all_exc["rule"].value_counts().sort_index().items()} if len(all_exc) else {}
             )
             det = _concat(parts_det, len(meters))
             n_int = det.n_measured.sum() + det.n_estimated.sum()
@@ -361,8 +431,9 @@ def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str
                 bills.insert(0, "run_id", run_id)
                 clock["price"] = time.perf_counter() - t
                 t = time.perf_counter()
-                copy_frame(conn, "bills", bills[["run_id", *_BILL_DB_COLUMNS]],
-                           not_null=("tariff_versions", "quality_flags"))
+                copy_frame(
+                    conn, "bills", bills[["run_id", *_BILL_DB_COLUMNS]], not_null=("tariff_versions", "quality_flags")
+                )
                 clock["store_bills"] = time.perf_counter() - t
                 billed = bills["status"] == "billed"
                 summary.billed = int(billed.sum())
@@ -373,29 +444,47 @@ def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str
                 summary.vat_vnd = int(bills["vat_vnd"].sum())
                 summary.total_vnd = int(bills["total_vnd"].sum())
                 codes = bills["quality_flags"].str.split(",")
-                summary.price_flags = {code: n for code in F.PRICE_FLAG_LABELS
-                                       if (n := int((billed & codes.map(lambda c, k=code: k in c)).sum()))}
+                summary.price_flags = {
+                    code: n
+                    for code in F.PRICE_FLAG_LABELS
+                    if (n := int((billed & codes.map(lambda c, k=code: k in c)).sum()))
+                }
                 summary.status, summary.hold_reason = status, reason
                 if out_dir is not None:
                     t = time.perf_counter()
                     run_dir = out_dir / f"{period}_run{run_id}"
-                    summary.files = write_exports(run_dir, bills=bills, exceptions=all_exc.assign(run_id=run_id),
-                                                  summary=summary_items(summary))
+                    summary.files = write_exports(
+                        run_dir, bills=bills, exceptions=all_exc.assign(run_id=run_id), summary=summary_items(summary)
+                    )
                     clock["export"] = time.perf_counter() - t
                     fields["export_dir"] = str(run_dir)
-                fields |= {"customers": summary.billed, "energy_kwh": summary.energy_kwh,
-                           "amount_vnd": summary.amount_vnd, "vat_vnd": summary.vat_vnd,
-                           "total_vnd": summary.total_vnd}
+                fields |= {
+                    "customers": summary.billed,
+                    "energy_kwh": summary.energy_kwh,
+                    "amount_vnd": summary.amount_vnd,
+                    "vat_vnd": summary.vat_vnd,
+                    "total_vnd": summary.total_vnd,
+                }
             else:
                 summary.status, summary.hold_reason = ("held", reason) if status == "held" else ("released", None)
                 fields["customers"] = len(meters)
             clock["total"] = time.perf_counter() - t0
             summary.seconds = clock
-            finish_run(conn, run_id, status=summary.status, estimated_share=summary.estimated_share,
-                       exceptions=summary.exceptions_by_rule, hold_reason=summary.hold_reason,
-                       detail={"readings": summary.readings, "no_data_share": summary.no_data_share,
-                               "price_flags": summary.price_flags,
-                               "seconds": {k: round(v, 3) for k, v in clock.items()}}, **fields)
+            finish_run(
+                conn,
+                run_id,
+                status=summary.status,
+                estimated_share=summary.estimated_share,
+                exceptions=summary.exceptions_by_rule,
+                hold_reason=summary.hold_reason,
+                detail={
+                    "readings": summary.readings,
+                    "no_data_share": summary.no_data_share,
+                    "price_flags": summary.price_flags,
+                    "seconds": {k: round(v, 3) for k, v in clock.items()},
+                },
+                **fields,
+            )
         except BaseException:
             finish_run(conn, run_id, status="failed")
             raise
@@ -405,11 +494,13 @@ def run_period(db: DatabaseServer, *, period: str, kind: str = "bill", city: str
 def _hold(summary: RunSummary, rules: VeeRules, override: bool) -> tuple[str, str | None]:
     reasons = []
     if summary.estimated_share > rules.hold.max_estimated_share:
-        reasons.append(f"{summary.estimated_share:.2%} of intervals estimated "
-                       f"(limit {rules.hold.max_estimated_share:.2%})")
+        reasons.append(
+            f"{summary.estimated_share:.2%} of intervals estimated (limit {rules.hold.max_estimated_share:.2%})"
+        )
     if summary.no_data_share > rules.hold.max_no_data_share:
-        reasons.append(f"{summary.no_data_share:.2%} of customers without consumption "
-                       f"(limit {rules.hold.max_no_data_share:.2%})")
+        reasons.append(
+            f"{summary.no_data_share:.2%} of customers without consumption (limit {rules.hold.max_no_data_share:.2%})"
+        )
     if not reasons:
         return "released", None
     return ("overridden" if override else "held"), "; ".join(reasons)
@@ -417,18 +508,32 @@ def _hold(summary: RunSummary, rules: VeeRules, override: bool) -> tuple[str, st
 
 def _concat(parts: list[_Determinants], n: int) -> _Determinants:
     if not parts:
-        return _Determinants(total_kwh=np.full(n, np.nan), rate_kwh=np.full((n, 3), np.nan),
-                             estimated_kwh=np.zeros(n), n_measured=np.zeros(n, np.int64),
-                             n_estimated=np.zeros(n, np.int64), flags=np.zeros(n, np.uint32))
+        return _Determinants(
+            total_kwh=np.full(n, np.nan),
+            rate_kwh=np.full((n, 3), np.nan),
+            estimated_kwh=np.zeros(n),
+            n_measured=np.zeros(n, np.int64),
+            n_estimated=np.zeros(n, np.int64),
+            flags=np.zeros(n, np.uint32),
+        )
     return _Determinants(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in _Determinants.__annotations__})
 
 
 def summary_items(s: RunSummary) -> dict[str, Any]:
     items: dict[str, Any] = {
-        "run": s.run_id, "period": s.period, "status": s.status, "customers": s.customers, "billed": s.billed,
-        "no data": s.no_data, "no tariff": s.no_tariff, "energy [kWh]": s.energy_kwh,
-        "amount before VAT [VND]": s.amount_vnd, "VAT [VND]": s.vat_vnd, "total [VND]": s.total_vnd,
-        "intervals estimated": f"{s.estimated_share:.3%}", "readings": s.readings,
+        "run": s.run_id,
+        "period": s.period,
+        "status": s.status,
+        "customers": s.customers,
+        "billed": s.billed,
+        "no data": s.no_data,
+        "no tariff": s.no_tariff,
+        "energy [kWh]": s.energy_kwh,
+        "amount before VAT [VND]": s.amount_vnd,
+        "VAT [VND]": s.vat_vnd,
+        "total [VND]": s.total_vnd,
+        "intervals estimated": f"{s.estimated_share:.3%}",
+        "readings": s.readings,
     }
     for code, count in s.price_flags.items():
         items[F.PRICE_FLAG_LABELS[code]] = count
@@ -437,4 +542,3 @@ def summary_items(s: RunSummary) -> dict[str, Any]:
     for rule, count in s.exceptions_by_rule.items():
         items[f"exceptions {rule}"] = count
     return items
-

@@ -15,25 +15,55 @@ from billing.vee import VeeResult
 
 PG_EPOCH_DAY = np.datetime64("2000-01-01", "D")
 COPY_CHUNK_ROWS = 1_000_000  # rows per COPY write: bounds the temporary big-endian buffer to ~50 MB
-_DAILY = np.dtype([
-    ("n_fields", ">i2"),
-    ("l1", ">i4"), ("meter_id", ">i4"),
-    ("l2", ">i4"), ("channel_id", ">i2"),
-    ("l3", ">i4"), ("day", ">i4"),
-    ("l4", ">i4"), ("measured_kwh", ">f8"),
-    ("l5", ">i4"), ("estimated_kwh", ">f8"),
-    ("l6", ">i4"), ("n_measured", ">i4"),
-    ("l7", ">i4"), ("n_estimated", ">i4"),
-    ("l8", ">i4"), ("flags", ">i4"),
-    ("l9", ">i4"), ("methods", ">i2"),
-    ("l10", ">i4"), ("vee_run_id", ">i8"),
-])
-_DAILY_COLUMNS = ("meter_id", "channel_id", "day", "measured_kwh", "estimated_kwh", "n_measured", "n_estimated",
-                  "flags", "methods", "vee_run_id")
+_DAILY = np.dtype(
+    [
+        ("n_fields", ">i2"),
+        ("l1", ">i4"),
+        ("meter_id", ">i4"),
+        ("l2", ">i4"),
+        ("channel_id", ">i2"),
+        ("l3", ">i4"),
+        ("day", ">i4"),
+        ("l4", ">i4"),
+        ("measured_kwh", ">f8"),
+        ("l5", ">i4"),
+        ("estimated_kwh", ">f8"),
+        ("l6", ">i4"),
+        ("n_measured", ">i4"),
+        ("l7", ">i4"),
+        ("n_estimated", ">i4"),
+        ("l8", ">i4"),
+        ("flags", ">i4"),
+        ("l9", ">i4"),
+        ("methods", ">i2"),
+        ("l10", ">i4"),
+        ("vee_run_id", ">i8"),
+    ]
+)
+_DAILY_COLUMNS = (
+    "meter_id",
+    "channel_id",
+    "day",
+    "measured_kwh",
+    "estimated_kwh",
+    "n_measured",
+    "n_estimated",
+    "flags",
+    "methods",
+    "vee_run_id",
+)
 
 
-def insert_run(conn: psycopg.Connection, *, kind: str, period: str, city: str | None, power_company: str | None,
-               rules_sha256: str, tariffs_sha256: str) -> int:
+def insert_run(
+    conn: psycopg.Connection,
+    *,
+    kind: str,
+    period: str,
+    city: str | None,
+    power_company: str | None,
+    rules_sha256: str,
+    tariffs_sha256: str,
+) -> int:
     row = conn.execute(
         "INSERT INTO billing_runs (kind, period, city, power_company, status, rules_sha256, tariffs_sha256) "
         "VALUES (%s, %s, %s, %s, 'running', %s, %s) RETURNING run_id",
@@ -45,9 +75,7 @@ def insert_run(conn: psycopg.Connection, *, kind: str, period: str, city: str | 
 
 def finish_run(conn: psycopg.Connection, run_id: int, **fields: Any) -> None:
     fields = {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in fields.items()}
-    assignments = sql.SQL(", ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in fields
-    )
+    assignments = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in fields)
     conn.execute(
         sql.SQL("UPDATE billing_runs SET finished_at = now(), {} WHERE run_id = {}").format(
             assignments, sql.Literal(run_id)
@@ -65,8 +93,7 @@ def write_daily(conn: psycopg.Connection, vee: VeeResult, *, multiplier: np.ndar
     days = vee.window.days()
     conn.execute(
         "DELETE FROM daily_consumption WHERE meter_id = ANY(%s) AND day >= %s AND day < %s",
-        ([int(m) for m in np.unique(vee.series_meter)], days[0].item(),
-         (days[-1] + 1).item()),
+        ([int(m) for m in np.unique(vee.series_meter)], days[0].item(), (days[-1] + 1).item()),
     )
     rows = np.zeros(s_count * d_count, dtype=_DAILY)
     rows["n_fields"] = len(_DAILY_COLUMNS)
@@ -89,7 +116,7 @@ def write_daily(conn: psycopg.Connection, vee: VeeResult, *, multiplier: np.ndar
     with conn.cursor() as cur, cur.copy(query) as copy:
         copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
         for lo in range(0, rows.shape[0], COPY_CHUNK_ROWS):
-            copy.write(rows[lo:lo + COPY_CHUNK_ROWS].tobytes())
+            copy.write(rows[lo : lo + COPY_CHUNK_ROWS].tobytes())
         copy.write(b"\xff\xff")
     return int(rows.shape[0])
 
@@ -102,15 +129,17 @@ def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame, *, not
     options: sql.Composable = sql.SQL("FORMAT csv")
     if not_null:
         options = sql.SQL("FORMAT csv, FORCE_NOT_NULL ({})").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in not_null))
+            sql.SQL(", ").join(sql.Identifier(c) for c in not_null)
+        )
     query = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns), options
     )
     with conn.cursor() as cur, cur.copy(query) as copy:
         for lo in range(0, len(frame), COPY_CHUNK_ROWS):
             buf = io.StringIO()
-            frame.iloc[lo:lo + COPY_CHUNK_ROWS].to_csv(buf, header=False, index=False,
-                                                       date_format="%Y-%m-%d %H:%M:%S%z")
+            frame.iloc[lo : lo + COPY_CHUNK_ROWS].to_csv(
+                buf, header=False, index=False, date_format="%Y-%m-%d %H:%M:%S%z"
+            )
             copy.write(buf.getvalue())
     return len(frame)
 

@@ -17,8 +17,34 @@ from billing.vee import ReadingArrays
 DAY_S = 86400
 _LOCAL = timezone(timedelta(hours=7))
 # Household evening-heavy shape per hour of day (relative), from the consumption notes: peak 20:00-23:00.
-HOURLY_SHAPE = np.array([0.6, 0.5, 0.5, 0.5, 0.5, 0.6, 0.8, 0.9, 0.8, 0.7, 0.7, 0.8,
-                         0.9, 0.9, 0.8, 0.8, 0.9, 1.1, 1.4, 1.6, 1.8, 1.9, 1.7, 1.0])
+HOURLY_SHAPE = np.array(
+    [
+        0.6,
+        0.5,
+        0.5,
+        0.5,
+        0.5,
+        0.6,
+        0.8,
+        0.9,
+        0.8,
+        0.7,
+        0.7,
+        0.8,
+        0.9,
+        0.9,
+        0.8,
+        0.8,
+        0.9,
+        1.1,
+        1.4,
+        1.6,
+        1.8,
+        1.9,
+        1.7,
+        1.0,
+    ]
+)
 
 
 def local_midnight_s(day: date) -> int:
@@ -35,9 +61,18 @@ def tou_rate_of(ts_start_s: np.ndarray) -> np.ndarray:
     return np.where(peak, 1, np.where(off, 2, 0)).astype(np.int8)
 
 
-def register_reads(*, meter_ids: np.ndarray, first_day: date, n_days: int, interval_s: int,
-                   kwh_per_day: np.ndarray, rng: np.random.Generator, tou: bool = False, digits: int = 6,
-                   start_kwh: np.ndarray | None = None) -> ReadingArrays:
+def register_reads(
+    *,
+    meter_ids: np.ndarray,
+    first_day: date,
+    n_days: int,
+    interval_s: int,
+    kwh_per_day: np.ndarray,
+    rng: np.random.Generator,
+    tou: bool = False,
+    digits: int = 6,
+    start_kwh: np.ndarray | None = None,
+) -> ReadingArrays:
     """Reads at every interval boundary from first_day's local midnight through n_days (inclusive of the closing
     midnight), sorted by (meter, channel, ts). Channels: 1 (total), plus 2/3/4 when tou."""
     n_m = meter_ids.shape[0]
@@ -71,18 +106,30 @@ def register_reads(*, meter_ids: np.ndarray, first_day: date, n_days: int, inter
     )
 
 
-_COPY_ROW = np.dtype([
-    ("n", ">i2"), ("l1", ">i4"), ("meter_id", ">i4"), ("l2", ">i4"), ("channel_id", ">i2"),
-    ("l3", ">i4"), ("ts_us", ">i8"), ("l4", ">i4"), ("value", ">f8"), ("l5", ">i4"), ("quality", ">i2"),
-])
+_COPY_ROW = np.dtype(
+    [
+        ("n", ">i2"),
+        ("l1", ">i4"),
+        ("meter_id", ">i4"),
+        ("l2", ">i4"),
+        ("channel_id", ">i2"),
+        ("l3", ">i4"),
+        ("ts_us", ">i8"),
+        ("l4", ">i4"),
+        ("value", ">f8"),
+        ("l5", ">i4"),
+        ("quality", ">i2"),
+    ]
+)
 COPY_CHUNK_ROWS = 1_000_000  # rows per write: a ~42 MB buffer
 
 
 def copy_readings(conn: psycopg.Connection, r: ReadingArrays) -> int:
     """Binary COPY into readings (needs INSERT on readings: the owner or ingest role)."""
-    with conn.cursor() as cur, cur.copy(
-        "COPY readings (meter_id, channel_id, ts, value, quality) FROM STDIN (FORMAT BINARY)"
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY readings (meter_id, channel_id, ts, value, quality) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
         copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
         for lo in range(0, len(r), COPY_CHUNK_ROWS):
             hi = min(lo + COPY_CHUNK_ROWS, len(r))
@@ -101,7 +148,9 @@ def copy_readings(conn: psycopg.Connection, r: ReadingArrays) -> int:
 
 def concat(parts: list[ReadingArrays]) -> ReadingArrays:
     """Concatenate and sort by (meter, channel, ts)."""
-    cat = {k: np.concatenate([getattr(p, k) for p in parts]) for k in ("meter_id", "channel_id", "ts_s", "value",
-                                                                       "quality")}
+    cat = {
+        k: np.concatenate([getattr(p, k) for p in parts])
+        for k in ("meter_id", "channel_id", "ts_s", "value", "quality")
+    }
     order = np.lexsort((cat["ts_s"], cat["channel_id"], cat["meter_id"]))
     return ReadingArrays(**{k: np.ascontiguousarray(v[order]) for k, v in cat.items()})

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from amr.errors import ConfigError
-from collectors.tomlpos import config_error
+from amr.tomlfile import config_error
 
 TARIFF_DIR = Path(__file__).with_name("tariffs")
 
@@ -40,8 +40,10 @@ class TieredVersion(_Strict):
         if any(p <= 0 for p in self.price_vnd_per_kwh):
             raise ValueError("prices must be positive")
         if len(self.price_vnd_per_kwh) != len(self.tier_kwh) + 1:
-            raise ValueError(f"{len(self.tier_kwh)} tier sizes need {len(self.tier_kwh) + 1} prices "
-                             f"(the last tier is open), found {len(self.price_vnd_per_kwh)}")
+            raise ValueError(
+                f"{len(self.tier_kwh)} tier sizes need {len(self.tier_kwh) + 1} prices "
+                f"(the last tier is open), found {len(self.price_vnd_per_kwh)}"
+            )
         return self
 
 
@@ -229,8 +231,11 @@ def read_tariff_book(directory: Path | None = None) -> TariffBook:
         if isinstance(parsed, TieredFile):
             for cls_name in parsed.tariff_classes:
                 if cls_name in tiered:
-                    raise ConfigError(f"tariff class {cls_name!r} already billed by {tiered[cls_name].name!r}",
-                                      source=str(path), key="tariff_classes")
+                    raise ConfigError(
+                        f"tariff class {cls_name!r} already billed by {tiered[cls_name].name!r}",
+                        source=str(path),
+                        key="tariff_classes",
+                    )
                 tiered[cls_name] = parsed
         elif isinstance(parsed, TouFile):
             if tou is not None:
@@ -241,5 +246,5 @@ def read_tariff_book(directory: Path | None = None) -> TariffBook:
                 raise ConfigError("a second VAT file", source=str(path), key="kind")
             vat = parsed
     if vat is None:
-        raise ConfigError("no VAT file (kind = \"vat\") found", source=str(directory))
+        raise ConfigError('no VAT file (kind = "vat") found', source=str(directory))
     return TariffBook(tiered=tiered, tou=tou, vat=vat, sha256=digest.hexdigest())

@@ -61,8 +61,13 @@ class ReadingArrays:
         return int(self.ts_s.shape[0])
 
     def take(self, mask: np.ndarray) -> ReadingArrays:
-        return ReadingArrays(meter_id=self.meter_id[mask], channel_id=self.channel_id[mask], ts_s=self.ts_s[mask],
-                             value=self.value[mask], quality=self.quality[mask])
+        return ReadingArrays(
+            meter_id=self.meter_id[mask],
+            channel_id=self.channel_id[mask],
+            ts_s=self.ts_s[mask],
+            value=self.value[mask],
+            quality=self.quality[mask],
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,8 +142,13 @@ class VeeResult:
 def check_readings(r: ReadingArrays, *, sorted_check: bool = True) -> None:
     """Refuse arrays the kernels cannot take: wrong dtype, unequal lengths, not C-contiguous, not sorted
     (validate_estimate checks the order while it finds the series, in the same pass)."""
-    expected = {"meter_id": np.int32, "channel_id": np.int16, "ts_s": np.int64, "value": np.float64,
-                "quality": np.int16}
+    expected = {
+        "meter_id": np.int32,
+        "channel_id": np.int16,
+        "ts_s": np.int64,
+        "value": np.float64,
+        "quality": np.int16,
+    }
     n = len(r)
     for name, dtype in expected.items():
         a = getattr(r, name)
@@ -173,8 +183,14 @@ def lookup_digits(series_meter: np.ndarray, meter_ids: np.ndarray, register_digi
     return digits
 
 
-def validate_estimate(readings: ReadingArrays, *, rules: VeeRules, window: PeriodWindow,
-                      meter_ids: np.ndarray | None = None, register_digits: np.ndarray | None = None) -> VeeResult:
+def validate_estimate(
+    readings: ReadingArrays,
+    *,
+    rules: VeeRules,
+    window: PeriodWindow,
+    meter_ids: np.ndarray | None = None,
+    register_digits: np.ndarray | None = None,
+) -> VeeResult:
     """Run every VEE rule over a batch of reads (energy channels 1-4 and the clock offset, channel 20).
 
     readings: sorted by (meter_id, channel_id, ts_s), covering the window plus the rules' history days before it;
@@ -182,8 +198,9 @@ def validate_estimate(readings: ReadingArrays, *, rules: VeeRules, window: Perio
     """
     check_readings(readings, sorted_check=False)
     ch = readings.channel_id
-    only_energy = len(readings) == 0 or (int(ch.min()) >= min(ENERGY_CHANNELS) and int(ch.max()) <= max(
-        ENERGY_CHANNELS))
+    only_energy = len(readings) == 0 or (
+        int(ch.min()) >= min(ENERGY_CHANNELS) and int(ch.max()) <= max(ENERGY_CHANNELS)
+    )
     # the common case (energy channels only) runs on the caller's arrays without copying them
     if only_energy:
         energy, clock = readings, readings.take(np.zeros(0, np.int64))
@@ -204,8 +221,14 @@ def validate_estimate(readings: ReadingArrays, *, rules: VeeRules, window: Perio
 
     n, d = len(energy), window.n_days
     # flag records: only the few written elements are ever touched (see K.VEE_CHUNKS)
-    records = FlagRecords(n_readings=n, seg=seg, read=np.empty(n, np.int64), flags=np.empty(n, np.uint32),
-                          start=np.empty(n, np.int64), rows=np.zeros(K.VEE_CHUNKS, np.int64))
+    records = FlagRecords(
+        n_readings=n,
+        seg=seg,
+        read=np.empty(n, np.int64),
+        flags=np.empty(n, np.uint32),
+        start=np.empty(n, np.int64),
+        rows=np.zeros(K.VEE_CHUNKS, np.int64),
+    )
     exc_counts = np.zeros((K.VEE_CHUNKS, _RULE_BITS.shape[0]), np.int64)
     measured = np.zeros((n_series, d), np.float64)
     estimated = np.zeros((n_series, d), np.float64)
@@ -221,32 +244,96 @@ def validate_estimate(readings: ReadingArrays, *, rules: VeeRules, window: Perio
     allowed = np.asarray(rules.interval.allowed_s, dtype=np.int64)
     day0_s, end_s = window.day0_s, window.end_s
     if n_series:
-        K.vee_kernel(seg, energy.ts_s, energy.value, energy.quality, modulus, kernel_params(rules), allowed,
-                     day0_s, d, end_s, _RULE_BITS, records.read, records.flags, records.start, records.rows,
-                     exc_counts, measured, estimated, n_meas, n_est, day_flags, day_methods, series_flags,
-                     series_interval, hist, first_valid, last_valid)
+        K.vee_kernel(
+            seg,
+            energy.ts_s,
+            energy.value,
+            energy.quality,
+            modulus,
+            kernel_params(rules),
+            allowed,
+            day0_s,
+            d,
+            end_s,
+            _RULE_BITS,
+            records.read,
+            records.flags,
+            records.start,
+            records.rows,
+            exc_counts,
+            measured,
+            estimated,
+            n_meas,
+            n_est,
+            day_flags,
+            day_methods,
+            series_flags,
+            series_interval,
+            hist,
+            first_valid,
+            last_valid,
+        )
         h = rules.history
-        K.use_check_kernel(measured, estimated, n_meas, n_est, hist, series_channel == TOTAL_CHANNEL,
-                           h.active_min_kwh_per_day, h.high_factor, h.low_factor, h.zero_days, day_flags)
+        K.use_check_kernel(
+            measured,
+            estimated,
+            n_meas,
+            n_est,
+            hist,
+            series_channel == TOTAL_CHANNEL,
+            h.active_min_kwh_per_day,
+            h.high_factor,
+            h.low_factor,
+            h.zero_days,
+            day_flags,
+        )
         if rules.tou_sum.enabled:
             total_idx, rate_idx = tou_groups(series_meter, series_channel)
-            K.tou_sum_kernel(total_idx, rate_idx, measured, estimated, n_meas, n_est, rules.tou_sum.tolerance_kwh,
-                             rules.tou_sum.tolerance_ratio, day_flags)
+            K.tou_sum_kernel(
+                total_idx,
+                rate_idx,
+                measured,
+                estimated,
+                n_meas,
+                n_est,
+                rules.tou_sum.tolerance_kwh,
+                rules.tou_sum.tolerance_ratio,
+                day_flags,
+            )
     clock_flags = _clock_flags(clock, rules)
     _flag_clock_days(clock, clock_flags, series_meter, day_flags, day0_s, d)
 
     parts = [
         _energy_exceptions(energy, records, exc_counts, window) if n_series else None,
-        _rows(clock.meter_id, clock.channel_id, clock.ts_s, clock.ts_s, clock_flags, clock.value,
-              (clock.ts_s > day0_s) & (clock.ts_s < end_s)),
+        _rows(
+            clock.meter_id,
+            clock.channel_id,
+            clock.ts_s,
+            clock.ts_s,
+            clock_flags,
+            clock.value,
+            (clock.ts_s > day0_s) & (clock.ts_s < end_s),
+        ),
         _day_exceptions(series_meter, series_channel, day_flags, measured, estimated, window),
         *_series_exceptions(series_meter, series_channel, series_flags, first_valid, last_valid, window),
     ]
     exceptions = _exception_frame([p for p in parts if p is not None])
-    return VeeResult(window=window, series_meter=series_meter, series_channel=series_channel, measured=measured,
-                     estimated=estimated, n_measured=n_meas, n_estimated=n_est, day_flags=day_flags,
-                     day_methods=day_methods, series_flags=series_flags, series_interval_s=series_interval,
-                     hist_kwh_per_day=hist, flag_records=records, exceptions=exceptions)
+    return VeeResult(
+        window=window,
+        series_meter=series_meter,
+        series_channel=series_channel,
+        measured=measured,
+        estimated=estimated,
+        n_measured=n_meas,
+        n_estimated=n_est,
+        day_flags=day_flags,
+        day_methods=day_methods,
+        series_flags=series_flags,
+        series_interval_s=series_interval,
+        hist_kwh_per_day=hist,
+        flag_records=records,
+        exceptions=exceptions,
+    )
 
 
 def tou_groups(series_meter: np.ndarray, series_channel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -260,8 +347,11 @@ def tou_groups(series_meter: np.ndarray, series_channel: np.ndarray) -> tuple[np
     for ch in RATE_CHANNELS:
         meters = np.intersect1d(meters, by_channel[ch][0])
     total_idx = by_channel[TOTAL_CHANNEL][1][np.searchsorted(by_channel[TOTAL_CHANNEL][0], meters)]
-    rate_idx = np.stack([by_channel[ch][1][np.searchsorted(by_channel[ch][0], meters)] for ch in RATE_CHANNELS],
-                        axis=1) if meters.size else np.zeros((0, 3), np.int64)
+    rate_idx = (
+        np.stack([by_channel[ch][1][np.searchsorted(by_channel[ch][0], meters)] for ch in RATE_CHANNELS], axis=1)
+        if meters.size
+        else np.zeros((0, 3), np.int64)
+    )
     return total_idx.astype(np.int64), np.ascontiguousarray(rate_idx, dtype=np.int64)
 
 
@@ -273,8 +363,14 @@ def _clock_flags(clock: ReadingArrays, rules: VeeRules) -> np.ndarray:
     return out
 
 
-def _flag_clock_days(clock: ReadingArrays, clock_flags: np.ndarray, series_meter: np.ndarray,
-                     day_flags: np.ndarray, day0_s: int, n_days: int) -> None:
+def _flag_clock_days(
+    clock: ReadingArrays,
+    clock_flags: np.ndarray,
+    series_meter: np.ndarray,
+    day_flags: np.ndarray,
+    day0_s: int,
+    n_days: int,
+) -> None:
     hit = np.flatnonzero(clock_flags)
     if hit.size == 0 or series_meter.size == 0:
         return
@@ -297,8 +393,15 @@ _RULE_CODES = np.array([rule.code for rule in F.RULES], dtype=object)
 _RULE_SEVERITIES = np.array([rule.severity for rule in F.RULES], dtype=object)
 
 
-def _rows(meter: np.ndarray, channel: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, bits: np.ndarray,
-          value: np.ndarray, keep: np.ndarray | None = None) -> _Columns:
+def _rows(
+    meter: np.ndarray,
+    channel: np.ndarray,
+    start_s: np.ndarray,
+    end_s: np.ndarray,
+    bits: np.ndarray,
+    value: np.ndarray,
+    keep: np.ndarray | None = None,
+) -> _Columns:
     """One exception row per (row, rule bit set in bits[row]) among the kept rows: rule by rule (F.RULES order),
     rows ascending within a rule."""
     bits = np.asarray(bits, dtype=np.uint32)
@@ -308,12 +411,19 @@ def _rows(meter: np.ndarray, channel: np.ndarray, start_s: np.ndarray, end_s: np
     picks = [np.flatnonzero(bits & rule.bit) if present & rule.bit else np.zeros(0, np.int64) for rule in F.RULES]
     rows = np.concatenate(picks)
     rule = np.repeat(np.arange(len(F.RULES)), [p.size for p in picks])
-    return (meter[rows], channel[rows], np.asarray(start_s)[rows], np.asarray(end_s)[rows], rule,
-            np.asarray(value, dtype=np.float64)[rows])
+    return (
+        meter[rows],
+        channel[rows],
+        np.asarray(start_s)[rows],
+        np.asarray(end_s)[rows],
+        rule,
+        np.asarray(value, dtype=np.float64)[rows],
+    )
 
 
-def _energy_exceptions(energy: ReadingArrays, records: FlagRecords, exc_counts: np.ndarray,
-                       window: PeriodWindow) -> _Columns:
+def _energy_exceptions(
+    energy: ReadingArrays, records: FlagRecords, exc_counts: np.ndarray, window: PeriodWindow
+) -> _Columns:
     """The reading exceptions among vee_kernel's flag records, in _rows' order."""
     per_rule = exc_counts.sum(axis=0)
     # rows of rule b: after all rows of the rules before it; chunk c's after those of the chunks before c
@@ -321,11 +431,29 @@ def _energy_exceptions(energy: ReadingArrays, records: FlagRecords, exc_counts: 
     total = int(per_rule.sum())
     row_read = np.empty(total, np.int64)
     row_start = np.empty(total, np.int64)
-    K.gather_exceptions(records.seg, energy.ts_s, window.day0_s, window.end_s, _RULE_BITS, records.read,
-                        records.flags, records.start, records.rows, np.ascontiguousarray(offsets), row_read, row_start)
+    K.gather_exceptions(
+        records.seg,
+        energy.ts_s,
+        window.day0_s,
+        window.end_s,
+        _RULE_BITS,
+        records.read,
+        records.flags,
+        records.start,
+        records.rows,
+        np.ascontiguousarray(offsets),
+        row_read,
+        row_start,
+    )
     rule = np.repeat(np.arange(_RULE_BITS.shape[0]), per_rule)
-    return (energy.meter_id[row_read], energy.channel_id[row_read], row_start, energy.ts_s[row_read], rule,
-            energy.value[row_read])
+    return (
+        energy.meter_id[row_read],
+        energy.channel_id[row_read],
+        row_start,
+        energy.ts_s[row_read],
+        rule,
+        energy.value[row_read],
+    )
 
 
 def _utc(epoch_s: np.ndarray) -> pd.DatetimeIndex:
@@ -338,47 +466,83 @@ def _exception_frame(parts: list[_Columns]) -> pd.DataFrame:
     if not parts:
         return empty_exceptions()
     meter, channel, start, end, rule, value = (np.concatenate([p[k] for p in parts]) for k in range(6))
-    return pd.DataFrame({
-        "meter_id": meter.astype(np.int32, copy=False),
-        "channel_id": channel.astype(np.int16, copy=False),
-        "interval_start": _utc(start),
-        "interval_end": _utc(end),
-        # object, like the frames before: pandas would infer its str dtype from an object array of str
-        "rule": pd.Series(_RULE_CODES[rule], dtype=object, copy=False),
-        "severity": pd.Series(_RULE_SEVERITIES[rule], dtype=object, copy=False),
-        "value": value.astype(np.float64, copy=False),
-    })
+    return pd.DataFrame(
+        {
+            "meter_id": meter.astype(np.int32, copy=False),
+            "channel_id": channel.astype(np.int16, copy=False),
+            "interval_start": _utc(start),
+            "interval_end": _utc(end),
+            # object, like the frames before: pandas would infer its str dtype from an object array of str
+            "rule": pd.Series(_RULE_CODES[rule], dtype=object, copy=False),
+            "severity": pd.Series(_RULE_SEVERITIES[rule], dtype=object, copy=False),
+            "value": value.astype(np.float64, copy=False),
+        }
+    )
 
 
 def empty_exceptions() -> pd.DataFrame:
-    return pd.DataFrame({
-        "meter_id": pd.Series(dtype=np.int32), "channel_id": pd.Series(dtype=np.int16),
-        "interval_start": pd.Series(dtype="datetime64[ns, UTC]"),
-        "interval_end": pd.Series(dtype="datetime64[ns, UTC]"),
-        "rule": pd.Series(dtype=object), "severity": pd.Series(dtype=object), "value": pd.Series(dtype=np.float64),
-    })
+    return pd.DataFrame(
+        {
+            "meter_id": pd.Series(dtype=np.int32),
+            "channel_id": pd.Series(dtype=np.int16),
+            "interval_start": pd.Series(dtype="datetime64[ns, UTC]"),
+            "interval_end": pd.Series(dtype="datetime64[ns, UTC]"),
+            "rule": pd.Series(dtype=object),
+            "severity": pd.Series(dtype=object),
+            "value": pd.Series(dtype=np.float64),
+        }
+    )
 
 
 _DAY_RULES = F.HIGH_USE | F.LOW_USE | F.ZERO_USE | F.TOU_SUM
 
 
-def _day_exceptions(series_meter: np.ndarray, series_channel: np.ndarray, day_flags: np.ndarray,
-                    measured: np.ndarray, estimated: np.ndarray, window: PeriodWindow) -> _Columns:
+def _day_exceptions(
+    series_meter: np.ndarray,
+    series_channel: np.ndarray,
+    day_flags: np.ndarray,
+    measured: np.ndarray,
+    estimated: np.ndarray,
+    window: PeriodWindow,
+) -> _Columns:
     s, d = np.nonzero(day_flags & _DAY_RULES)
     start = window.day0_s + d.astype(np.int64) * K.DAY_S
-    return _rows(series_meter[s], series_channel[s], start, start + K.DAY_S, day_flags[s, d] & _DAY_RULES,
-                 measured[s, d] + estimated[s, d])
+    return _rows(
+        series_meter[s],
+        series_channel[s],
+        start,
+        start + K.DAY_S,
+        day_flags[s, d] & _DAY_RULES,
+        measured[s, d] + estimated[s, d],
+    )
 
 
-def _series_exceptions(series_meter: np.ndarray, series_channel: np.ndarray, series_flags: np.ndarray,
-                       first_valid: np.ndarray, last_valid: np.ndarray, window: PeriodWindow) -> list[_Columns]:
+def _series_exceptions(
+    series_meter: np.ndarray,
+    series_channel: np.ndarray,
+    series_flags: np.ndarray,
+    first_valid: np.ndarray,
+    last_valid: np.ndarray,
+    window: PeriodWindow,
+) -> list[_Columns]:
     lead = np.flatnonzero(series_flags & F.LEADING_GAP)
     lead_end = np.where(first_valid[lead] < 0, window.end_s, first_valid[lead])
     tail = np.flatnonzero(series_flags & F.GAP_TOO_LONG)
     return [
-        _rows(series_meter[lead], series_channel[lead], np.full(lead.size, window.day0_s), lead_end,
-              np.full(lead.size, F.LEADING_GAP, np.uint32), np.full(lead.size, np.nan)),
-        _rows(series_meter[tail], series_channel[tail], np.maximum(last_valid[tail], window.day0_s),
-              np.full(tail.size, window.end_s), np.full(tail.size, F.GAP_TOO_LONG, np.uint32),
-              np.full(tail.size, np.nan)),
+        _rows(
+            series_meter[lead],
+            series_channel[lead],
+            np.full(lead.size, window.day0_s),
+            lead_end,
+            np.full(lead.size, F.LEADING_GAP, np.uint32),
+            np.full(lead.size, np.nan),
+        ),
+        _rows(
+            series_meter[tail],
+            series_channel[tail],
+            np.maximum(last_valid[tail], window.day0_s),
+            np.full(tail.size, window.end_s),
+            np.full(tail.size, F.GAP_TOO_LONG, np.uint32),
+            np.full(tail.size, np.nan),
+        ),
     ]

@@ -17,7 +17,7 @@ Example (every key is documented on its model below)::
     [[gateways.meters]]
     serial = "VN24HN000123"
     unit_id = 1
-    map = "vn_sim_meter"                # a built-in map (collectors/modbus/maps) or a file relative to this one
+    map = "vn_sim_meter"                # a built-in map (amr/modbus/maps) or a file relative to this one
     poll_interval_s = 900
     multiplier = 1.0                    # CT/VT ratio; readings are published before it (meters.multiplier)
 
@@ -57,9 +57,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from amr.errors import ConfigError
-from collectors.tomlpos import config_error, line_of, parse_key_lines
+from amr.modbus.registermap import MAPS_DIR
+from amr.tomlfile import config_error, line_of, parse_key_lines
 
-BUILTIN_MAPS_DIR = Path(__file__).resolve().parent / "modbus" / "maps"
 DEFAULT_PUBLISH_WINDOW = 1_000  # outstanding QoS 1 messages: far below paho's 65,535 message ids
 DEFAULT_BATCH_READINGS = 100  # readings per message: the broker hop carries ~1 M readings/s at this size
 
@@ -173,7 +173,7 @@ class CollectorConfig(_Strict):
     def map_path(self, name: str) -> Path:
         """Where a meter's `map` value points: a built-in map name or a file relative to the config."""
         if "/" not in name and not name.endswith(".toml"):
-            return BUILTIN_MAPS_DIR / f"{name}.toml"
+            return MAPS_DIR / f"{name}.toml"
         path = Path(name)
         if not path.is_absolute() and self.source_file is not None:
             path = self.source_file.parent / path

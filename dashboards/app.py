@@ -43,14 +43,17 @@ def create_app(conninfo: str, *, auth: BasicAuth | None, source: DataSource | No
         update_title="",
         serve_locally=True,  # offline: the JS bundles come from the package, never a CDN
     )
-    app.layout = html.Div([
-        dcc.Location(id="url"),
-        html.Div(_nav("/"), id="nav", className="nav"),
-        html.Div(id="page", className="page"),
-    ])
+    app.layout = html.Div(
+        [
+            dcc.Location(id="url"),
+            html.Div(_nav("/"), id="nav", className="nav"),
+            html.Div(id="page", className="page"),
+        ]
+    )
 
-    @app.callback(Output("page", "children"), Output("nav", "children"), Input("url", "pathname"),
-                  State("url", "search"))
+    @app.callback(
+        Output("page", "children"), Output("nav", "children"), Input("url", "pathname"), State("url", "search")
+    )
     def _route(pathname: str | None, search: str | None) -> tuple[Any, Any]:
         pathname = pathname or "/"
         for page in PAGES:

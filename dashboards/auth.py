@@ -46,11 +46,15 @@ class BasicAuth:
         if not user and not password:
             return None
         if not password:
-            raise ConfigError(f"{USER_VAR} is set without {PASSWORD_VAR}: set both, or neither to use the "
-                              "generated credentials", source=f"environment variable {PASSWORD_VAR}")
+            raise ConfigError(
+                f"{USER_VAR} is set without {PASSWORD_VAR}: set both, or neither to use the generated credentials",
+                source=f"environment variable {PASSWORD_VAR}",
+            )
         if not user:
-            raise ConfigError(f"{PASSWORD_VAR} is set without {USER_VAR}: set both, or neither to use the "
-                              "generated credentials", source=f"environment variable {USER_VAR}")
+            raise ConfigError(
+                f"{PASSWORD_VAR} is set without {USER_VAR}: set both, or neither to use the generated credentials",
+                source=f"environment variable {USER_VAR}",
+            )
         return cls(user=user, password=password)
 
     def allows(self, request: flask.wrappers.Request) -> bool:
@@ -101,8 +105,9 @@ def read_or_create_credentials(path: Path) -> BasicAuth:
         raise ConfigError(f"not valid TOML: {exc}; delete it to generate new credentials", source=str(path)) from exc
     for key in ("user", "password"):
         if not isinstance(data.get(key), str) or not data[key]:
-            raise ConfigError("must be a non-empty string; delete the file to generate new credentials",
-                              source=str(path), key=key)
+            raise ConfigError(
+                "must be a non-empty string; delete the file to generate new credentials", source=str(path), key=key
+            )
     return BasicAuth(user=data["user"], password=data["password"])
 
 
@@ -125,19 +130,24 @@ class AuthChoice:
     notice: str  # one line for the console at start: who may log in and where the password is (never the password)
 
 
-def resolve_auth(*, state_dir: Path, host: str, no_auth: bool = False,
-                 environ: dict[str, str] | None = None) -> AuthChoice:
+def resolve_auth(
+    *, state_dir: Path, host: str, no_auth: bool = False, environ: dict[str, str] | None = None
+) -> AuthChoice:
     """Decide how the dashboards served on `host` authenticate (see the module docstring); ConfigError for a
     half-set environment, for --no-auth on an address other machines can reach, and for --no-auth together
     with credentials in the environment."""
     from_env = BasicAuth.from_environ(environ)
     if no_auth:
         if from_env is not None:
-            raise ConfigError(f"--no-auth and {USER_VAR} / {PASSWORD_VAR} contradict each other: drop one",
-                              source="--no-auth")
+            raise ConfigError(
+                f"--no-auth and {USER_VAR} / {PASSWORD_VAR} contradict each other: drop one", source="--no-auth"
+            )
         if not is_loopback(host):
-            raise ConfigError(f"would serve the dashboards without authentication to anyone who can reach {host}; "
-                              "allowed only on a loopback address (127.0.0.1, ::1, localhost)", source="--no-auth")
+            raise ConfigError(
+                f"would serve the dashboards without authentication to anyone who can reach {host}; "
+                "allowed only on a loopback address (127.0.0.1, ::1, localhost)",
+                source="--no-auth",
+            )
         return AuthChoice(auth=None, notice="without authentication (--no-auth, loopback only)")
     if from_env is not None:
         return AuthChoice(auth=from_env, notice=f"user {from_env.user!r}, password from {PASSWORD_VAR}")

@@ -14,7 +14,7 @@ from dashboards.reference import CITIES, CITY_NAMES
 LOCAL_TZ = dt.timezone(dt.timedelta(hours=7), "ICT")  # Asia/Ho_Chi_Minh, no DST
 
 # DejaVu Sans has every Vietnamese precomposed letter; DataTable would otherwise use a monospace font.
-FONT_FAMILY = "\"DejaVu Sans\", \"Noto Sans\", \"Liberation Sans\", Arial, sans-serif"
+FONT_FAMILY = '"DejaVu Sans", "Noto Sans", "Liberation Sans", Arial, sans-serif'
 
 TABLE_STYLE: dict[str, Any] = {
     "style_table": {"overflowX": "auto"},
@@ -85,15 +85,32 @@ def as_of_note(refreshed: dict[str, dt.datetime], name: str) -> str:
 
 def city_control(id_: str) -> html.Div:
     """The city filter every page shares: both cities, Hà Nội or TP. Hồ Chí Minh."""
-    return html.Div([html.Label("City"), dcc.Dropdown(
-        id=id_, options=[{"label": "both cities", "value": ""}]
-        + [{"label": CITY_NAMES[c], "value": c} for c in CITIES], value="", clearable=False)],
-        className="control")
+    return html.Div(
+        [
+            html.Label("City"),
+            dcc.Dropdown(
+                id=id_,
+                options=[{"label": "both cities", "value": ""}]
+                + [{"label": CITY_NAMES[c], "value": c} for c in CITIES],
+                value="",
+                clearable=False,
+            ),
+        ],
+        className="control",
+    )
 
 
 def companies_control(id_: str, companies: pd.DataFrame) -> html.Div:
     """The power-company multi-select (names with their diacritics and codes)."""
-    return html.Div([html.Label("Power companies"), dcc.Dropdown(
-        id=id_, multi=True, placeholder="all power companies",
-        options=[{"label": f"{r.name} ({r.code})", "value": r.code} for r in companies.itertuples()])],
-        className="control wide")
+    return html.Div(
+        [
+            html.Label("Power companies"),
+            dcc.Dropdown(
+                id=id_,
+                multi=True,
+                placeholder="all power companies",
+                options=[{"label": f"{r.name} ({r.code})", "value": r.code} for r in companies.itertuples()],
+            ),
+        ],
+        className="control wide",
+    )

@@ -108,8 +108,17 @@ def fetch_map_sample(src: DataSource, cities: Sequence[str]) -> pd.DataFrame:
         " FROM meter_map_sample WHERE city = ANY(%(cities)s)",
         {"cities": list(cities)},
         columns=[
-            "meter_id", "city", "power_company", "meter_kind", "connected_on", "installed_on", "remote_since",
-            "latitude_deg", "longitude_deg", "status", "weight",
+            "meter_id",
+            "city",
+            "power_company",
+            "meter_kind",
+            "connected_on",
+            "installed_on",
+            "remote_since",
+            "latitude_deg",
+            "longitude_deg",
+            "status",
+            "weight",
         ],
         requires=["meter_map_sample"],
     )
@@ -123,7 +132,7 @@ class NetworkFilter:
     city: str | None = None
     companies: tuple[str, ...] = ()
     protocols: tuple[str, ...] = ()
-    text: str = ""          # substring of a serial or gateway id
+    text: str = ""  # substring of a serial or gateway id
     silence: str | None = None  # '24h', '7d', 'never'
 
     def where(self, *, alias: str = "", text_cols: Sequence[str] = ()) -> tuple[str, dict[str, object]]:
@@ -159,15 +168,32 @@ def fetch_network_summary(src: DataSource, flt: NetworkFilter) -> pd.DataFrame:
         " ORDER BY n.city DESC, n.power_company, n.protocol",
         params,
         columns=[
-            "city", "power_company", "name", "protocol", "meters", "remote_meters", "read_interval", "read_24h",
-            "read_7d", "never_read", "attempts", "successes",
+            "city",
+            "power_company",
+            "name",
+            "protocol",
+            "meters",
+            "remote_meters",
+            "read_interval",
+            "read_24h",
+            "read_7d",
+            "never_read",
+            "attempts",
+            "successes",
         ],
         requires=["network_summary"],
     )
 
 
 SILENT_COLUMNS = [
-    "serial", "city", "power_company", "protocol", "gateway", "last_reading_ts", "last_success_at", "last_error",
+    "serial",
+    "city",
+    "power_company",
+    "protocol",
+    "gateway",
+    "last_reading_ts",
+    "last_success_at",
+    "last_error",
     "silence",
 ]
 
@@ -177,8 +203,9 @@ def fetch_silent_meters(
 ) -> tuple[pd.DataFrame, int]:
     """One page of silent meters (longest silent first) and the number of rows the filter selects."""
     where, params = flt.where(text_cols=("serial", "gateway"))
-    total = src.fetch_frame(f"SELECT count(*) AS n FROM silent_meters{where}", params, columns=["n"],
-                            requires=["silent_meters"])
+    total = src.fetch_frame(
+        f"SELECT count(*) AS n FROM silent_meters{where}", params, columns=["n"], requires=["silent_meters"]
+    )
     frame = src.fetch_frame(
         f"SELECT {', '.join(SILENT_COLUMNS)} FROM silent_meters{where}"
         " ORDER BY last_reading_ts ASC NULLS FIRST, meter_id LIMIT %(limit)s OFFSET %(offset)s",
@@ -202,7 +229,15 @@ def fetch_silent_meters_csv(src: DataSource, flt: NetworkFilter) -> pd.DataFrame
 
 
 GATEWAY_COLUMNS = [
-    "gateway", "city", "power_company", "protocol", "meters", "read_24h", "last_reading_ts", "attempts", "successes",
+    "gateway",
+    "city",
+    "power_company",
+    "protocol",
+    "meters",
+    "read_24h",
+    "last_reading_ts",
+    "attempts",
+    "successes",
     "silent",
 ]
 
@@ -211,13 +246,14 @@ def fetch_gateways(
     src: DataSource, flt: NetworkFilter, *, silent_only: bool, page: int = 0, page_rows: int = LIST_PAGE_ROWS
 ) -> tuple[pd.DataFrame, int]:
     """One page of gateways (silent first, then by lowest read share) and the filtered row count."""
-    where, params = NetworkFilter(
-        city=flt.city, companies=flt.companies, protocols=flt.protocols, text=flt.text
-    ).where(text_cols=("gateway",))
+    where, params = NetworkFilter(city=flt.city, companies=flt.companies, protocols=flt.protocols, text=flt.text).where(
+        text_cols=("gateway",)
+    )
     if silent_only:
         where = (where + " AND silent") if where else " WHERE silent"
-    total = src.fetch_frame(f"SELECT count(*) AS n FROM gateway_summary{where}", params, columns=["n"],
-                            requires=["gateway_summary"])
+    total = src.fetch_frame(
+        f"SELECT count(*) AS n FROM gateway_summary{where}", params, columns=["n"], requires=["gateway_summary"]
+    )
     frame = src.fetch_frame(
         f"SELECT {', '.join(GATEWAY_COLUMNS)} FROM gateway_summary{where}"
         " ORDER BY silent DESC, read_24h::float / greatest(meters, 1), gateway LIMIT %(limit)s OFFSET %(offset)s",
@@ -285,14 +321,25 @@ def fetch_quality_daily(src: DataSource, city: str | None) -> pd.DataFrame:
         " FROM quality_daily q JOIN power_companies pc ON pc.code = q.power_company"
         " WHERE (%(city)s::text IS NULL OR q.city = %(city)s) ORDER BY q.day, q.power_company",
         {"city": city},
-        columns=["power_company", "name", "city", "day", "meters", "n_measured", "n_estimated", "measured_kwh",
-                 "estimated_kwh", "flagged_days"],
+        columns=[
+            "power_company",
+            "name",
+            "city",
+            "day",
+            "meters",
+            "n_measured",
+            "n_estimated",
+            "measured_kwh",
+            "estimated_kwh",
+            "flagged_days",
+        ],
         requires=["quality_daily"],
     )
 
 
-def fetch_top_exception_meters(src: DataSource, period: str, rule: str | None, city: str | None,
-                               limit: int = 25) -> pd.DataFrame:
+def fetch_top_exception_meters(
+    src: DataSource, period: str, rule: str | None, city: str | None, limit: int = 25
+) -> pd.DataFrame:
     """The meters with the most exceptions in `period`'s newest VEE runs (index on vee_exceptions(run_id, rule))."""
     return src.fetch_frame(
         "SELECT m.serial, m.city, m.power_company, count(*) AS exceptions,"
@@ -316,8 +363,17 @@ def fetch_meter(src: DataSource, serial: str) -> pd.DataFrame:
         "       m.multiplier FROM meters m JOIN power_companies pc ON pc.code = m.power_company"
         " WHERE m.serial = %(serial)s",
         {"serial": serial},
-        columns=["meter_id", "serial", "city", "power_company", "name", "meter_kind", "protocol", "gateway",
-                 "multiplier"],
+        columns=[
+            "meter_id",
+            "serial",
+            "city",
+            "power_company",
+            "name",
+            "meter_kind",
+            "protocol",
+            "gateway",
+            "multiplier",
+        ],
     )
 
 
@@ -325,8 +381,9 @@ def fetch_meter(src: DataSource, serial: str) -> pd.DataFrame:
 DRILLDOWN_MAX_READINGS = 4000
 
 
-def fetch_meter_readings(src: DataSource, meter_id: int, start: dt.datetime, end: dt.datetime,
-                         channel_id: int = 1) -> pd.DataFrame:
+def fetch_meter_readings(
+    src: DataSource, meter_id: int, start: dt.datetime, end: dt.datetime, channel_id: int = 1
+) -> pd.DataFrame:
     """[ts, value, quality] of one meter and channel in [start, end): an index range scan on
     readings (meter_id, channel_id, ts), the one raw-readings query the dashboards run."""
     return src.fetch_frame(
@@ -364,8 +421,23 @@ def fetch_meter_daily(src: DataSource, meter_id: int, first_day: dt.date, end_da
 
 # -- billing --------------------------------------------------------------------------------------------------
 RUN_COLUMNS = [
-    "run_id", "kind", "period", "city", "power_company", "started_at", "finished_at", "status", "customers",
-    "energy_kwh", "amount_vnd", "vat_vnd", "total_vnd", "estimated_share", "exceptions", "hold_reason", "export_dir",
+    "run_id",
+    "kind",
+    "period",
+    "city",
+    "power_company",
+    "started_at",
+    "finished_at",
+    "status",
+    "customers",
+    "energy_kwh",
+    "amount_vnd",
+    "vat_vnd",
+    "total_vnd",
+    "estimated_share",
+    "exceptions",
+    "hold_reason",
+    "export_dir",
 ]
 # The run list is the newest runs; older ones are a filter away (period).
 RUN_LIST_MAX = 200
@@ -414,9 +486,14 @@ def fetch_rollout_reference(src: DataSource) -> tuple[PublishedFigure, ...]:
 
     rows: list[dict[str, Any]] = frame.to_dict("records")  # type: ignore[assignment]
     return tuple(
-        PublishedFigure(as_of=pd.Timestamp(r["as_of"]).date(), city=str(r["city"]),
-                        electronic_meters=count(r["electronic_meters"]),
-                        electronic_share_pct=pct(r["electronic_share"]), remote_meters=count(r["remote_meters"]),
-                        remote_share_pct=pct(r["remote_share"]), source=str(r["source"]))
+        PublishedFigure(
+            as_of=pd.Timestamp(r["as_of"]).date(),
+            city=str(r["city"]),
+            electronic_meters=count(r["electronic_meters"]),
+            electronic_share_pct=pct(r["electronic_share"]),
+            remote_meters=count(r["remote_meters"]),
+            remote_share_pct=pct(r["remote_share"]),
+            source=str(r["source"]),
+        )
         for r in rows
     )

@@ -1,1 +1,1 @@
-"""Modbus collection: register maps, codec, block planning."""
+"""Modbus collection: bus scheduling, RTU and TCP transports, meter reads (the protocol layer is amr.modbus)."""

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from amr.errors import ProtocolError
 from amr.messages import Reading
-from collectors.modbus.framing import ModbusException
+from amr.modbus.framing import ModbusException
 from collectors.modbus.transport import ModbusClient
 from collectors.stats import MeterStats
 

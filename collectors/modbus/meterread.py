@@ -2,7 +2,7 @@
 answers into normalized readings (OBIS channel, catalogue unit, scale applied; multiplier not applied).
 
 The decoder is compiled once per map into (offset, struct format, word swap, scale, OBIS, unit) tuples, so a
-meter read costs one ``struct.unpack_from`` per value; ``collectors.modbus.codec.decode_block_bytes`` is the
+meter read costs one ``struct.unpack_from`` per value; ``amr.modbus.codec.decode_block_bytes`` is the
 reference it is tested against.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from amr.errors import ProtocolError
 from amr.messages import Reading
+from amr.modbus.codec import STRUCT_FORMAT, ReadRequest, plan_reads
+from amr.modbus.registermap import RegisterMap, read_register_map
 from collectors.modbus.bus import Block
-from collectors.modbus.codec import STRUCT_FORMAT, ReadRequest, plan_reads
-from collectors.modbus.registermap import RegisterMap, read_register_map
 
 STATUS_OBIS = "0.0.96.10.1.255"  # AMR profile status: its bits qualify the other values of the same read
 

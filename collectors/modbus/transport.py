@@ -21,7 +21,7 @@ from typing import Protocol
 import serial
 
 from amr.errors import ProtocolError
-from collectors.modbus.framing import (
+from amr.modbus.framing import (
     MBAP_HEADER_BYTES,
     check_mbap,
     check_rtu_frame,

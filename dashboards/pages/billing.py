@@ -52,7 +52,8 @@ def run_rows(runs: pd.DataFrame) -> list[dict[str, Any]]:
     out["energy_kwh"] = out["energy_kwh"].map(lambda v: "—" if pd.isna(v) else f"{v:,.0f}")
     out["estimated_share"] = out["estimated_share"].map(lambda v: "—" if pd.isna(v) else f"{100 * v:.2f} %")
     out["exceptions"] = out["exceptions"].map(
-        lambda v: "—" if v is None or (isinstance(v, float) and pd.isna(v)) else f"{sum(dict(v).values()):,}")
+        lambda v: "—" if v is None or (isinstance(v, float) and pd.isna(v)) else f"{sum(dict(v).values()):,}"
+    )
     return records(out.drop(columns=["export_dir"]))
 
 
@@ -69,20 +70,33 @@ def render_billing(src: DataSource, kind: str | None, status: str | None) -> Bil
     if missing:
         state: Any = empty_state("Billing has not been set up yet: table billing_runs missing.", id_="billing-empty")
     elif runs.empty:
-        state = empty_state("No billing runs" + (" match the filter." if kind or status else " yet."),
-                            id_="billing-empty")
+        state = empty_state(
+            "No billing runs" + (" match the filter." if kind or status else " yet."), id_="billing-empty"
+        )
     else:
         state = html.Div(f"{len(runs):,} runs (newest first)", className="note")
     bills = runs[runs["kind"] == "bill"] if not runs.empty else runs
-    cards = html.Div([
-        kpi("runs", fmt_int(len(runs)), id_="billing-kpi-runs"),
-        kpi("held for review", fmt_int(int((runs["status"] == "held").sum()) if not runs.empty else 0),
-            id_="billing-kpi-held"),
-        kpi("failed", fmt_int(int((runs["status"] == "failed").sum()) if not runs.empty else 0),
-            id_="billing-kpi-failed"),
-        kpi("newest bill run, total [VND]", fmt_int(bills.iloc[0]["total_vnd"]) if not bills.empty else "—",
-            id_="billing-kpi-total"),
-    ], className="kpi-row")
+    cards = html.Div(
+        [
+            kpi("runs", fmt_int(len(runs)), id_="billing-kpi-runs"),
+            kpi(
+                "held for review",
+                fmt_int(int((runs["status"] == "held").sum()) if not runs.empty else 0),
+                id_="billing-kpi-held",
+            ),
+            kpi(
+                "failed",
+                fmt_int(int((runs["status"] == "failed").sum()) if not runs.empty else 0),
+                id_="billing-kpi-failed",
+            ),
+            kpi(
+                "newest bill run, total [VND]",
+                fmt_int(bills.iloc[0]["total_vnd"]) if not bills.empty else "—",
+                id_="billing-kpi-total",
+            ),
+        ],
+        className="kpi-row",
+    )
     return BillingView(status=state, kpis=cards, runs=run_rows(runs))
 
 
@@ -96,13 +110,20 @@ def render_run_detail(src: DataSource, run_id: int | None) -> tuple[Any, list[di
     row = run.iloc[0]
     exceptions = row["exceptions"] if isinstance(row["exceptions"], dict) else {}
     files = read_export_files(row["export_dir"])
-    detail = html.Div([
-        html.H4(f"run {run_id}: {row['kind']} {row['period']} — {row['status']}"),
-        html.Div(f"hold reason: {row['hold_reason']}", className="note") if row["hold_reason"] else None,
-        html.Pre(json.dumps(exceptions, indent=1, ensure_ascii=False), className="note") if exceptions else None,
-        html.Div(f"exports in {row['export_dir']}: {len(files)} file(s)" if row["export_dir"]
-                 else "this run wrote no exports", className="note", id="billing-export-note"),
-    ])
+    detail = html.Div(
+        [
+            html.H4(f"run {run_id}: {row['kind']} {row['period']} — {row['status']}"),
+            html.Div(f"hold reason: {row['hold_reason']}", className="note") if row["hold_reason"] else None,
+            html.Pre(json.dumps(exceptions, indent=1, ensure_ascii=False), className="note") if exceptions else None,
+            html.Div(
+                f"exports in {row['export_dir']}: {len(files)} file(s)"
+                if row["export_dir"]
+                else "this run wrote no exports",
+                className="note",
+                id="billing-export-note",
+            ),
+        ]
+    )
     return detail, [{"label": p.name, "value": p.name} for p in files]
 
 
@@ -119,55 +140,107 @@ def export_path(src: DataSource, run_id: int, name: str) -> Path | None:
 
 # -- layout and callbacks -----------------------------------------------------------------------------------------
 def layout(src: DataSource, query: str = "") -> html.Div:
-    return html.Div([
-        html.H2("Billing runs"),
-        html.Div([
-            html.Div([html.Label("Kind"), dcc.Dropdown(
-                id="billing-kind", options=[{"label": "all", "value": ""}, {"label": "VEE", "value": "vee"},
-                                            {"label": "bills", "value": "bill"}], value="", clearable=False)],
-                className="control"),
-            html.Div([html.Label("Status"), dcc.Dropdown(
-                id="billing-status", options=[{"label": "all", "value": ""}]
-                + [{"label": s, "value": s} for s in STATUSES], value="", clearable=False)], className="control"),
-        ], className="controls"),
-        html.Div(id="billing-state"),
-        html.Div(id="billing-kpis"),
-        data_table("billing-runs", [
-            ("run_id", "run"), ("kind", "kind"), ("period", "period"), ("scope", "scope"), ("status", "status"),
-            ("started_at", "started (ICT)"), ("finished_at", "finished"), ("customers", "customers"),
-            ("energy_kwh", "energy [kWh]"), ("amount_vnd", "amount [VND]"), ("total_vnd", "total incl. VAT [VND]"),
-            ("estimated_share", "estimated"), ("exceptions", "exceptions"),
-        ], row_selectable="single", page_size=15, sort_action="native",
-            style_data_conditional=[
-                {"if": {"filter_query": '{status} = "held"'}, "backgroundColor": "#fff4d6"},
-                {"if": {"filter_query": '{status} = "failed"'}, "backgroundColor": "#fde2e4"},
-            ]),
-        html.H3("Exports"),
-        html.Div(id="billing-detail"),
-        html.Div([
-            html.Div(dcc.Dropdown(id="billing-export-file", options=[], placeholder="export file"),
-                     className="control wide"),
-            html.Button("download", id="billing-export-button", className="action"),
-            dcc.Download(id="billing-export-download"),
-        ], className="controls"),
-        dcc.Store(id="billing-run-id"),
-    ])
+    return html.Div(
+        [
+            html.H2("Billing runs"),
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.Label("Kind"),
+                            dcc.Dropdown(
+                                id="billing-kind",
+                                options=[
+                                    {"label": "all", "value": ""},
+                                    {"label": "VEE", "value": "vee"},
+                                    {"label": "bills", "value": "bill"},
+                                ],
+                                value="",
+                                clearable=False,
+                            ),
+                        ],
+                        className="control",
+                    ),
+                    html.Div(
+                        [
+                            html.Label("Status"),
+                            dcc.Dropdown(
+                                id="billing-status",
+                                options=[{"label": "all", "value": ""}] + [{"label": s, "value": s} for s in STATUSES],
+                                value="",
+                                clearable=False,
+                            ),
+                        ],
+                        className="control",
+                    ),
+                ],
+                className="controls",
+            ),
+            html.Div(id="billing-state"),
+            html.Div(id="billing-kpis"),
+            data_table(
+                "billing-runs",
+                [
+                    ("run_id", "run"),
+                    ("kind", "kind"),
+                    ("period", "period"),
+                    ("scope", "scope"),
+                    ("status", "status"),
+                    ("started_at", "started (ICT)"),
+                    ("finished_at", "finished"),
+                    ("customers", "customers"),
+                    ("energy_kwh", "energy [kWh]"),
+                    ("amount_vnd", "amount [VND]"),
+                    ("total_vnd", "total incl. VAT [VND]"),
+                    ("estimated_share", "estimated"),
+                    ("exceptions", "exceptions"),
+                ],
+                row_selectable="single",
+                page_size=15,
+                sort_action="native",
+                style_data_conditional=[
+                    {"if": {"filter_query": '{status} = "held"'}, "backgroundColor": "#fff4d6"},
+                    {"if": {"filter_query": '{status} = "failed"'}, "backgroundColor": "#fde2e4"},
+                ],
+            ),
+            html.H3("Exports"),
+            html.Div(id="billing-detail"),
+            html.Div(
+                [
+                    html.Div(
+                        dcc.Dropdown(id="billing-export-file", options=[], placeholder="export file"),
+                        className="control wide",
+                    ),
+                    html.Button("download", id="billing-export-button", className="action"),
+                    dcc.Download(id="billing-export-download"),
+                ],
+                className="controls",
+            ),
+            dcc.Store(id="billing-run-id"),
+        ]
+    )
 
 
 def register(app: dash.Dash, src: DataSource) -> None:
     @app.callback(
-        Output("billing-state", "children"), Output("billing-kpis", "children"), Output("billing-runs", "data"),
+        Output("billing-state", "children"),
+        Output("billing-kpis", "children"),
+        Output("billing-runs", "data"),
         Output("billing-runs", "selected_rows"),
-        Input("billing-kind", "value"), Input("billing-status", "value"),
+        Input("billing-kind", "value"),
+        Input("billing-status", "value"),
     )
     def _render(kind: str | None, status: str | None) -> tuple[Any, ...]:
         view = render_billing(src, kind or None, status or None)
         return view.status, view.kpis, view.runs, []
 
     @app.callback(
-        Output("billing-detail", "children"), Output("billing-export-file", "options"),
-        Output("billing-export-file", "value"), Output("billing-run-id", "data"),
-        Input("billing-runs", "selected_rows"), State("billing-runs", "data"),
+        Output("billing-detail", "children"),
+        Output("billing-export-file", "options"),
+        Output("billing-export-file", "value"),
+        Output("billing-run-id", "data"),
+        Input("billing-runs", "selected_rows"),
+        State("billing-runs", "data"),
     )
     def _detail(selected: list[int] | None, rows: list[dict[str, Any]] | None) -> tuple[Any, ...]:
         run_id = int(rows[selected[0]]["run_id"]) if selected and rows and selected[0] < len(rows) else None
@@ -175,8 +248,11 @@ def register(app: dash.Dash, src: DataSource) -> None:
         return detail, options, options[0]["value"] if options else None, run_id
 
     @app.callback(
-        Output("billing-export-download", "data"), Input("billing-export-button", "n_clicks"),
-        State("billing-run-id", "data"), State("billing-export-file", "value"), prevent_initial_call=True,
+        Output("billing-export-download", "data"),
+        Input("billing-export-button", "n_clicks"),
+        State("billing-run-id", "data"),
+        State("billing-export-file", "value"),
+        prevent_initial_call=True,
     )
     def _download(_n: int, run_id: int | None, name: str | None) -> Any:
         if run_id is None or not name:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from amr.errors import ConfigError, ServiceError
-from collectors.modbus.registermap import RegisterMap, read_register_map
+from amr.modbus.registermap import RegisterMap, read_register_map
 from simulators.clock import SimClock
 from simulators.faults import Faults
 from simulators.meter import SimulatedMeter, meter_seed

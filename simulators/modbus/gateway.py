@@ -13,8 +13,8 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from collectors.modbus.codec import ImageEncoder
-from collectors.modbus.registermap import RegisterMap
+from amr.modbus.codec import ImageEncoder
+from amr.modbus.registermap import RegisterMap
 from simulators.clock import SimClock
 from simulators.meter import SimulatedMeter
 from simulators.modbus.frames import (

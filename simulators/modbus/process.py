@@ -30,7 +30,7 @@ class SimulateProcess:
         cfg.write_text(config_toml, encoding="utf-8")
         listing = self._dir / "listing.json"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from amr.cli import main; main()", "simulate", "--config", str(cfg),
+            [sys.executable, "-c", "from app.cli import main; main()", "simulate", "--config", str(cfg),
              "--listing", str(listing)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip

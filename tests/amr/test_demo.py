@@ -17,7 +17,7 @@ from rich.console import Console
 
 from amr.broker.mosquitto import LocalMosquitto
 from amr.db.server import DatabaseServer, Role
-from amr.demo.run import DemoOptions, _serve, run_demo
+from app.demo.run import DemoOptions, _serve, run_demo
 from dashboards.auth import credentials_file, read_or_create_credentials
 from tests.services import free_port, own_broker
 
@@ -30,16 +30,24 @@ def demo_broker(db: DatabaseServer) -> Iterator[LocalMosquitto]:
         yield started
 
 
-def test_demo_runs_every_protocol_into_bills(make_database: Callable[[str], DatabaseServer],
-                                             demo_broker: LocalMosquitto, monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:
+def test_demo_runs_every_protocol_into_bills(
+    make_database: Callable[[str], DatabaseServer],
+    demo_broker: LocalMosquitto,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     broker = demo_broker
     db = make_database("demo_test")
     s = db.settings
     assert s.db.data_dir is not None
     # The demo's ingest worker is a child process: it finds the services through the environment.
-    for key, value in {"AMR_STATE_DIR": s.state_dir, "AMR_DB_PORT": s.db.port, "AMR_DB_NAME": s.db.name,
-                       "AMR_DB_DATA_DIR": s.db.data_dir, "AMR_MQTT_PORT": broker.port}.items():
+    for key, value in {
+        "AMR_STATE_DIR": s.state_dir,
+        "AMR_DB_PORT": s.db.port,
+        "AMR_DB_NAME": s.db.name,
+        "AMR_DB_DATA_DIR": s.db.data_dir,
+        "AMR_MQTT_PORT": broker.port,
+    }.items():
         monkeypatch.setenv(key, str(value))
     console = Console(file=(tmp_path / "demo.log").open("w"), width=120)
     summary = run_demo(db, broker, DemoOptions(scale=0.00002, seed=3, serve=False, baud=38400), console)
@@ -50,9 +58,12 @@ def test_demo_runs_every_protocol_into_bills(make_database: Callable[[str], Data
     assert {Path(p).name for p in exports} >= {"bills.csv", "bills.parquet", "bills.xlsx"}
     assert all(Path(p).exists() for p in exports)
     with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
-        protocols: dict[str, int] = dict(conn.execute(
-            "SELECT m.protocol, count(DISTINCT r.meter_id) FROM readings r JOIN meters m USING (meter_id)"
-            " GROUP BY 1").fetchall())
+        protocols: dict[str, int] = dict(
+            conn.execute(
+                "SELECT m.protocol, count(DISTINCT r.meter_id) FROM readings r JOIN meters m USING (meter_id)"
+                " GROUP BY 1"
+            ).fetchall()
+        )
         runs = conn.execute("SELECT status FROM billing_runs WHERE run_id = %s", (summary["billing run"],)).fetchone()
         dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
     # Every protocol delivered readings through its real path.

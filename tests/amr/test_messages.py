@@ -18,8 +18,10 @@ from amr.messages import (
 
 
 def test_reading_batch_round_trips() -> None:
-    raw = (b'{"v":1,"source":"c1","seq":3,"readings":[{"meter":"M1","obis":"1.0.1.8.0.255",'
-           b'"ts":"2026-10-01T00:30:00Z","value":12.5,"unit":"kWh"}]}')
+    raw = (
+        b'{"v":1,"source":"c1","seq":3,"readings":[{"meter":"M1","obis":"1.0.1.8.0.255",'
+        b'"ts":"2026-10-01T00:30:00Z","value":12.5,"unit":"kWh"}]}'
+    )
     batch = msgspec.json.decode(raw, type=ReadingBatch)
     assert batch.readings[0].ts.utcoffset() is not None and batch.readings[0].quality == 0
     assert msgspec.json.decode(encode(batch), type=ReadingBatch) == batch

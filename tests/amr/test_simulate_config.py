@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from amr.cli.simulate import read_simulate_config
 from amr.errors import ConfigError
+from app.cli.simulate import read_simulate_config
 
 GOOD = '[simulate]\nseed = 7\nspeed = 60\nstart = "2025-04-01T00:00:00+07:00"\n[simulate.gateways]\ntcp = 1\n'
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from amr.modbus.registermap import read_register_map
 from benchmarks.bench_modbus import (
     BAUD,
     MAP,
@@ -15,7 +16,6 @@ from benchmarks.bench_modbus import (
     rtu_bus,
     wire_fraction,
 )
-from collectors.modbus.registermap import read_register_map
 from simulators.clock import SimClock
 from simulators.meter import SimulatedMeter
 from simulators.modbus import ModbusMeter, start_modbus_gateway

@@ -21,8 +21,7 @@ HOUSEHOLD = BOOK.tiered["household"]
 
 def test_worked_example_350_kwh_at_2024_10_11_prices() -> None:
     # 50 x 1,893 + 50 x 1,956 + 100 x 2,271 + 100 x 2,860 + 50 x 3,197 = 865,400 VND before VAT
-    c = household_charges(np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2024, 11, 5),
-                          cycle_end=date(2024, 12, 5))
+    c = household_charges(np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2024, 11, 5), cycle_end=date(2024, 12, 5))
     assert c.amount_vnd.tolist() == [865_400]
     assert c.detail[0].tolist() == [[50, 50, 100, 100, 50, 0]]
 
@@ -31,8 +30,9 @@ def test_pro_rata_across_the_2024_10_11_price_change() -> None:
     # T = 30 days, Nc = 16 (Sep 25 .. Oct 10), Nm = 14. Old kWh = round(350 x 16 / 30) = 187, new 163.
     # Old tiers 50x16/30 = 27, 27, 100x16/30 = 53, 53, 53: 27x1806 + 27x1866 + 53x2167 + 53x2729 + 27x3050 = 440,982
     # New tiers 50x14/30 = 23, 23, 100x14/30 = 47, 47, 47: 23x1893 + 23x1956 + 47x2271 + 47x2860 + 23x3197 = 403,215
-    c = household_charges(np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2024, 9, 25),
-                          cycle_end=date(2024, 10, 25))
+    c = household_charges(
+        np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2024, 9, 25), cycle_end=date(2024, 10, 25)
+    )
     assert [p.days for p in c.parts] == [16, 14]
     assert c.kwh_parts.tolist() == [[187, 163]]
     assert c.amount_vnd.tolist() == [440_982 + 403_215]
@@ -42,16 +42,22 @@ def test_read_on_the_change_day_bills_each_part_from_its_reading() -> None:
     # 200 kWh before the change, 150 after: old 200 on tiers 27, 27, 53, 53 -> 27x1806 + 27x1866 + 53x2167 +
     # 53x2729 + 40x3050 = 480,632; new 150 on 23, 23, 47, 47 -> 23x1893 + 23x1956 + 47x2271 + 47x2860 + 10x3197
     # = 361,654
-    c = household_charges(np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2024, 9, 25),
-                          cycle_end=date(2024, 10, 25), kwh_parts=np.array([[200, 150]]))
+    c = household_charges(
+        np.array([350]),
+        tariff=HOUSEHOLD,
+        cycle_start=date(2024, 9, 25),
+        cycle_end=date(2024, 10, 25),
+        kwh_parts=np.array([[200, 150]]),
+    )
     assert c.amount_vnd.tolist() == [480_632 + 361_654]
 
 
 def test_tier_sizes_scale_with_a_51_day_period() -> None:
     # Hanoi moving its read day: 2024-05-10 .. 2024-06-30 is 51 days. Tiers x 51/30: 85, 85, 170, 170, 170.
     # 600 kWh: 85x1806 + 85x1866 + 170x2167 + 170x2729 + 90x3050 = 1,418,940
-    c = household_charges(np.array([600]), tariff=HOUSEHOLD, cycle_start=date(2024, 5, 10),
-                          cycle_end=date(2024, 6, 30), whole_month=False)
+    c = household_charges(
+        np.array([600]), tariff=HOUSEHOLD, cycle_start=date(2024, 5, 10), cycle_end=date(2024, 6, 30), whole_month=False
+    )
     assert c.detail[0].tolist() == [[85, 85, 170, 170, 90, 0]]
     assert c.amount_vnd.tolist() == [1_418_940]
 
@@ -60,24 +66,30 @@ def test_56_day_period_across_a_price_change() -> None:
     # 2024-09-01 .. 2024-10-27: T = 56, Nc = 40, Nm = 16; 560 kWh -> 400 old, 160 new.
     # old tiers 50x40/30 = 67, 67, 100x40/30 = 133, 133: 67x1806 + 67x1866 + 133x2167 + 133x2729 = 897,203
     # new tiers 50x16/30 = 27, 27, 100x16/30 = 53, 53: 27x1893 + 27x1956 + 53x2271 + 53x2860 = 375,866
-    c = household_charges(np.array([560]), tariff=HOUSEHOLD, cycle_start=date(2024, 9, 1),
-                          cycle_end=date(2024, 10, 27), whole_month=False)
+    c = household_charges(
+        np.array([560]), tariff=HOUSEHOLD, cycle_start=date(2024, 9, 1), cycle_end=date(2024, 10, 27), whole_month=False
+    )
     assert c.kwh_parts.tolist() == [[400, 160]]
     assert c.amount_vnd.tolist() == [897_192 + 375_866]
 
 
 def test_households_sharing_a_meter_multiply_the_tiers() -> None:
     # two households: tiers 100, 100, 200, ...; 350 kWh: 100x1893 + 100x1956 + 150x2271 = 725,550
-    c = household_charges(np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2024, 11, 1),
-                          cycle_end=date(2024, 12, 1), households=2)
+    c = household_charges(
+        np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2024, 11, 1), cycle_end=date(2024, 12, 1), households=2
+    )
     assert c.amount_vnd.tolist() == [725_550]
 
 
 def test_vectorized_amounts_equal_one_by_one() -> None:
     kwh = np.arange(0, 1200, 7)
     together = household_charges(kwh, tariff=HOUSEHOLD, cycle_start=date(2024, 9, 25), cycle_end=date(2024, 10, 25))
-    single = [household_charges(np.array([k]), tariff=HOUSEHOLD, cycle_start=date(2024, 9, 25),
-                                cycle_end=date(2024, 10, 25)).amount_vnd[0] for k in kwh]
+    single = [
+        household_charges(
+            np.array([k]), tariff=HOUSEHOLD, cycle_start=date(2024, 9, 25), cycle_end=date(2024, 10, 25)
+        ).amount_vnd[0]
+        for k in kwh
+    ]
     assert together.amount_vnd.tolist() == single
     assert (np.diff(together.amount_vnd) > 0).all()
 
@@ -87,8 +99,14 @@ def test_tou_bill_for_a_business_customer() -> None:
     # 1,000 x 3,152 + 300 x 5,422 + 500 x 1,918 = 3,152,000 + 1,626,600 + 959,000 = 5,737,600
     prices = BOOK.tou_prices("business")
     assert prices is not None
-    c = tou_charges(np.array([1000]), np.array([300]), np.array([500]), prices=prices,
-                    cycle_start=date(2026, 9, 1), cycle_end=date(2026, 10, 1))
+    c = tou_charges(
+        np.array([1000]),
+        np.array([300]),
+        np.array([500]),
+        prices=prices,
+        cycle_start=date(2026, 9, 1),
+        cycle_end=date(2026, 10, 1),
+    )
     assert c.amount_vnd.tolist() == [5_737_600]
     assert price_flags(c.parts, BOOK.price_rounds) == []
     assert BOOK.tou_period(date(2026, 10, 5), __import__("datetime").time(18, 0)) == "peak"  # Monday evening
@@ -96,9 +114,16 @@ def test_tou_bill_for_a_business_customer() -> None:
     assert BOOK.tou_period(date(2026, 10, 4), __import__("datetime").time(3, 59)) == "offpeak"
 
 
-@pytest.mark.parametrize(("day", "percent"), [(date(2022, 6, 1), 8), (date(2023, 5, 1), 10),
-                                               (date(2023, 8, 1), 8), (date(2026, 10, 1), 8),
-                                               (date(2027, 2, 1), 10)])
+@pytest.mark.parametrize(
+    ("day", "percent"),
+    [
+        (date(2022, 6, 1), 8),
+        (date(2023, 5, 1), 10),
+        (date(2023, 8, 1), 8),
+        (date(2026, 10, 1), 8),
+        (date(2027, 2, 1), 10),
+    ],
+)
 def test_vat_is_dated(day: date, percent: int) -> None:
     rate = BOOK.vat_on(day)
     assert rate.percent == percent
@@ -173,8 +198,14 @@ def test_a_june_2025_bill_uses_the_may_2025_prices() -> None:
     # 20,000 x 1,987 + 5,000 x 3,640 + 10,000 x 1,300 = 39,740,000 + 18,200,000 + 13,000,000 = 70,940,000
     prices = BOOK.tou_prices("production")
     assert prices is not None
-    c = tou_charges(np.array([20_000]), np.array([5_000]), np.array([10_000]), prices=prices,
-                    cycle_start=date(2025, 6, 1), cycle_end=date(2025, 7, 1))
+    c = tou_charges(
+        np.array([20_000]),
+        np.array([5_000]),
+        np.array([10_000]),
+        prices=prices,
+        cycle_start=date(2025, 6, 1),
+        cycle_end=date(2025, 7, 1),
+    )
     assert [p.version.effective_from for p in c.parts] == [date(2025, 5, 10)]
     assert c.amount_vnd.tolist() == [70_940_000]
     assert price_flags(c.parts, BOOK.price_rounds) == []
@@ -185,10 +216,15 @@ def test_a_cycle_across_may_10_2025_is_split_and_flagged_provisional() -> None:
     # normal 3,000 kWh -> 1,500 + 1,500: 1,500 x 3,008 + 1,500 x 3,152 = 9,240,000
     prices = BOOK.tou_prices("business")
     assert prices is not None
-    c = tou_charges(np.array([3_000]), np.array([0]), np.array([0]), prices=prices,
-                    cycle_start=date(2025, 4, 25), cycle_end=date(2025, 5, 25))
-    assert [(p.version.effective_from, p.days) for p in c.parts] == [(date(2024, 10, 11), 15),
-                                                                    (date(2025, 5, 10), 15)]
+    c = tou_charges(
+        np.array([3_000]),
+        np.array([0]),
+        np.array([0]),
+        prices=prices,
+        cycle_start=date(2025, 4, 25),
+        cycle_end=date(2025, 5, 25),
+    )
+    assert [(p.version.effective_from, p.days) for p in c.parts] == [(date(2024, 10, 11), 15), (date(2025, 5, 10), 15)]
     assert c.amount_vnd.tolist() == [9_240_000]
     assert price_flags(c.parts, BOOK.price_rounds) == [F.PROVISIONAL_PRICE]
 
@@ -206,8 +242,10 @@ def test_every_group_has_a_version_from_every_price_round() -> None:
 
 
 def _derived(anchor: TouPrice, ratio: float) -> tuple[int, int, int]:
-    return tuple(int(round_half_up_div(round(p * ratio * 1_000_000), 1_000_000))
-                 for p in (anchor.normal, anchor.peak, anchor.offpeak))  # type: ignore[return-value]
+    return tuple(
+        int(round_half_up_div(round(p * ratio * 1_000_000), 1_000_000))
+        for p in (anchor.normal, anchor.peak, anchor.offpeak)
+    )  # type: ignore[return-value]
 
 
 def test_provisional_prices_follow_the_published_average_price_increases() -> None:
@@ -231,30 +269,46 @@ def test_prices_older_than_the_latest_round_are_flagged_outdated(tmp_path: Path)
     # prices (the defect this data fixes: 648/QD-BCT prices billed years after four increases).
     text = (Path(__file__).parents[2] / "billing" / "tariffs" / "tou.toml").read_text(encoding="utf-8")
     head, _, rest = text.partition("[[groups.business_lt6kv]]\neffective_from = 2023-05-04")
-    stale = head + rest[rest.index("[[groups.business_ge22kv]]"):]
+    stale = head + rest[rest.index("[[groups.business_ge22kv]]") :]
     tou = parse_tariff_file(stale, source="stale.toml")
     assert isinstance(tou, TouFile)
     assert [v.effective_from for v in tou.groups["business_lt6kv"]] == [date(2019, 3, 20)]
-    c = tou_charges(np.array([1000]), np.array([300]), np.array([500]), prices=tou.groups["business_lt6kv"],
-                    cycle_start=date(2026, 9, 1), cycle_end=date(2026, 10, 1))
+    c = tou_charges(
+        np.array([1000]),
+        np.array([300]),
+        np.array([500]),
+        prices=tou.groups["business_lt6kv"],
+        cycle_start=date(2026, 9, 1),
+        cycle_end=date(2026, 10, 1),
+    )
     assert c.amount_vnd.tolist() == [4_853_100]  # 1,000 x 2,666 + 300 x 4,587 + 500 x 1,622
     assert price_flags(c.parts, tou.price_rounds) == [F.OUTDATED_PRICE]
     # Before the first increase the same prices were current.
-    c2019 = tou_charges(np.array([1]), np.array([0]), np.array([0]), prices=tou.groups["business_lt6kv"],
-                        cycle_start=date(2023, 4, 1), cycle_end=date(2023, 5, 1))
+    c2019 = tou_charges(
+        np.array([1]),
+        np.array([0]),
+        np.array([0]),
+        prices=tou.groups["business_lt6kv"],
+        cycle_start=date(2023, 4, 1),
+        cycle_end=date(2023, 5, 1),
+    )
     assert price_flags(c2019.parts, tou.price_rounds) == []
     # A cycle that runs into a round the data lacks is outdated too (its last day is past 2023-05-04).
-    c_may = tou_charges(np.array([1]), np.array([0]), np.array([0]), prices=tou.groups["business_lt6kv"],
-                        cycle_start=date(2023, 4, 15), cycle_end=date(2023, 5, 15))
+    c_may = tou_charges(
+        np.array([1]),
+        np.array([0]),
+        np.array([0]),
+        prices=tou.groups["business_lt6kv"],
+        cycle_start=date(2023, 4, 15),
+        cycle_end=date(2023, 5, 15),
+    )
     assert price_flags(c_may.parts, tou.price_rounds) == [F.OUTDATED_PRICE]
 
 
 def test_households_on_provisional_prices_are_flagged() -> None:
     # The 2025-05-10 household prices are provisional (household.toml): a 2026 household bill says so.
-    c = household_charges(np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2026, 9, 1),
-                          cycle_end=date(2026, 10, 1))
+    c = household_charges(np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2026, 9, 1), cycle_end=date(2026, 10, 1))
     assert price_flags(c.parts, BOOK.price_rounds) == [F.PROVISIONAL_PRICE]
     # 2024-11: the 2024-10-11 prices, read in a source and the latest round then: no flag.
-    c = household_charges(np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2024, 11, 5),
-                          cycle_end=date(2024, 12, 5))
+    c = household_charges(np.array([350]), tariff=HOUSEHOLD, cycle_start=date(2024, 11, 5), cycle_end=date(2024, 12, 5))
     assert price_flags(c.parts, BOOK.price_rounds) == []

@@ -23,18 +23,24 @@ WINDOW = PeriodWindow(first_day=date(2026, 9, 1), n_days=10)
 DAY0 = WINDOW.day0_s
 
 
-def _one_series(ts: list[int], values: list[float], quality: list[int] | None = None, *, channel: int = 1,
-                digits: int = 6) -> ReadingArrays:
+def _one_series(
+    ts: list[int], values: list[float], quality: list[int] | None = None, *, channel: int = 1, digits: int = 6
+) -> ReadingArrays:
     n = len(ts)
-    return ReadingArrays(meter_id=np.full(n, 42, np.int32), channel_id=np.full(n, channel, np.int16),
-                         ts_s=np.asarray(ts, np.int64), value=np.asarray(values, np.float64),
-                         quality=np.asarray(quality or [0] * n, np.int16))
+    return ReadingArrays(
+        meter_id=np.full(n, 42, np.int32),
+        channel_id=np.full(n, channel, np.int16),
+        ts_s=np.asarray(ts, np.int64),
+        value=np.asarray(values, np.float64),
+        quality=np.asarray(quality or [0] * n, np.int16),
+    )
 
 
 def _run(ts: list[int], values: list[float], quality: list[int] | None = None, digits: int = 6) -> VeeResult:
     r = _one_series(ts, values, quality)
-    return validate_estimate(r, rules=RULES, window=WINDOW, meter_ids=np.array([42], np.int32),
-                             register_digits=np.array([digits]))
+    return validate_estimate(
+        r, rules=RULES, window=WINDOW, meter_ids=np.array([42], np.int32), register_digits=np.array([digits])
+    )
 
 
 @st.composite
@@ -51,8 +57,11 @@ def series(draw: st.DrawFn) -> tuple[list[int], list[float], list[int], int]:
     i = 0
     while i < n:
         t = t0 + i * interval
-        action = draw(st.sampled_from(["ok"] * 12 + ["skip", "skip_run", "dup", "neg", "spike", "repl", "flat",
-                                                      "status", "jitter"]))
+        action = draw(
+            st.sampled_from(
+                ["ok"] * 12 + ["skip", "skip_run", "dup", "neg", "spike", "repl", "flat", "status", "jitter"]
+            )
+        )
         inc = round(rate * draw(st.floats(0.0, 2.0)), 2)
         if action == "skip":
             value = (value + inc) % modulus
@@ -105,8 +114,9 @@ def test_kernel_matches_python_twin(data: tuple[list[int], list[float], list[int
     if not ts:
         return
     res = _run(ts, values, quality, digits)
-    twin = twin_series(ts, values, quality, modulus=10.0**digits, rules=RULES, day0=DAY0, n_days=WINDOW.n_days,
-                       end_s=WINDOW.end_s)
+    twin = twin_series(
+        ts, values, quality, modulus=10.0**digits, rules=RULES, day0=DAY0, n_days=WINDOW.n_days, end_s=WINDOW.end_s
+    )
     assert res.series_interval_s[0] == twin.interval
     assert res.reading_flags.tolist() == twin.flags
     assert res.series_flags[0] == twin.series_flags
@@ -120,12 +130,16 @@ def test_kernel_matches_python_twin(data: tuple[list[int], list[float], list[int
         assert res.n_measured[0, d] == twin.n_meas.get(d, 0)
         assert res.n_estimated[0, d] == twin.n_est.get(d, 0)
         assert res.day_methods[0, d] == twin.methods.get(d, 0)
-        assert res.day_flags[0, d] == twin.day_flags.get(d, 0), (d, F.flag_codes(int(res.day_flags[0, d])),
-                                                                 F.flag_codes(twin.day_flags.get(d, 0)))
+        assert res.day_flags[0, d] == twin.day_flags.get(d, 0), (
+            d,
+            F.flag_codes(int(res.day_flags[0, d])),
+            F.flag_codes(twin.day_flags.get(d, 0)),
+        )
 
 
-@given(st.lists(st.tuples(st.floats(0, 50), st.floats(0, 20), st.floats(0, 20), st.floats(0, 20)), min_size=1,
-                max_size=10))
+@given(
+    st.lists(st.tuples(st.floats(0, 50), st.floats(0, 20), st.floats(0, 20), st.floats(0, 20)), min_size=1, max_size=10)
+)
 @settings(max_examples=60, deadline=None)
 def test_tou_sum_matches_twin(days: list[tuple[float, float, float, float]]) -> None:
     n = len(days) + 1
@@ -136,15 +150,21 @@ def test_tou_sum_matches_twin(days: list[tuple[float, float, float, float]]) -> 
         for d in days:
             cum.append(round(cum[-1] + d[ch], 3))
         series.append(_one_series(ts, cum, channel=ch + 1))
-    r = ReadingArrays(**{k: np.concatenate([getattr(s, k) for s in series]) for k in
-                         ("meter_id", "channel_id", "ts_s", "value", "quality")})
+    r = ReadingArrays(
+        **{
+            k: np.concatenate([getattr(s, k) for s in series])
+            for k in ("meter_id", "channel_id", "ts_s", "value", "quality")
+        }
+    )
     window = PeriodWindow(first_day=WINDOW.first_day, n_days=len(days))
     res = validate_estimate(r, rules=RULES, window=window)
     got = [(int(f) & F.TOU_SUM) != 0 for f in res.day_flags[res.series_index(42, 1)]]
-    per_day: list[list[float | None]] = [[float(res.measured[res.series_index(42, ch), d]) for d in range(len(days))]
-                                         for ch in (1, 2, 3, 4)]
-    want = twin_tou_sum(per_day[0], per_day[1:], tol_kwh=RULES.tou_sum.tolerance_kwh,
-                        tol_ratio=RULES.tou_sum.tolerance_ratio)
+    per_day: list[list[float | None]] = [
+        [float(res.measured[res.series_index(42, ch), d]) for d in range(len(days))] for ch in (1, 2, 3, 4)
+    ]
+    want = twin_tou_sum(
+        per_day[0], per_day[1:], tol_kwh=RULES.tou_sum.tolerance_kwh, tol_ratio=RULES.tou_sum.tolerance_ratio
+    )
     assert got == want
 
 
@@ -229,8 +249,12 @@ def test_status_bits_and_clock_drift() -> None:
     quality = [0, 0, 0, 0, STATUS_BITS["DATA_NOT_VALID"], STATUS_BITS["POWER_DOWN"]]
     energy = _one_series(ts, values, quality)
     clock = _one_series([DAY0 + 3600, DAY0 + 86400 + 3600], [45.0, 900.0], channel=20)
-    r = ReadingArrays(**{k: np.concatenate([getattr(energy, k), getattr(clock, k)]) for k in
-                         ("meter_id", "channel_id", "ts_s", "value", "quality")})
+    r = ReadingArrays(
+        **{
+            k: np.concatenate([getattr(energy, k), getattr(clock, k)])
+            for k in ("meter_id", "channel_id", "ts_s", "value", "quality")
+        }
+    )
     res = validate_estimate(r, rules=RULES, window=WINDOW)
     assert res.reading_flags[4] & F.STATUS_INVALID and res.reading_flags[5] & F.STATUS_WARN
     assert res.day_flags[0, 0] & F.CLOCK_SUSPECT and res.day_flags[0, 1] & F.CLOCK_INVALID
@@ -242,8 +266,9 @@ def test_wrapper_refuses_unsorted_and_wrong_dtypes() -> None:
     r = _one_series([DAY0 + 10, DAY0], [1.0, 2.0])
     with pytest.raises(VeeInputError, match="sorted"):
         validate_estimate(r, rules=RULES, window=WINDOW)
-    bad = ReadingArrays(meter_id=r.meter_id, channel_id=r.channel_id, ts_s=r.ts_s.astype(np.float64),
-                        value=r.value, quality=r.quality)
+    bad = ReadingArrays(
+        meter_id=r.meter_id, channel_id=r.channel_id, ts_s=r.ts_s.astype(np.float64), value=r.value, quality=r.quality
+    )
     with pytest.raises(VeeInputError, match="ts_s: dtype float64"):
         validate_estimate(bad, rules=RULES, window=WINDOW)
 
@@ -258,8 +283,16 @@ def test_chunk_series_partitions_every_series_once() -> None:
 def _many_series(n_meters: int, seed: int) -> ReadingArrays:
     """Hourly reads of n_meters meters with gaps, spikes, negatives and bad status: more series than VEE_CHUNKS."""
     rng = np.random.default_rng(seed)
-    r = register_reads(meter_ids=np.arange(1, n_meters + 1, dtype=np.int32), first_day=date(2026, 8, 27), n_days=15,
-                       interval_s=3600, kwh_per_day=rng.uniform(2, 40, n_meters), rng=rng, tou=True, digits=5)
+    r = register_reads(
+        meter_ids=np.arange(1, n_meters + 1, dtype=np.int32),
+        first_day=date(2026, 8, 27),
+        n_days=15,
+        interval_s=3600,
+        kwh_per_day=rng.uniform(2, 40, n_meters),
+        rng=rng,
+        tou=True,
+        digits=5,
+    )
     r = r.take(rng.random(len(r)) > 0.01)
     value, quality = r.value.copy(), r.quality.copy()
     k = rng.random(len(r))
@@ -287,17 +320,47 @@ def test_exception_rows_and_reading_flags_from_the_kernel_records() -> None:
     expected = []
     for rule in F.RULES:
         for i in np.flatnonzero(((flags & rule.bit) != 0) & in_window):
-            expected.append((int(r.meter_id[i]), int(r.channel_id[i]), int(start[i]), int(r.ts_s[i]), rule.code,
-                             rule.severity, float(r.value[i])))
-    exc = res.exceptions.iloc[:len(expected)]
-    got = list(zip(exc["meter_id"].tolist(), exc["channel_id"].tolist(),
-                   (exc["interval_start"].astype("int64") // 10**9).tolist(),
-                   (exc["interval_end"].astype("int64") // 10**9).tolist(), exc["rule"].tolist(),
-                   exc["severity"].tolist(), exc["value"].tolist(), strict=True))
+            expected.append(
+                (
+                    int(r.meter_id[i]),
+                    int(r.channel_id[i]),
+                    int(start[i]),
+                    int(r.ts_s[i]),
+                    rule.code,
+                    rule.severity,
+                    float(r.value[i]),
+                )
+            )
+    exc = res.exceptions.iloc[: len(expected)]
+    got = list(
+        zip(
+            exc["meter_id"].tolist(),
+            exc["channel_id"].tolist(),
+            (exc["interval_start"].astype("int64") // 10**9).tolist(),
+            (exc["interval_end"].astype("int64") // 10**9).tolist(),
+            exc["rule"].tolist(),
+            exc["severity"].tolist(),
+            exc["value"].tolist(),
+            strict=True,
+        )
+    )
     assert got == expected
     assert {"GAP", "SPIKE", "NEGATIVE", "STATUS_INVALID"} <= set(exc["rule"])
     # the remaining rows are day and series exceptions
-    assert set(res.exceptions["rule"].iloc[len(expected):]) <= {"HIGH_USE", "LOW_USE", "ZERO_USE", "TOU_SUM",
-                                                                 "LEADING_GAP", "GAP_TOO_LONG"}
-    assert res.exceptions.dtypes.astype(str).tolist() == ["int32", "int16", "datetime64[ns, UTC]",
-                                                          "datetime64[ns, UTC]", "object", "object", "float64"]
+    assert set(res.exceptions["rule"].iloc[len(expected) :]) <= {
+        "HIGH_USE",
+        "LOW_USE",
+        "ZERO_USE",
+        "TOU_SUM",
+        "LEADING_GAP",
+        "GAP_TOO_LONG",
+    }
+    assert res.exceptions.dtypes.astype(str).tolist() == [
+        "int32",
+        "int16",
+        "datetime64[ns, UTC]",
+        "datetime64[ns, UTC]",
+        "object",
+        "object",
+        "float64",
+    ]

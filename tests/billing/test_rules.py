@@ -20,14 +20,17 @@ def test_shipped_rules_load() -> None:
     assert rules.status_invalid_mask == 1 | 4  # CRITICAL_ERROR | DATA_NOT_VALID
 
 
-@pytest.mark.parametrize(("old", "new", "key"), [
-    ("factor = 10.0", "factor = 0.5", "spike.factor"),
-    ("max_s = 691200", "max_s = 60", "estimation"),
-    ('"DATA_NOT_VALID"]', '"DATA_INVALID"]', "status.invalid_bits"),
-    ("zero_days = 3", "zero_days = 'three'", "history.zero_days"),
-    ("[hold]", "[hold]\nmax_missing = 1", "hold.max_missing"),
-    ("allowed_s = [900, 1800, 3600, 86400]", "allowed_s = [900, 7000]", "interval.allowed_s"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("factor = 10.0", "factor = 0.5", "spike.factor"),
+        ("max_s = 691200", "max_s = 60", "estimation"),
+        ('"DATA_NOT_VALID"]', '"DATA_INVALID"]', "status.invalid_bits"),
+        ("zero_days = 3", "zero_days = 'three'", "history.zero_days"),
+        ("[hold]", "[hold]\nmax_missing = 1", "hold.max_missing"),
+        ("allowed_s = [900, 1800, 3600, 86400]", "allowed_s = [900, 7000]", "interval.allowed_s"),
+    ],
+)
 def test_wrong_rules_are_refused_naming_the_key(tmp_path: Path, old: str, new: str, key: str) -> None:
     assert old in TEXT
     path = tmp_path / "rules.toml"

@@ -32,14 +32,31 @@ def _meters_csv(rows: list[dict[str, object]]) -> str:
     return pd.DataFrame(rows).to_csv(index=False, header=False)
 
 
-METER_COLUMNS = ["meter_id", "serial", "city", "power_company", "customer_code", "tariff_class", "meter_kind",
-                 "multiplier", "register_digits", "households", "read_day"]
+METER_COLUMNS = [
+    "meter_id",
+    "serial",
+    "city",
+    "power_company",
+    "customer_code",
+    "tariff_class",
+    "meter_kind",
+    "multiplier",
+    "register_digits",
+    "households",
+    "read_day",
+]
 
 
-def _meter(mid: int, city: str, pc: str, cls: str, *, mult: float = 1, digits: int = 6, hh: int = 1,
-           read_day: int = 1) -> dict[str, object]:
-    return dict(zip(METER_COLUMNS, [mid, f"BT{mid:06d}", city, pc, f"{pc}{mid:07d}", cls, "smart", mult, digits,
-                                    hh, read_day], strict=True))
+def _meter(
+    mid: int, city: str, pc: str, cls: str, *, mult: float = 1, digits: int = 6, hh: int = 1, read_day: int = 1
+) -> dict[str, object]:
+    return dict(
+        zip(
+            METER_COLUMNS,
+            [mid, f"BT{mid:06d}", city, pc, f"{pc}{mid:07d}", cls, "smart", mult, digits, hh, read_day],
+            strict=True,
+        )
+    )
 
 
 def _drop(r: ReadingArrays, meter: int, ts: list[int]) -> ReadingArrays:
@@ -59,15 +76,41 @@ def fleet(make_database: Callable[[str], DatabaseServer]) -> DatabaseServer:
     ] + [_meter(10 + k, "HN", "PD0100", "household") for k in range(4)]
     day = 86400
     parts = [
-        register_reads(meter_ids=np.array([1, 4, 5]), first_day=FIRST, n_days=DAYS, interval_s=day,
-                       kwh_per_day=np.array([11.0, 40.0, 7.0]), rng=rng),
+        register_reads(
+            meter_ids=np.array([1, 4, 5]),
+            first_day=FIRST,
+            n_days=DAYS,
+            interval_s=day,
+            kwh_per_day=np.array([11.0, 40.0, 7.0]),
+            rng=rng,
+        ),
         # meter 2: register about to wrap at 10**6, and one daily read missing inside the cycle
-        register_reads(meter_ids=np.array([2]), first_day=FIRST, n_days=DAYS, interval_s=day,
-                       kwh_per_day=np.array([15.0]), rng=rng, start_kwh=np.array([999_400.0])),
-        register_reads(meter_ids=np.array([3]), first_day=FIRST, n_days=DAYS, interval_s=1800,
-                       kwh_per_day=np.array([30.0]), rng=rng, tou=True),
-        register_reads(meter_ids=np.arange(10, 13), first_day=FIRST, n_days=DAYS, interval_s=day,
-                       kwh_per_day=np.full(3, 9.0), rng=rng),
+        register_reads(
+            meter_ids=np.array([2]),
+            first_day=FIRST,
+            n_days=DAYS,
+            interval_s=day,
+            kwh_per_day=np.array([15.0]),
+            rng=rng,
+            start_kwh=np.array([999_400.0]),
+        ),
+        register_reads(
+            meter_ids=np.array([3]),
+            first_day=FIRST,
+            n_days=DAYS,
+            interval_s=1800,
+            kwh_per_day=np.array([30.0]),
+            rng=rng,
+            tou=True,
+        ),
+        register_reads(
+            meter_ids=np.arange(10, 13),
+            first_day=FIRST,
+            n_days=DAYS,
+            interval_s=day,
+            kwh_per_day=np.full(3, 9.0),
+            rng=rng,
+        ),
     ]
     r = concat(parts)
     r = _drop(r, 2, [local_midnight_s(date(2026, 9, 12))])
@@ -84,10 +127,13 @@ def fleet(make_database: Callable[[str], DatabaseServer]) -> DatabaseServer:
 
 def _register_delta(db: DatabaseServer, meter: int, channel: int, a: date, b: date, digits: int = 6) -> float:
     with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
-        rows: dict[int, float] = dict(conn.execute(
-            "SELECT extract(epoch from ts)::bigint, value FROM readings WHERE meter_id = %s AND channel_id = %s "
-            "AND ts IN (to_timestamp(%s), to_timestamp(%s))",
-            (meter, channel, local_midnight_s(a), local_midnight_s(b))).fetchall())
+        rows: dict[int, float] = dict(
+            conn.execute(
+                "SELECT extract(epoch from ts)::bigint, value FROM readings WHERE meter_id = %s AND channel_id = %s "
+                "AND ts IN (to_timestamp(%s), to_timestamp(%s))",
+                (meter, channel, local_midnight_s(a), local_midnight_s(b)),
+            ).fetchall()
+        )
     return (rows[local_midnight_s(b)] - rows[local_midnight_s(a)]) % 10**digits
 
 
@@ -116,8 +162,9 @@ def test_bill_run_exports_records_and_prices(fleet: DatabaseServer, tmp_path: Pa
     # meter 1: clean daily reads; energy = register delta over the cycle, priced on the tiers, 8 % VAT in 2026
     kwh1 = round(_register_delta(fleet, 1, 1, *CYCLE))
     assert bills.loc[1, "energy_kwh"] == kwh1
-    amount1 = household_charges(np.array([kwh1]), tariff=tariffs.tiered["household"], cycle_start=CYCLE[0],
-                                cycle_end=CYCLE[1]).amount_vnd[0]
+    amount1 = household_charges(
+        np.array([kwh1]), tariff=tariffs.tiered["household"], cycle_start=CYCLE[0], cycle_end=CYCLE[1]
+    ).amount_vnd[0]
     assert bills.loc[1, "amount_vnd"] == amount1
     assert bills.loc[1, "vat_vnd"] == vat_vnd(np.array([amount1]), 800)[0]
     assert bills.loc[1, "vat_percent"] == 8.0
@@ -128,8 +175,9 @@ def test_bill_run_exports_records_and_prices(fleet: DatabaseServer, tmp_path: Pa
     assert bills["estimated_kwh"].loc[2] > 0
     flags2 = str(bills.loc[2, "quality_flags"])
     assert "ROLLOVER" in flags2 and "ESTIMATED" in flags2
-    amount2 = household_charges(np.array([kwh2]), tariff=tariffs.tiered["household"], cycle_start=CYCLE[0],
-                                cycle_end=CYCLE[1], households=2).amount_vnd[0]
+    amount2 = household_charges(
+        np.array([kwh2]), tariff=tariffs.tiered["household"], cycle_start=CYCLE[0], cycle_end=CYCLE[1], households=2
+    ).amount_vnd[0]
     assert bills.loc[2, "amount_vnd"] == amount2
 
     # meter 3: TOU business customer behind a CT (multiplier 40)
@@ -137,15 +185,21 @@ def test_bill_run_exports_records_and_prices(fleet: DatabaseServer, tmp_path: Pa
     assert [bills.loc[3, c] for c in ("normal_kwh", "peak_kwh", "offpeak_kwh")] == rates
     prices = tariffs.tou_prices("business")
     assert prices is not None
-    assert bills.loc[3, "amount_vnd"] == tou_charges(*[np.array([k]) for k in rates], prices=prices,
-                                                     cycle_start=CYCLE[0], cycle_end=CYCLE[1]).amount_vnd[0]
+    assert (
+        bills.loc[3, "amount_vnd"]
+        == tou_charges(
+            *[np.array([k]) for k in rates], prices=prices, cycle_start=CYCLE[0], cycle_end=CYCLE[1]
+        ).amount_vnd[0]
+    )
 
     # meter 5: read day 15
     assert (bills.loc[5, "cycle_start"], bills.loc[5, "cycle_end"]) == (date(2026, 9, 15), date(2026, 10, 15))
 
     with psycopg.connect(fleet.conninfo(Role.READER)) as conn:
-        run = conn.execute("SELECT status, kind, customers, total_vnd, exceptions FROM billing_runs "
-                           "WHERE run_id = %s", (summary.run_id,)).fetchone()
+        run = conn.execute(
+            "SELECT status, kind, customers, total_vnd, exceptions FROM billing_runs WHERE run_id = %s",
+            (summary.run_id,),
+        ).fetchone()
         assert run is not None
         assert run[:4] == ("released", "bill", 4, summary.total_vnd)
         assert run[4].get("GAP") == 1  # meter 2's missing read
@@ -153,15 +207,17 @@ def test_bill_run_exports_records_and_prices(fleet: DatabaseServer, tmp_path: Pa
         assert n_bills == (5,)
         est = conn.execute(
             "SELECT day, estimated_kwh, methods FROM daily_consumption WHERE meter_id = 2 AND channel_id = 1 "
-            "AND estimated_kwh > 0 ORDER BY day").fetchall()
+            "AND estimated_kwh > 0 ORDER BY day"
+        ).fetchall()
         assert [r[0] for r in est] == [date(2026, 9, 11), date(2026, 9, 12)]
         assert all(r[2] & 8 for r in est)  # scaled to the register delta
 
 
 def _bill_flags(db: DatabaseServer, run_id: int) -> dict[int, set[str]]:
     with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
-        rows = conn.execute("SELECT meter_id, quality_flags FROM bills WHERE run_id = %s AND status = 'billed'",
-                            (run_id,)).fetchall()
+        rows = conn.execute(
+            "SELECT meter_id, quality_flags FROM bills WHERE run_id = %s AND status = 'billed'", (run_id,)
+        ).fetchall()
     return {int(m): set(filter(None, str(q).split(","))) for m, q in rows}
 
 
@@ -193,7 +249,7 @@ def test_bills_on_provisional_or_outdated_prices_say_so(fleet: DatabaseServer, t
         (stale / name).write_text((TARIFF_DIR / name).read_text(encoding="utf-8"), encoding="utf-8")
     tou = (TARIFF_DIR / "tou.toml").read_text(encoding="utf-8")
     head, _, rest = tou.partition("[[groups.business_lt6kv]]\neffective_from = 2023-05-04")
-    (stale / "tou.toml").write_text(head + rest[rest.index("[[groups.business_ge22kv]]"):], encoding="utf-8")
+    (stale / "tou.toml").write_text(head + rest[rest.index("[[groups.business_ge22kv]]") :], encoding="utf-8")
     summary = run_period(fleet, period=PERIOD, city="HCM", tariff_dir=stale)
     flags = _bill_flags(fleet, summary.run_id)
     assert "OUTDATED_PRICE" in flags[3] and "PROVISIONAL_PRICE" not in flags[3]
@@ -208,13 +264,17 @@ def test_billing_role_cannot_write_readings(fleet: DatabaseServer) -> None:
 
 
 def _cli(db: DatabaseServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"AMR_STATE_DIR": str(db.settings.state_dir), "AMR_DB_PORT": str(db.settings.db.port),
-                        "AMR_DB_NAME": db.settings.db.name}
+    env = os.environ | {
+        "AMR_STATE_DIR": str(db.settings.state_dir),
+        "AMR_DB_PORT": str(db.settings.db.port),
+        "AMR_DB_NAME": db.settings.db.name,
+    }
     if db.settings.db.data_dir:
         env["AMR_DB_DATA_DIR"] = str(db.settings.db.data_dir)
     env["COLUMNS"] = "200"  # rich wraps at the terminal's width: one message stays on one line
-    return subprocess.run([sys.executable, "-m", "amr", "bill", *args], env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "app", "bill", *args], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 def test_cli_holds_when_too_much_is_estimated_and_override_releases(fleet: DatabaseServer, tmp_path: Path) -> None:
@@ -224,8 +284,10 @@ def test_cli_holds_when_too_much_is_estimated_and_override_releases(fleet: Datab
     released = _cli(fleet, "run", "--period", PERIOD, "--city", "HN", "--out", str(tmp_path), "--override-hold")
     assert released.returncode == 0, released.stdout + released.stderr
     with psycopg.connect(fleet.conninfo(Role.OWNER)) as conn:
-        runs = conn.execute("SELECT status, hold_reason, estimated_share FROM billing_runs WHERE city = 'HN' "
-                            "AND kind = 'bill' ORDER BY run_id").fetchall()
+        runs = conn.execute(
+            "SELECT status, hold_reason, estimated_share FROM billing_runs WHERE city = 'HN' "
+            "AND kind = 'bill' ORDER BY run_id"
+        ).fetchall()
         assert [r[0] for r in runs] == ["held", "overridden"]
         assert all(r[2] > 0.02 for r in runs) and "estimated" in runs[0][1]
         no_data = conn.execute("SELECT status FROM bills WHERE meter_id = 13").fetchall()
@@ -240,11 +302,15 @@ def test_vee_only_for_one_read_day_batch(fleet: DatabaseServer) -> None:
     done = _cli(fleet, "vee", "--period", PERIOD, "--city", "HCM", "--read-day", "15")
     assert done.returncode == 0, done.stdout + done.stderr
     with psycopg.connect(fleet.conninfo(Role.OWNER)) as conn:
-        run = conn.execute("SELECT run_id, status, customers FROM billing_runs WHERE kind = 'vee' "
-                           "ORDER BY run_id DESC LIMIT 1").fetchone()
+        run = conn.execute(
+            "SELECT run_id, status, customers FROM billing_runs WHERE kind = 'vee' ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
         assert run is not None and run[1:] == ("released", 1)
-        rows = conn.execute("SELECT meter_id, min(day), max(day), count(*) FROM daily_consumption "
-                            "WHERE vee_run_id = %s GROUP BY meter_id", (run[0],)).fetchall()
+        rows = conn.execute(
+            "SELECT meter_id, min(day), max(day), count(*) FROM daily_consumption "
+            "WHERE vee_run_id = %s GROUP BY meter_id",
+            (run[0],),
+        ).fetchall()
     assert rows == [(5, date(2026, 9, 15), date(2026, 10, 14), 30)]
 
 
@@ -261,8 +327,10 @@ def test_a_run_without_customers_is_empty_not_released(fleet: DatabaseServer, tm
     assert (summary.customers, summary.total_vnd, summary.status, summary.files) == (0, 0, "empty", [])
     assert list(tmp_path.iterdir()) == []
     with psycopg.connect(fleet.conninfo(Role.OWNER)) as conn:
-        run = conn.execute("SELECT status, customers, export_dir, finished_at IS NOT NULL FROM billing_runs "
-                           "WHERE run_id = %s", (summary.run_id,)).fetchone()
+        run = conn.execute(
+            "SELECT status, customers, export_dir, finished_at IS NOT NULL FROM billing_runs WHERE run_id = %s",
+            (summary.run_id,),
+        ).fetchone()
         bills = conn.execute("SELECT count(*) FROM bills WHERE run_id = %s", (summary.run_id,)).fetchone()
     assert run == ("empty", 0, None, True) and bills == (0,)
 
@@ -292,8 +360,9 @@ def test_cli_empty_selection_exits_4_and_writes_nothing(fleet: DatabaseServer, t
         (["--period", "10/2026"], "is not YYYY-MM"),
     ],
 )
-def test_cli_refuses_unknown_filters_in_one_line(fleet: DatabaseServer, tmp_path: Path, args: list[str],
-                                                 words: str) -> None:
+def test_cli_refuses_unknown_filters_in_one_line(
+    fleet: DatabaseServer, tmp_path: Path, args: list[str], words: str
+) -> None:
     runs_before = _run_count(fleet)
     period = [] if "--period" in args else ["--period", PERIOD]
     done = _cli(fleet, "run", *period, *args, "--out", str(tmp_path))
@@ -313,11 +382,15 @@ def _bills_of(db: DatabaseServer, run_id: int) -> pd.DataFrame:
 
 def test_partitions_on_a_dask_cluster_give_the_same_bills(fleet: DatabaseServer, tmp_path: Path) -> None:
     single = run_period(fleet, period=PERIOD, city="HCM", out_dir=tmp_path / "single", partition_meters=2)
-    on_dask = run_period(fleet, period=PERIOD, city="HCM", out_dir=tmp_path / "dask", partition_meters=2,
-                         dask_scheduler="local")
+    on_dask = run_period(
+        fleet, period=PERIOD, city="HCM", out_dir=tmp_path / "dask", partition_meters=2, dask_scheduler="local"
+    )
     assert on_dask.run_id != single.run_id
-    assert (on_dask.billed, on_dask.total_vnd, on_dask.energy_kwh) == (single.billed, single.total_vnd,
-                                                                       single.energy_kwh)
+    assert (on_dask.billed, on_dask.total_vnd, on_dask.energy_kwh) == (
+        single.billed,
+        single.total_vnd,
+        single.energy_kwh,
+    )
     assert on_dask.exceptions_by_rule == single.exceptions_by_rule
     a, b = _bills_of(fleet, single.run_id), _bills_of(fleet, on_dask.run_id)
     assert len(a) == 5

@@ -36,8 +36,17 @@ def _day(t_end: int, day0: int) -> int:
     return math.floor((t_end - 1 - day0) / DAY)
 
 
-def twin_series(ts: list[int], values: list[float], quality: list[int], *, modulus: float, rules: VeeRules,
-                day0: int, n_days: int, end_s: int) -> SeriesOut:
+def twin_series(
+    ts: list[int],
+    values: list[float],
+    quality: list[int],
+    *,
+    modulus: float,
+    rules: VeeRules,
+    day0: int,
+    n_days: int,
+    end_s: int,
+) -> SeriesOut:
     out = SeriesOut()
     r = rules
     inv_mask = sum(STATUS_BITS[b] for b in set(r.status.invalid_bits))
@@ -185,8 +194,9 @@ def twin_series(ts: list[int], values: list[float], quality: list[int], *, modul
             w = like_day(st, en - st) if use_profile else None
             if w is None and rate < 0:
                 return False
-            pieces.append((en, w if w is not None else rate * (en - st), F.METHOD_HISTORICAL if w is not None
-                           else F.METHOD_FLAT))
+            pieces.append(
+                (en, w if w is not None else rate * (en - st), F.METHOD_HISTORICAL if w is not None else F.METHOD_FLAT)
+            )
         for en, energy, method in pieces:
             add_est(en, energy, method)
         return True
@@ -234,8 +244,10 @@ def twin_series(ts: list[int], values: list[float], quality: list[int], *, modul
     if first_valid < 0 or first_valid > day0:
         out.series_flags |= F.LEADING_GAP
         flag_days(day0, end_s if first_valid < 0 else first_valid, F.LEADING_GAP)
-    if last_valid >= 0 and end_s - last_valid >= interval and (
-        end_s - last_valid > r.estimation.max_s or not estimate_open(last_valid, end_s, last_rate)
+    if (
+        last_valid >= 0
+        and end_s - last_valid >= interval
+        and (end_s - last_valid > r.estimation.max_s or not estimate_open(last_valid, end_s, last_rate))
     ):
         out.series_flags |= F.GAP_TOO_LONG
         flag_days(last_valid, end_s, F.GAP_TOO_LONG)
@@ -262,8 +274,9 @@ def twin_series(ts: list[int], values: list[float], quality: list[int], *, modul
     return out
 
 
-def twin_tou_sum(total: list[float | None], rates: list[list[float | None]], *, tol_kwh: float,
-                 tol_ratio: float) -> list[bool]:
+def twin_tou_sum(
+    total: list[float | None], rates: list[list[float | None]], *, tol_kwh: float, tol_ratio: float
+) -> list[bool]:
     """Per day: does the total register disagree with T1 + T2 + T3? (None = no data that day)"""
     out = []
     for d, tot in enumerate(total):

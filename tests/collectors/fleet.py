@@ -27,7 +27,7 @@ from amr.broker.mosquitto import BrokerEndpoint
 from amr.broker.probe import new_client
 from amr.broker.topics import confirm_topic
 from amr.messages import COLUMNS_FORMAT_VERSION, ColumnarReadingBatch, iter_readings
-from collectors.modbus.registermap import read_register_map
+from amr.modbus.registermap import read_register_map
 from simulators.clock import SimClock
 from simulators.faults import Faults
 from simulators.meter import SimulatedMeter

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import pytest
 
 from amr.errors import ProtocolError
+from amr.modbus.framing import crc16, rtu_request
+from amr.modbus.registermap import MAPS_DIR
 from collectors.modbus.bus import BusPoller
-from collectors.modbus.framing import crc16, rtu_request
 from collectors.modbus.meterread import ModbusMeterReader, read_compiled_map
-from collectors.modbus.registermap import MAPS_DIR
 from collectors.modbus.transport import RtuOverTcpClient, TcpClient
 from simulators.clock import SimClock
 from simulators.faults import Faults

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 from amr.broker.mosquitto import LocalMosquitto
 from amr.broker.topics import readings_topic, status_topic
+from amr.modbus.codec import decode_value, encode_value
+from amr.modbus.registermap import read_register_map
 from amr.obis import BY_OBIS
 from collectors.config import parse_collector_config
-from collectors.modbus.codec import decode_value, encode_value
-from collectors.modbus.registermap import read_register_map
 from collectors.runner import run_collector
 from simulators.clock import SimClock
 from tests.collectors.fleet import Recorder, gateway_toml, serial_pair, start_gateway, wait_until

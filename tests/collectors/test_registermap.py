@@ -10,21 +10,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from amr.errors import ConfigError
-from amr.obis import BY_OBIS
-from collectors.modbus.codec import (
+from amr.modbus.codec import (
     decode_block,
     decode_value,
     encode_image,
     encode_value,
     plan_reads,
 )
-from collectors.modbus.registermap import (
+from amr.modbus.registermap import (
     RegisterSpec,
     WordOrder,
     parse_register_map,
     read_register_map,
     shipped_maps,
 )
+from amr.obis import BY_OBIS
 
 HEAD = '[map]\nname = "t"\nmodel = "test"\n'
 

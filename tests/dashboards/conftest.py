@@ -23,8 +23,14 @@ from tests.services import make_state_dir
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 SCREENSHOTS = PROJECT_ROOT / "artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,9 @@ class LiveDashboard:
 def dash_db(make_database: Callable[[str], DatabaseServer]) -> tuple[DatabaseServer, Path]:
     server = make_database("dash_test")
     export_dir = make_state_dir("amr-dash-exports-")
-    (export_dir / "bills_2024-05_HN.csv").write_text("customer_code,energy_kwh,total_vnd\nPD0100000001,212,648000\n",
-                                                   encoding="utf-8")
+    (export_dir / "bills_2024-05_HN.csv").write_text(
+        "customer_code,energy_kwh,total_vnd\nPD0100000001,212,648000\n", encoding="utf-8"
+    )
     seed.seed(server.conninfo(Role.OWNER))
     seed.seed_billing(server.conninfo(Role.OWNER), str(export_dir))
     return server, export_dir

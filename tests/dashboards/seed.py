@@ -80,10 +80,12 @@ def plan_meters() -> list[SeededMeter]:
                     connected_on=connected,
                     installed_on=installed,
                     remote_since=remote_since,
-                    latitude_deg=(21.02 if city == "HN" else 10.78) + ((i * 7919) % 200 - 100) / 1000 if has_coords
+                    latitude_deg=(21.02 if city == "HN" else 10.78) + ((i * 7919) % 200 - 100) / 1000
+                    if has_coords
                     else None,
                     longitude_deg=(105.84 if city == "HN" else 106.68) + ((i * 104729) % 200 - 100) / 1000
-                    if has_coords else None,
+                    if has_coords
+                    else None,
                 )
             )
     return meters
@@ -100,9 +102,23 @@ def seed(conninfo_owner: str) -> dict[str, int]:
         ) as copy:
             for n, m in enumerate(meters):
                 copy.write_row(
-                    (m.serial, m.city, m.power_company, f"{m.power_company}{n:08d}", "household", m.meter_kind,
-                     m.remote_read, m.protocol, m.gateway, n % 247 + 1, m.connected_on, m.installed_on,
-                     m.remote_since, m.latitude_deg, m.longitude_deg)
+                    (
+                        m.serial,
+                        m.city,
+                        m.power_company,
+                        f"{m.power_company}{n:08d}",
+                        "household",
+                        m.meter_kind,
+                        m.remote_read,
+                        m.protocol,
+                        m.gateway,
+                        n % 247 + 1,
+                        m.connected_on,
+                        m.installed_on,
+                        m.remote_since,
+                        m.latitude_deg,
+                        m.longitude_deg,
+                    )
                 )
         found = conn.execute("SELECT serial, meter_id FROM meters WHERE serial LIKE 'DASH-%'").fetchall()
         ids: dict[str, int] = dict(found)
@@ -136,9 +152,18 @@ def seed(conninfo_owner: str) -> dict[str, int]:
                 successes = 90 if m.protocol == "dlms" else 99
                 if m.gateway == SILENT_GATEWAY:
                     successes = 40
-                c2.write_row((ids[m.serial], f"collector-{m.city.lower()}-{i % 2}", 100, successes, now,
-                              now - dt.timedelta(minutes=5), "timeout" if successes < 99 else None,
-                              now - dt.timedelta(minutes=30) if successes < 99 else None))
+                c2.write_row(
+                    (
+                        ids[m.serial],
+                        f"collector-{m.city.lower()}-{i % 2}",
+                        100,
+                        successes,
+                        now,
+                        now - dt.timedelta(minutes=5),
+                        "timeout" if successes < 99 else None,
+                        now - dt.timedelta(minutes=30) if successes < 99 else None,
+                    )
+                )
         conn.execute(
             "INSERT INTO collector_status (source, kind, state, updated_at, spool_depth, reads_per_s, lag_s) VALUES"
             " ('collector-hn-0', 'collector', 'online', now(), 0, 210.5, NULL),"
@@ -160,13 +185,18 @@ def seed_billing(conninfo_owner: str, export_dir: str) -> dict[str, int]:
     one meter (DRILL_SERIAL), and a held bill run whose export_dir holds a CSV; then refresh the aggregates."""
     start = dt.datetime(2024, 5, 1, tzinfo=dt.UTC) - dt.timedelta(hours=7)
     with psycopg.connect(conninfo_owner, autocommit=True) as conn, conn.transaction():
-        ids = [r[0] for r in conn.execute("SELECT meter_id FROM meters WHERE serial LIKE 'DASH-%' AND remote_read"
-                                          " ORDER BY meter_id LIMIT 40").fetchall()]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT meter_id FROM meters WHERE serial LIKE 'DASH-%' AND remote_read ORDER BY meter_id LIMIT 40"
+            ).fetchall()
+        ]
         drill = conn.execute("SELECT meter_id FROM meters WHERE serial = %s", (DRILL_SERIAL,)).fetchone()
         assert drill is not None
         vee = conn.execute(
             "INSERT INTO billing_runs (kind, period, status, finished_at, customers, estimated_share, exceptions)"
-            " VALUES ('vee', %s, 'released', now(), 40, 0.02, '{\"GAP\": 20}') RETURNING run_id", (VEE_PERIOD,)
+            " VALUES ('vee', %s, 'released', now(), 40, 0.02, '{\"GAP\": 20}') RETURNING run_id",
+            (VEE_PERIOD,),
         ).fetchone()
         assert vee is not None
         n_exc = 0
@@ -177,8 +207,14 @@ def seed_billing(conninfo_owner: str, export_dir: str) -> dict[str, int]:
                 conn.execute(
                     "INSERT INTO vee_exceptions (run_id, meter_id, channel_id, interval_start, interval_end, rule,"
                     " severity, value) VALUES (%s, %s, 1, %s, %s, %s, %s, 0)",
-                    (vee[0], meter_id, ts, ts + dt.timedelta(minutes=30), rule,
-                     "invalid" if rule in ("NEGATIVE", "SPIKE") else "review"),
+                    (
+                        vee[0],
+                        meter_id,
+                        ts,
+                        ts + dt.timedelta(minutes=30),
+                        rule,
+                        "invalid" if rule in ("NEGATIVE", "SPIKE") else "review",
+                    ),
                 )
                 n_exc += 1
         # The drill-down meter: reads every 30 min, a 6-hour gap on day 5 (estimated), exceptions marked.
@@ -195,8 +231,17 @@ def seed_billing(conninfo_owner: str, export_dir: str) -> dict[str, int]:
             conn.execute(
                 "INSERT INTO daily_consumption (meter_id, channel_id, day, measured_kwh, estimated_kwh, n_measured,"
                 " n_estimated, flags, methods, vee_run_id) VALUES (%s, 1, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (drill[0], dt.date(2024, 5, 1) + dt.timedelta(days=day), 14.0 - est * 0.3, est * 0.3, 48 - est, est,
-                 (1 << 18) | (1 << 4) if est else 0, 1 if est else 0, vee[0]),
+                (
+                    drill[0],
+                    dt.date(2024, 5, 1) + dt.timedelta(days=day),
+                    14.0 - est * 0.3,
+                    est * 0.3,
+                    48 - est,
+                    est,
+                    (1 << 18) | (1 << 4) if est else 0,
+                    1 if est else 0,
+                    vee[0],
+                ),
             )
         conn.execute(
             "INSERT INTO vee_exceptions (run_id, meter_id, channel_id, interval_start, interval_end, rule, severity,"

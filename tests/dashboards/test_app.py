@@ -43,7 +43,8 @@ def test_auth_from_environment_needs_both_variables() -> None:
     with pytest.raises(ConfigError, match="AMR_DASHBOARD_PASSWORD is set without AMR_DASHBOARD_USER"):
         BasicAuth.from_environ({"AMR_DASHBOARD_PASSWORD": "b"})
     assert BasicAuth.from_environ({"AMR_DASHBOARD_USER": "a", "AMR_DASHBOARD_PASSWORD": "b"}) == BasicAuth(
-        user="a", password="b")
+        user="a", password="b"
+    )
 
 
 def test_date_controls_step_and_replay() -> None:
@@ -60,13 +61,15 @@ def test_date_controls_step_and_replay() -> None:
 
 
 def test_map_classification_follows_the_date() -> None:
-    sample = pd.DataFrame({
-        "meter_kind": ["electronic", "electronic", "mechanical", "smart"],
-        "connected_on": [dt.date(2000, 1, 1)] * 3 + [dt.date(2020, 1, 1)],
-        "installed_on": [dt.date(2016, 1, 1), dt.date(2018, 1, 1), None, dt.date(2020, 1, 1)],
-        "remote_since": [dt.date(2017, 1, 1), None, None, dt.date(2020, 1, 1)],
-        "status": ["read_24h", "manual", "manual", "never"],
-    })
+    sample = pd.DataFrame(
+        {
+            "meter_kind": ["electronic", "electronic", "mechanical", "smart"],
+            "connected_on": [dt.date(2000, 1, 1)] * 3 + [dt.date(2020, 1, 1)],
+            "installed_on": [dt.date(2016, 1, 1), dt.date(2018, 1, 1), None, dt.date(2020, 1, 1)],
+            "remote_since": [dt.date(2017, 1, 1), None, None, dt.date(2020, 1, 1)],
+            "status": ["read_24h", "manual", "manual", "never"],
+        }
+    )
     points = rollout.classify_map_points(sample, dt.date(2017, 9, 15), "kind")
     assert list(points["category"]) == ["remote-read", "mechanical", "mechanical"]  # the 4th not connected yet
     later = rollout.classify_map_points(sample, dt.date(2021, 1, 1), "kind")

@@ -122,7 +122,7 @@ def _dashboard(env: dict[str, str], *args: str) -> Iterator[tuple[str, subproces
     """`amr dashboard` on a free loopback port, until it answers; yields its base URL and process."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "amr", "dashboard", "--port", str(port), *args],
+        [sys.executable, "-m", "app", "dashboard", "--port", str(port), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -180,7 +180,7 @@ def test_amr_dashboard_refuses_unsafe_configurations(
     port = str(free_port())
     # No database needed: the command refuses before it connects or listens.
     done = subprocess.run(
-        [sys.executable, "-m", "amr", "dashboard", "--port", port, *args],
+        [sys.executable, "-m", "app", "dashboard", "--port", port, *args],
         env=_env(None, tmp_path, **extra),
         capture_output=True,
         text=True,

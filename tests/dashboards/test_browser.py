@@ -23,8 +23,9 @@ expect.set_options(timeout=TIMEOUT_MS)
 def page(browser: Browser, live_dashboard: LiveDashboard) -> Iterator[Page]:
     # The operator's login, answered to the server's basic-auth challenge.
     login: HttpCredentials = {"username": live_dashboard.auth.user, "password": live_dashboard.auth.password}
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True,
-                                  http_credentials=login)
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 1000}, accept_downloads=True, http_credentials=login
+    )
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
@@ -55,8 +56,9 @@ def _wait_idle(page: Page) -> None:
         ("billing", "/billing", "#billing-kpi-runs"),
     ],
 )
-def test_page_loads_without_console_errors(live_dashboard: LiveDashboard, page: Page, screenshots: Path, name: str,
-                                           path: str, marker: str) -> None:
+def test_page_loads_without_console_errors(
+    live_dashboard: LiveDashboard, page: Page, screenshots: Path, name: str, path: str, marker: str
+) -> None:
     page.goto(live_dashboard.url + path)
     expect(page.locator(marker)).to_be_visible()
     _wait_idle(page)
@@ -76,8 +78,7 @@ def test_rollout_shows_published_2017_shares(live_dashboard: LiveDashboard, page
     expect(page.locator("#rollout-table")).to_contain_text("Chợ Lớn")
 
 
-def test_rollout_date_controls_change_the_figures(live_dashboard: LiveDashboard, page: Page,
-                                                  screenshots: Path) -> None:
+def test_rollout_date_controls_change_the_figures(live_dashboard: LiveDashboard, page: Page, screenshots: Path) -> None:
     page.goto(live_dashboard.url + "/?date=2017-09-15")
     expect(page.locator("#rollout-kpi-HN-remote-share")).to_have_text("25.0 %")
     # The date picker: HN finished its rollout in 2018 (seeded), HCMC keeps two mechanical meters.
@@ -147,8 +148,9 @@ def test_network_filters_lists_and_csv(live_dashboard: LiveDashboard, page: Page
     expect(page.locator("#network-collectors")).to_contain_text("collector-hcm-1")
 
 
-def test_quality_drilldown_marks_flags_and_estimates(live_dashboard: LiveDashboard, page: Page,
-                                                     screenshots: Path) -> None:
+def test_quality_drilldown_marks_flags_and_estimates(
+    live_dashboard: LiveDashboard, page: Page, screenshots: Path
+) -> None:
     page.goto(live_dashboard.url + "/quality")
     expect(page.locator("#quality-kpi-exceptions")).to_have_text("80")
     expect(page.locator("#quality-exceptions")).to_contain_text("GAP")

@@ -18,8 +18,9 @@ from simulators.meter import SimulatedMeter
 
 
 def e2e_meters(count: int, seed: int) -> list[SimulatedMeter]:
-    return [SimulatedMeter(serial=f"E2E-{i:04d}", seed=seed + i, tariff_class="household", city="HN")
-            for i in range(count)]
+    return [
+        SimulatedMeter(serial=f"E2E-{i:04d}", seed=seed + i, tariff_class="household", city="HN") for i in range(count)
+    ]
 
 
 def anchored_clock(anchor_real_s: float, anchor_sim: datetime, speed: float) -> SimClock:

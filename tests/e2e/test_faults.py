@@ -46,17 +46,24 @@ def own_services() -> Iterator[tuple[DatabaseServer, object, Settings]]:
 
 def _env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"AMR_STATE_DIR": str(settings.state_dir), "AMR_DB_PORT": str(settings.db.port),
-                "AMR_DB_DATA_DIR": str(settings.db.data_dir), "AMR_MQTT_PORT": str(settings.mqtt.port),
-                "AMR_DB_NAME": settings.db.name})
+    env.update(
+        {
+            "AMR_STATE_DIR": str(settings.state_dir),
+            "AMR_DB_PORT": str(settings.db.port),
+            "AMR_DB_DATA_DIR": str(settings.db.data_dir),
+            "AMR_MQTT_PORT": str(settings.mqtt.port),
+            "AMR_DB_NAME": settings.db.name,
+        }
+    )
     env.pop("AMR_DATABASE_URL", None)
     env.pop("AMR_MQTT_URL", None)
     return env
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT
+    )
 
 
 def _kill9(proc: subprocess.Popen[bytes]) -> None:
@@ -96,32 +103,64 @@ def test_every_profile_entry_is_stored_exactly_once_through_faults(own_services,
     owner = db.conninfo(Role.OWNER)
     with psycopg.connect(owner, autocommit=True) as conn:
         for i, m in enumerate(e2e_meters(METERS, 7)):
-            conn.execute("INSERT INTO meters (serial, city, power_company, tariff_class, meter_kind, remote_read,"
-                         " protocol, unit_id) VALUES (%s, 'HN', 'PD0100', 'household', 'smart', true, 'dlms', %s)",
-                         (m.serial, i + 16))
+            conn.execute(
+                "INSERT INTO meters (serial, city, power_company, tariff_class, meter_kind, remote_read,"
+                " protocol, unit_id) VALUES (%s, 'HN', 'PD0100', 'household', 'smart', true, 'dlms', %s)",
+                (m.serial, i + 16),
+            )
     env = _env(settings)
     # The simulated run starts 20 days ago (ingest refuses readings from the future), on an interval boundary.
     sim_start = datetime.fromtimestamp((time.time() - 20 * 86400) // PROFILE_INTERVAL_S * PROFILE_INTERVAL_S, UTC)
     anchor_real = time.time()
     sim_port = free_port()
-    sim_args = ["-m", "tests.e2e.dlms_sim", "--port", str(sim_port), "--meters", str(METERS),
-                "--anchor-real", str(anchor_real), "--anchor-sim", sim_start.isoformat(), "--speed", str(SPEED)]
+    sim_args = [
+        "-m",
+        "tests.e2e.dlms_sim",
+        "--port",
+        str(sim_port),
+        "--meters",
+        str(METERS),
+        "--anchor-real",
+        str(anchor_real),
+        "--anchor-sim",
+        sim_start.isoformat(),
+        "--speed",
+        str(SPEED),
+    ]
     proxy = TcpProxy(target_host="127.0.0.1", target_port=broker.port).start()
     config = tmp_path / "collector.toml"
-    lines = ['collector_id = "e2e-collector"', f'spool_dir = "{tmp_path / "spool"}"', "heartbeat_s = 1.0", "",
-             "[broker]", 'host = "127.0.0.1"', f"port = {proxy.port}", 'username = "collector"',
-             f'password = "{broker.credentials.mqtt_password("collector")}"', ""]
+    lines = [
+        'collector_id = "e2e-collector"',
+        f'spool_dir = "{tmp_path / "spool"}"',
+        "heartbeat_s = 1.0",
+        "",
+        "[broker]",
+        'host = "127.0.0.1"',
+        f"port = {proxy.port}",
+        'username = "collector"',
+        f'password = "{broker.credentials.mqtt_password("collector")}"',
+        "",
+    ]
     for i, m in enumerate(e2e_meters(METERS, 7)):
-        lines += ["[[dlms_meters]]", f'serial = "{m.serial}"', 'host = "127.0.0.1"', f"port = {sim_port}",
-                  f"logical_address = {16 + i}", "poll_interval_s = 1.0", "timeout_s = 3.0", ""]
+        lines += [
+            "[[dlms_meters]]",
+            f'serial = "{m.serial}"',
+            'host = "127.0.0.1"',
+            f"port = {sim_port}",
+            f"logical_address = {16 + i}",
+            "poll_interval_s = 1.0",
+            "timeout_s = 3.0",
+            "",
+        ]
     config.write_text("\n".join(lines))
-    collect_args = ["-m", "amr", "collect", "--config", str(config), "--quiet"]
-    ingest_args = ["-m", "amr", "ingest", "--workers", "1", "--no-live", "--name", "e2e-ingest"]
+    collect_args = ["-m", "app", "collect", "--config", str(config), "--quiet"]
+    ingest_args = ["-m", "app", "ingest", "--workers", "1", "--no-live", "--name", "e2e-ingest"]
     logs = tmp_path
     sim = _spawn(sim_args, env, logs / "sim.log")
     ingest = _spawn(ingest_args, env, logs / "ingest.log")
     collector = _spawn(collect_args, env, logs / "collector.log")
     try:
+
         def grows() -> None:
             before = _profile_rows(owner)
             _wait(lambda: _profile_rows(owner) > before + METERS * 3, "rows to keep arriving")
@@ -180,7 +219,8 @@ def test_every_profile_entry_is_stored_exactly_once_through_faults(own_services,
         rows = conn.execute(
             "SELECT meter_id, channel_id, ts, value, count(*) OVER (PARTITION BY meter_id, channel_id, ts)"
             " FROM readings WHERE ts BETWEEN %s AND %s AND channel_id = ANY(%s)",
-            (expected_ts[0], expected_ts[-1], list(energy_channels))).fetchall()
+            (expected_ts[0], expected_ts[-1], list(energy_channels)),
+        ).fetchall()
     stored = {(r[0], r[1], r[2]): r[3] for r in rows}
     assert all(r[4] == 1 for r in rows)  # the unique key makes this structural; kept as the stated property
     missing = []
@@ -201,6 +241,7 @@ def test_every_profile_entry_is_stored_exactly_once_through_faults(own_services,
 
 def _stored_at(conninfo: str, ts: datetime) -> int:
     with psycopg.connect(conninfo, connect_timeout=3) as conn:
-        row = conn.execute("SELECT count(DISTINCT meter_id) FROM readings WHERE channel_id = 1 AND ts = %s",
-                           (ts,)).fetchone()
+        row = conn.execute(
+            "SELECT count(DISTINCT meter_id) FROM readings WHERE channel_id = 1 AND ts = %s", (ts,)
+        ).fetchone()
     return int(row[0]) if row else 0

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from amr.db.server import DatabaseServer, Role
 from amr.errors import AmrError
-from simulators.fleet.calibration import (
+from fleet.calibration import (
     CALIBRATION_DATE,
     CITIES,
     COMPANIES,
@@ -23,11 +23,11 @@ from simulators.fleet.calibration import (
     TARGET_DATE,
     PublishedFigure,
 )
-from simulators.fleet.copy_binary import COPY_HEADER, COPY_TRAILER, Column, encode_rows
-from simulators.fleet.counts import city_coverage_series, count_fleet
-from simulators.fleet.registry import Fleet, build_fleet
-from simulators.fleet.rollout import NEVER, day_number
-from simulators.fleet.store import FleetRun, fetch_coverage, write_fleet
+from fleet.copy_binary import COPY_HEADER, COPY_TRAILER, Column, encode_rows
+from fleet.counts import city_coverage_series, count_fleet
+from fleet.registry import Fleet, build_fleet
+from fleet.rollout import NEVER, day_number
+from fleet.store import FleetRun, fetch_coverage, write_fleet
 
 SCALE = 0.01
 SEED = 11
@@ -263,7 +263,7 @@ def test_regeneration_needs_replace_and_keeps_other_meters(make_database: Callab
 
 
 def test_cli_counts_prints_a_table() -> None:
-    from amr.cli.main import app
+    from app.cli.main import app
 
     result = CliRunner().invoke(app, ["fleet", "counts", "--scale", "0.001", "--as-of", "2017-09-15"])
     assert result.exit_code == 0, result.output

@@ -20,8 +20,8 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
-from collectors.modbus.codec import decode_block, plan_reads
-from collectors.modbus.registermap import RegisterMap, read_register_map
+from amr.modbus.codec import decode_block, plan_reads
+from amr.modbus.registermap import RegisterMap, read_register_map
 from simulators.clock import SimClock
 from simulators.faults import Faults
 from simulators.meter import OBIS_IMPORT, OBIS_RATE, SimulatedMeter

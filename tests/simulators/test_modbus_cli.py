@@ -14,8 +14,8 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 from pymodbus.framer import FramerType
 
-from amr.cli.simulate import read_simulate_config
 from amr.errors import ConfigError
+from app.cli.simulate import read_simulate_config
 
 
 def test_amr_simulate_serves_listed_gateways_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_amr_simulate_serves_listed_gateways_and_stops_on_sigterm(tmp_path: Path
         '[simulate.options.rtu-tcp]\nregister_map = "eastron_sdm630"\n'
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from amr.cli import main; main()", "simulate", "--config", str(cfg),
+        [sys.executable, "-c", "from app.cli import main; main()", "simulate", "--config", str(cfg),
          "--listing", str(listing)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

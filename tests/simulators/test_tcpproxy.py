@@ -19,8 +19,9 @@ def _echo_server() -> tuple[socket.socket, int]:
                 conn, _ = server.accept()
             except OSError:
                 return
-            threading.Thread(target=lambda c=conn: [c.sendall(d) for d in iter(lambda: c.recv(1024), b"")],
-                             daemon=True).start()
+            threading.Thread(
+                target=lambda c=conn: [c.sendall(d) for d in iter(lambda: c.recv(1024), b"")], daemon=True
+            ).start()
 
     threading.Thread(target=serve, daemon=True).start()
     return server, server.getsockname()[1]

@@ -11,7 +11,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from amr.cli.context import console
+from app.cli.context import console
 from collectors.config import read_collector_config
 from collectors.runner import CollectorSnapshot, run_collector
 

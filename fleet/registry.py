@@ -1,7 +1,7 @@
 """The meter registry of both cities as numpy columns (one row per customer meter, in `meters` column order).
 
 Pure computation, deterministic from (scale, seed), vectorised (no loop over meters). Built on the rollout
-dates of simulators.fleet.rollout; this module adds what a registry holds besides dates:
+dates of fleet.rollout; this module adds what a registry holds besides dates:
 
 - tariff class per company area (about 90 % households; more shops in the business districts), households
   sharing one meter (5 %), CT-connected meters (multiplier = CT ratio 20..200) for large business/production;
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from simulators.fleet.calibration import (
+from fleet.calibration import (
     AREA_SPREAD_KM,
     AREA_TARIFF_MIX,
     CBD_TARIFF_MIX,
@@ -36,8 +36,8 @@ from simulators.fleet.calibration import (
     PROTOCOLS,
     TARIFF_CLASSES,
 )
-from simulators.fleet.copy_binary import Column
-from simulators.fleet.rollout import DEFAULT_SEED, NEVER, CityRollout, day_number, fleet_rollout
+from fleet.copy_binary import Column
+from fleet.rollout import DEFAULT_SEED, NEVER, CityRollout, day_number, fleet_rollout
 
 HOUSEHOLD, BUSINESS, PRODUCTION, ADMINISTRATIVE = range(4)
 MECHANICAL, ELECTRONIC, SMART = range(3)

@@ -19,10 +19,10 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from amr.errors import AmrError
-from simulators.fleet.calibration import COMPANIES, HORIZON
-from simulators.fleet.copy_binary import COPY_HEADER, COPY_TRAILER, encode_rows
-from simulators.fleet.counts import Coverage
-from simulators.fleet.registry import Fleet
+from fleet.calibration import COMPANIES, HORIZON
+from fleet.copy_binary import COPY_HEADER, COPY_TRAILER, encode_rows
+from fleet.counts import Coverage
+from fleet.registry import Fleet
 
 # Rows per COPY block: ~20 MB of binary tuples, large enough that numpy's per-call overhead vanishes and small
 # enough to keep memory flat and the progress bar moving.

@@ -7,9 +7,9 @@ import os
 import typer
 from rich.table import Table
 
-from amr.cli.context import console, database
 from amr.db.migrate import Migration
 from amr.db.server import Role
+from app.cli.context import console, database
 
 app = typer.Typer(help="Database: start, stop, migrate and inspect PostgreSQL with TimescaleDB.", no_args_is_help=True)
 

@@ -3,9 +3,9 @@ per power company, calibrated on the published rollout and deterministic from (s
 
 Interface::
 
-    from simulators.fleet import build_fleet, write_fleet, count_fleet, city_coverage_series
+    from fleet import build_fleet, write_fleet, count_fleet, city_coverage_series
 
-    fleet = build_fleet(scale=0.01, seed=2017)      # numpy columns (simulators.fleet.registry.Fleet)
+    fleet = build_fleet(scale=0.01, seed=2017)      # numpy columns (fleet.registry.Fleet)
     run = write_fleet(conninfo_owner, fleet, replace=True, progress=lambda rows: ...)   # -> FleetRun
     counts = count_fleet(date(2017, 9, 15), scale=1.0, seed=2017)   # no database
     counts.cities["HN"].electronic, counts.cities["HN"].remote_share, counts.companies["PE0100"].customers
@@ -24,9 +24,9 @@ customers. The generated meters are fleet_runs.first_meter_id .. last_meter_id (
 replaced_at NULL); rollout_reference holds the published figures for reference lines.
 """
 
-from simulators.fleet.counts import Coverage, FleetCounts, city_coverage_series, count_fleet
-from simulators.fleet.registry import Fleet, build_fleet
-from simulators.fleet.store import FleetRun, fetch_coverage, write_fleet
+from fleet.counts import Coverage, FleetCounts, city_coverage_series, count_fleet
+from fleet.registry import Fleet, build_fleet
+from fleet.store import FleetRun, fetch_coverage, write_fleet
 
 __all__ = [
     "Coverage",

@@ -1,5 +1,5 @@
 """The ``amr`` command line."""
 
-from amr.cli.main import app, main
+from app.cli.main import app, main
 
 __all__ = ["app", "main"]

@@ -20,8 +20,12 @@ from billing.cycles import cycles
 
 LOCAL = timezone(timedelta(hours=7))
 MODBUS_KINDS = {"modbus-tcp": "tcp", "modbus-rtu-tcp": "rtu-tcp", "modbus-rtu": "rtu-serial"}
-SIM_TARIFF = {"household": "household", "business": "business", "production": "production",
-              "administrative": "business"}
+SIM_TARIFF = {
+    "household": "household",
+    "business": "business",
+    "production": "production",
+    "administrative": "business",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,33 +85,70 @@ class Endpoint:
     dlms_addresses: dict[str, int] = field(default_factory=dict)
 
 
-def collector_toml(*, collector_id: str, spool_dir: str, gateways: list[tuple[GatewayPlan, Endpoint]],
-                   baud: int, poll_interval_s: float) -> str:
+def collector_toml(
+    *,
+    collector_id: str,
+    spool_dir: str,
+    gateways: list[tuple[GatewayPlan, Endpoint]],
+    baud: int,
+    poll_interval_s: float,
+) -> str:
     """The collector config for the simulated gateways (validated by collectors.config when read)."""
-    lines = [f"collector_id = {json.dumps(collector_id)}", f"spool_dir = {json.dumps(spool_dir)}",
-             "heartbeat_s = 2.0", ""]
+    lines = [
+        f"collector_id = {json.dumps(collector_id)}",
+        f"spool_dir = {json.dumps(spool_dir)}",
+        "heartbeat_s = 2.0",
+        "",
+    ]
     for gw, ep in gateways:
         if gw.protocol in ("modbus-tcp", "modbus-rtu-tcp"):
-            lines += ["[[gateways]]", f"name = {json.dumps(gw.name)}", 'transport = "tcp"',
-                      f'framer = "{"socket" if gw.protocol == "modbus-tcp" else "rtu"}"',
-                      f"host = {json.dumps(ep.host)}", f"port = {ep.port}", "timeout_s = 0.5",
-                      "max_backoff_s = 0.5", ""]
+            lines += [
+                "[[gateways]]",
+                f"name = {json.dumps(gw.name)}",
+                'transport = "tcp"',
+                f'framer = "{"socket" if gw.protocol == "modbus-tcp" else "rtu"}"',
+                f"host = {json.dumps(ep.host)}",
+                f"port = {ep.port}",
+                "timeout_s = 0.5",
+                "max_backoff_s = 0.5",
+                "",
+            ]
         elif gw.protocol == "modbus-rtu":
-            lines += ["[[gateways]]", f"name = {json.dumps(gw.name)}", 'transport = "serial"',
-                      f"device = {json.dumps(ep.device)}", f"baudrate = {baud}", "timeout_s = 0.5",
-                      "max_backoff_s = 0.5", ""]
+            lines += [
+                "[[gateways]]",
+                f"name = {json.dumps(gw.name)}",
+                'transport = "serial"',
+                f"device = {json.dumps(ep.device)}",
+                f"baudrate = {baud}",
+                "timeout_s = 0.5",
+                "max_backoff_s = 0.5",
+                "",
+            ]
         else:
             if gw.protocol == "dlms":
                 for m in gw.meters:
-                    lines += ["[[dlms_meters]]", f"serial = {json.dumps(m.serial)}", f"host = {json.dumps(ep.host)}",
-                              f"port = {ep.port}", f"logical_address = {ep.dlms_addresses[m.serial]}",
-                              f"poll_interval_s = {poll_interval_s}", "timeout_s = 5.0",
-                              f"multiplier = {m.multiplier}", ""]
+                    lines += [
+                        "[[dlms_meters]]",
+                        f"serial = {json.dumps(m.serial)}",
+                        f"host = {json.dumps(ep.host)}",
+                        f"port = {ep.port}",
+                        f"logical_address = {ep.dlms_addresses[m.serial]}",
+                        f"poll_interval_s = {poll_interval_s}",
+                        "timeout_s = 5.0",
+                        f"multiplier = {m.multiplier}",
+                        "",
+                    ]
             continue
         for m in gw.meters:
-            lines += ["[[gateways.meters]]", f"serial = {json.dumps(m.serial)}", f"unit_id = {m.unit_id}",
-                      'map = "vn_sim_meter"', f"poll_interval_s = {poll_interval_s}",
-                      f"multiplier = {m.multiplier}", ""]
+            lines += [
+                "[[gateways.meters]]",
+                f"serial = {json.dumps(m.serial)}",
+                f"unit_id = {m.unit_id}",
+                'map = "vn_sim_meter"',
+                f"poll_interval_s = {poll_interval_s}",
+                f"multiplier = {m.multiplier}",
+                "",
+            ]
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Coverage counts of a generated fleet without a database: customers, electronic and remote-read meters per
 city and per power company on any date. The same numbers the meters table gives after `amr fleet generate`
-with the same scale and seed (the generator and this count share simulators.fleet.rollout).
+with the same scale and seed (the generator and this count share fleet.rollout).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from simulators.fleet.calibration import CITIES, CITY_CALIBRATION, COMPANIES
-from simulators.fleet.rollout import DEFAULT_SEED, CityRollout, city_curves, day_number, fleet_rollout
+from fleet.calibration import CITIES, CITY_CALIBRATION, COMPANIES
+from fleet.rollout import DEFAULT_SEED, CityRollout, city_curves, day_number, fleet_rollout
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 import typer
 
 from amr.broker.mosquitto import broker_endpoint
-from amr.cli.context import console, database, settings
 from amr.credentials import read_or_create_credentials
 from amr.db.server import Role
 from amr.errors import ConfigError
+from app.cli.context import console, database, settings
 from ingest import limits
 from ingest.supervisor import default_name, run, worker_configs
 from ingest.worker import WorkerConfig

@@ -23,7 +23,7 @@ from datetime import date, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from simulators.fleet.calibration import (
+from fleet.calibration import (
     AREA_REPLACEMENT_DELAY,
     CALIBRATION_DATE,
     CITIES,

@@ -7,9 +7,9 @@ import sys
 
 import typer
 
-from amr.cli import bill, broker, db
-from amr.cli.context import err_console
 from amr.errors import AmrError
+from app.cli import bill, broker, db
+from app.cli.context import err_console
 
 app = typer.Typer(
     help="AMR/AMI metering data platform: collect meter readings, ingest them into TimescaleDB, "
@@ -19,15 +19,15 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.add_typer(broker.app, name="broker")
-app.add_typer(importlib.import_module("amr.cli.fleet").app, name="fleet")
+app.add_typer(importlib.import_module("app.cli.fleet").app, name="fleet")
 app.add_typer(bill.app, name="bill")
-app.add_typer(importlib.import_module("amr.cli.dashboard").app, name="dashboard")
-app.command(name="collect")(importlib.import_module("amr.cli.collect").collect)
-app.command(name="ingest")(importlib.import_module("amr.cli.ingest").ingest)
-app.command(name="simulate")(importlib.import_module("amr.cli.simulate").simulate)
+app.add_typer(importlib.import_module("app.cli.dashboard").app, name="dashboard")
+app.command(name="collect")(importlib.import_module("app.cli.collect").collect)
+app.command(name="ingest")(importlib.import_module("app.cli.ingest").ingest)
+app.command(name="simulate")(importlib.import_module("app.cli.simulate").simulate)
 
 
-app.command(name="demo")(importlib.import_module("amr.cli.demo").demo)
+app.command(name="demo")(importlib.import_module("app.cli.demo").demo)
 
 
 def main() -> None:

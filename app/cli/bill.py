@@ -11,22 +11,30 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from amr.cli.context import console, database, settings
 from amr.db.server import Role
 from amr.errors import ConfigError, ServiceError
+from app.cli.context import console, database, settings
 
-app = typer.Typer(help="Billing: validate, estimate and bill a period's readings on EVN tariffs.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Billing: validate, estimate and bill a period's readings on EVN tariffs.", no_args_is_help=True)
 
 _PERIOD = typer.Option(..., "--period", help="billing month YYYY-MM (cycles end on each customer's read day)")
 _CITY = typer.Option(None, "--city", help="HN or HCM")
 _COMPANY = typer.Option(None, "--power-company", help="power company code, e.g. PE0100")
 _RULES = typer.Option(None, "--rules", help="VEE rules TOML (default: billing/vee_rules.toml)")
 _WORKERS = typer.Option(1, "--workers", min=1, help="processes for the meter-id partitions")
-_DASK = typer.Option(None, "--dask-scheduler", envvar="AMR_DASK_SCHEDULER",
-                     help="run the partitions on a Dask cluster: tcp://host:8786, or 'local' (a LocalCluster)")
-_READ_DAY = typer.Option(None, "--read-day", min=1, max=31,
-                         help="only customers read on this day (bill each read-day batch once its reads are in)")
+_DASK = typer.Option(
+    None,
+    "--dask-scheduler",
+    envvar="AMR_DASK_SCHEDULER",
+    help="run the partitions on a Dask cluster: tcp://host:8786, or 'local' (a LocalCluster)",
+)
+_READ_DAY = typer.Option(
+    None,
+    "--read-day",
+    min=1,
+    max=31,
+    help="only customers read on this day (bill each read-day batch once its reads are in)",
+)
 
 
 EXIT_HELD = 3  # the run is recorded and its files written, but not released: review, then --override-hold
@@ -63,32 +71,57 @@ def check_filters(conninfo: str, *, period: str, city: str | None, power_company
         if power_company not in companies:
             close = difflib.get_close_matches(power_company, companies, n=_MAX_SUGGESTIONS)
             hint = f"did you mean {' or '.join(close)}?" if close else f"known: {_code_ranges(companies)}"
-            raise ConfigError(f"unknown power company {power_company!r} (not in power_companies); {hint}",
-                              source="--power-company")
+            raise ConfigError(
+                f"unknown power company {power_company!r} (not in power_companies); {hint}", source="--power-company"
+            )
         if city is not None and companies[power_company] != city:
-            raise ConfigError(f"power company {power_company} serves {companies[power_company]}, not {city}",
-                              source="--power-company")
+            raise ConfigError(
+                f"power company {power_company} serves {companies[power_company]}, not {city}", source="--power-company"
+            )
 
 
-def _execute(kind: str, period: str, city: str | None, power_company: str | None, read_day: int | None,
-             out: Path | None, override_hold: bool, rules: Path | None, workers: int,
-             dask_scheduler: str | None = None) -> None:
+def _execute(
+    kind: str,
+    period: str,
+    city: str | None,
+    power_company: str | None,
+    read_day: int | None,
+    out: Path | None,
+    override_hold: bool,
+    rules: Path | None,
+    workers: int,
+    dask_scheduler: str | None = None,
+) -> None:
     from billing.run import run_period, summary_items
 
     check_filters(database().conninfo(Role.BILLING), period=period, city=city, power_company=power_company)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         task = progress.add_task(f"{kind} {period}: meters", total=None)
 
         def on_progress(done: int, total: int, stage: str) -> None:
             progress.update(task, completed=done, total=total, description=f"{kind} {period}: {stage}")
 
-        summary = run_period(database(), period=period, kind=kind, city=city, power_company=power_company,
-                             read_day=read_day, out_dir=out, override_hold=override_hold, rules_file=rules,
-                             workers=workers, dask_scheduler=dask_scheduler, on_progress=on_progress)
+        summary = run_period(
+            database(),
+            period=period,
+            kind=kind,
+            city=city,
+            power_company=power_company,
+            read_day=read_day,
+            out_dir=out,
+            override_hold=override_hold,
+            rules_file=rules,
+            workers=workers,
+            dask_scheduler=dask_scheduler,
+            on_progress=on_progress,
+        )
     if summary.status == "empty":
-        console.print(f"[yellow]EMPTY:[/yellow] run {summary.run_id}: no customer matches these filters for "
-                      f"period {period}; nothing {'billed' if kind == 'bill' else 'validated'}, no files written.")
+        console.print(
+            f"[yellow]EMPTY:[/yellow] run {summary.run_id}: no customer matches these filters for "
+            f"period {period}; nothing {'billed' if kind == 'bill' else 'validated'}, no files written."
+        )
         raise typer.Exit(EXIT_EMPTY)
     table = Table(title=f"{kind} run {summary.run_id}, period {period}", show_header=False)
     for key, value in summary_items(summary).items():
@@ -98,8 +131,10 @@ def _execute(kind: str, period: str, city: str | None, power_company: str | None
     for path in summary.files:
         console.print(f"[dim]wrote {path}[/dim]")
     if summary.status == "held":
-        console.print(f"[red]HELD:[/red] {summary.hold_reason}. Review the exceptions, then re-run with "
-                      "--override-hold to release.")
+        console.print(
+            f"[red]HELD:[/red] {summary.hold_reason}. Review the exceptions, then re-run with "
+            "--override-hold to release."
+        )
         raise typer.Exit(EXIT_HELD)
 
 
@@ -117,8 +152,18 @@ def run(
 ) -> None:
     """VEE + bills for a period: billing_runs record, bills, CSV / Parquet / Excel exports; exit 3 when held,
     4 when no customer matches the filters (an 'empty' run, no files), 2 on an unknown city / power company."""
-    _execute("bill", period, city, power_company, read_day, out or settings().state_dir / "exports", override_hold,
-             rules, workers, dask_scheduler)
+    _execute(
+        "bill",
+        period,
+        city,
+        power_company,
+        read_day,
+        out or settings().state_dir / "exports",
+        override_hold,
+        rules,
+        workers,
+        dask_scheduler,
+    )
 
 
 @app.command("vee")

@@ -9,9 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from amr.cli.context import console, database, settings
 from amr.db.server import Role
 from amr.errors import ServiceError
+from app.cli.context import console, database, settings
 
 app = typer.Typer(
     help="Dashboards: serve the Dash app (rollout, network, data quality, billing) or refresh its aggregates.",

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from amr.errors import ProtocolError
-from collectors.modbus.registermap import MODBUS_MAX_READ, Function, RegisterMap, RegisterSpec
+from amr.modbus.registermap import MODBUS_MAX_READ, Function, RegisterMap, RegisterSpec
 
 STRUCT_FORMAT: dict[str, str] = {
     "uint16": ">H",

@@ -289,5 +289,5 @@ def read_register_map(path: str | Path) -> RegisterMap:
 
 
 def shipped_maps() -> list[str]:
-    """Names of the maps shipped in collectors/modbus/maps/."""
+    """Names of the maps shipped in amr/modbus/maps/."""
     return sorted(p.stem for p in MAPS_DIR.glob("*.toml"))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from amr.cli.context import console, database, local_broker
 from amr.errors import ConfigError
+from app.cli.context import console, database, local_broker
 
 
 def demo(
-    scale: float = typer.Option(0.00002, help="fleet scale (1.0 = about 5.5 M meters); every remote meter is "
-                                "simulated live, so keep it small"),
+    scale: float = typer.Option(
+        0.00002, help="fleet scale (1.0 = about 5.5 M meters); every remote meter is simulated live, so keep it small"
+    ),
     period: str = typer.Option("2026-10", help="billing month YYYY-MM to simulate and bill"),
     seed: int = typer.Option(1, help="seed of the fleet, the meters and their faults"),
     step_min: int = typer.Option(1440, help="simulated minutes between polls (1440: daily register reads)"),
@@ -23,11 +24,20 @@ def demo(
 ) -> None:
     """Database + broker, a generated fleet, simulators of every protocol, collector, ingest, a simulated billing
     period, VEE and bills with exports, then the dashboards (Ctrl-C stops everything)."""
-    from amr.demo.run import DemoOptions, run_demo
+    from app.demo.run import DemoOptions, run_demo
 
     if step_min < 15 or 1440 % step_min:
         raise ConfigError("must divide a day into whole steps of at least 15 minutes", key="--step-min")
-    opts = DemoOptions(scale=scale, seed=seed, period=period, step_min=step_min, baud=baud,
-                       faults=DemoOptions().faults if faults else {}, serve=not non_interactive, host=host,
-                       port=port, override_hold=override_hold)
+    opts = DemoOptions(
+        scale=scale,
+        seed=seed,
+        period=period,
+        step_min=step_min,
+        baud=baud,
+        faults=DemoOptions().faults if faults else {},
+        serve=not non_interactive,
+        host=host,
+        port=port,
+        override_hold=override_hold,
+    )
     run_demo(database(), local_broker(), opts, console)

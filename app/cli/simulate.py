@@ -45,9 +45,9 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rich.table import Table
 
-from amr.cli.context import console
 from amr.errors import ConfigError
-from collectors.tomlpos import config_error
+from amr.tomlfile import config_error
+from app.cli.context import console
 from simulators.clock import SimClock
 from simulators.modbus.fleet import FAULT_NAMES, Listener, build_meters, start_modbus_listener
 

@@ -1,4 +1,4 @@
-"""`amr fleet`: the generated meter registry of Hanoi and Ho Chi Minh City (simulators/fleet)."""
+"""`amr fleet`: the generated meter registry of Hanoi and Ho Chi Minh City (fleet)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from amr.cli.context import console, database
 from amr.db.server import Role
 from amr.errors import AmrError
-from simulators.fleet.calibration import CALIBRATION_DATE, CITIES, COMPLETION_DATE, HORIZON, PUBLISHED
-from simulators.fleet.counts import Coverage, FleetCounts, count_fleet, count_rollout
-from simulators.fleet.registry import MAX_SCALE, build_fleet
-from simulators.fleet.rollout import DEFAULT_SEED
-from simulators.fleet.store import fetch_active_run, fetch_coverage, write_fleet
+from app.cli.context import console, database
+from fleet.calibration import CALIBRATION_DATE, CITIES, COMPLETION_DATE, HORIZON, PUBLISHED
+from fleet.counts import Coverage, FleetCounts, count_fleet, count_rollout
+from fleet.registry import MAX_SCALE, build_fleet
+from fleet.rollout import DEFAULT_SEED
+from fleet.store import fetch_active_run, fetch_coverage, write_fleet
 
 app = typer.Typer(
     help="Fleet generator: the meter registry of Hanoi (HN) and HCMC (HCM) per power company, calibrated on "

@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 
 from amr.broker.mosquitto import BrokerEndpoint
-from amr.demo.plan import MODBUS_KINDS, SIM_TARIFF, Endpoint, GatewayPlan, LiveMeter
-from collectors.modbus.registermap import read_register_map
+from amr.modbus.registermap import read_register_map
+from app.demo.plan import MODBUS_KINDS, SIM_TARIFF, Endpoint, GatewayPlan, LiveMeter
 from simulators.clock import SimClock
 from simulators.dcu.dcu import start_dcu
 from simulators.dlms.server import start_dlms_server
@@ -31,16 +31,38 @@ def fetch_live_meters(conninfo: str, since: datetime) -> list[LiveMeter]:
             "SELECT meter_id, serial, city, tariff_class, protocol, coalesce(gateway, serial), coalesce(unit_id, 1),"
             " multiplier, register_digits, read_day FROM meters"
             " WHERE remote_read AND protocol IS NOT NULL AND protocol <> 'manual' AND remote_since <= %s"
-            " ORDER BY protocol, gateway, unit_id", (since.date(),)).fetchall()
-    return [LiveMeter(meter_id=r[0], serial=r[1], city=r[2], tariff_class=r[3], protocol=r[4], gateway=r[5],
-                      unit_id=r[6], multiplier=r[7], register_digits=r[8], read_day=r[9]) for r in rows]
+            " ORDER BY protocol, gateway, unit_id",
+            (since.date(),),
+        ).fetchall()
+    return [
+        LiveMeter(
+            meter_id=r[0],
+            serial=r[1],
+            city=r[2],
+            tariff_class=r[3],
+            protocol=r[4],
+            gateway=r[5],
+            unit_id=r[6],
+            multiplier=r[7],
+            register_digits=r[8],
+            read_day=r[9],
+        )
+        for r in rows
+    ]
 
 
-def simulated_meter(m: LiveMeter, *, seed: int, fault_shares: dict[str, float], start: datetime,
-                    index: int) -> SimulatedMeter:
-    return SimulatedMeter(serial=m.serial, seed=seed * 1_000_003 + m.meter_id, tariff_class=SIM_TARIFF[m.tariff_class],
-                          city=m.city, register_digits=m.register_digits, multiplier=m.multiplier,
-                          faults=faults_for(seed, index, fault_shares, start))
+def simulated_meter(
+    m: LiveMeter, *, seed: int, fault_shares: dict[str, float], start: datetime, index: int
+) -> SimulatedMeter:
+    return SimulatedMeter(
+        serial=m.serial,
+        seed=seed * 1_000_003 + m.meter_id,
+        tariff_class=SIM_TARIFF[m.tariff_class],
+        city=m.city,
+        register_digits=m.register_digits,
+        multiplier=m.multiplier,
+        faults=faults_for(seed, index, fault_shares, start),
+    )
 
 
 @dataclass(kw_only=True)
@@ -61,8 +83,16 @@ class World:
         self._stops.clear()
 
 
-def start_world(gateways: list[GatewayPlan], *, clock: SimClock, seed: int, fault_shares: dict[str, float],
-                baud: int, run_dir: Path, dcu_endpoint: BrokerEndpoint) -> World:
+def start_world(
+    gateways: list[GatewayPlan],
+    *,
+    clock: SimClock,
+    seed: int,
+    fault_shares: dict[str, float],
+    baud: int,
+    run_dir: Path,
+    dcu_endpoint: BrokerEndpoint,
+) -> World:
     world = World()
     regmap = read_register_map("vn_sim_meter")
     start = clock.now()
@@ -76,8 +106,9 @@ def start_world(gateways: list[GatewayPlan], *, clock: SimClock, seed: int, faul
                 index += 1
             if gw.protocol in MODBUS_KINDS:
                 kind = MODBUS_KINDS[gw.protocol]
-                units = [ModbusMeter(unit_id=m.unit_id, meter=s, regmap=regmap) for m, s in zip(gw.meters, sims,
-                                                                                              strict=True)]
+                units = [
+                    ModbusMeter(unit_id=m.unit_id, meter=s, regmap=regmap) for m, s in zip(gw.meters, sims, strict=True)
+                ]
                 if kind == "rtu-serial":
                     pty = PtyPair(run_dir / "pty", gw.name)
                     world._stops.append(pty.close)
@@ -93,8 +124,9 @@ def start_world(gateways: list[GatewayPlan], *, clock: SimClock, seed: int, faul
                 world._stops.append(dlms.stop)
                 world.endpoints.append((gw, Endpoint(port=dlms.port, dlms_addresses=dlms.addresses)))
             elif gw.protocol == "dcu-mqtt":
-                dcu = start_dcu(gw.name, sims, dcu_endpoint, clock, DCU_INTERVAL_S,
-                                outbox_dir=run_dir / "dcu-outbox" / gw.name)
+                dcu = start_dcu(
+                    gw.name, sims, dcu_endpoint, clock, DCU_INTERVAL_S, outbox_dir=run_dir / "dcu-outbox" / gw.name
+                )
                 world._stops.append(dcu.stop)
                 world.dcu_handles.append(dcu)
                 world.endpoints.append((gw, Endpoint()))

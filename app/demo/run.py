@@ -26,9 +26,9 @@ from rich.table import Table
 
 from amr.broker.mosquitto import BrokerEndpoint, LocalMosquitto, broker_endpoint
 from amr.db.server import DatabaseServer, Role
-from amr.demo.plan import collector_toml, count_by_protocol, group_gateways, local_midnights, period_days
-from amr.demo.world import fetch_live_meters, start_world
 from amr.errors import ServiceError
+from app.demo.plan import collector_toml, count_by_protocol, group_gateways, local_midnights, period_days
+from app.demo.world import fetch_live_meters, start_world
 from collectors.config import parse_collector_config
 from collectors.runner import Collector
 from simulators.clock import SimClock
@@ -61,8 +61,11 @@ def _counts(conninfo: str) -> tuple[int, int]:
 
 def _start_ingest(log_path: Path) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
-    return subprocess.Popen([sys.executable, "-m", "amr", "ingest", "--workers", "1", "--no-live",
-                             "--name", "demo-ingest"], stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "ingest", "--workers", "1", "--no-live", "--name", "demo-ingest"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -77,8 +80,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOptions, console: Console) -> dict[str, Any]:
     """Run the demo; returns the summary. Serves the dashboards until Ctrl-C when `opts.serve`."""
     from billing.run import run_period
-    from simulators.fleet.registry import build_fleet
-    from simulators.fleet.store import write_fleet
+    from fleet.registry import build_fleet
+    from fleet.store import write_fleet
 
     t_start = time.perf_counter()
     if opts.serve:  # a half-set dashboard login is refused now, not after the whole run
@@ -113,29 +116,47 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
     run_dir = Path(tempfile.mkdtemp(prefix="amr-demo-"))
     clock = SimClock.fixed(steps[0])
     creds = db.credentials
+
     def endpoint(account: str) -> BrokerEndpoint:
         if broker is None:  # AMR_MQTT_URL: an external broker
             return broker_endpoint(db.settings, creds, account)
-        return BrokerEndpoint(host=broker.host, port=broker.port, username=account,
-                              password=broker.credentials.mqtt_password(account))
+        return BrokerEndpoint(
+            host=broker.host, port=broker.port, username=account, password=broker.credentials.mqtt_password(account)
+        )
 
-    world = start_world(gateways, clock=clock, seed=opts.seed, fault_shares=opts.faults, baud=opts.baud,
-                        run_dir=run_dir, dcu_endpoint=endpoint("dcu"))
+    world = start_world(
+        gateways,
+        clock=clock,
+        seed=opts.seed,
+        fault_shares=opts.faults,
+        baud=opts.baud,
+        run_dir=run_dir,
+        dcu_endpoint=endpoint("dcu"),
+    )
     ingest = _start_ingest(db.settings.state_dir / "demo-ingest.log")
     stop_collector = threading.Event()
     config = parse_collector_config(
-        collector_toml(collector_id="demo-collector", spool_dir=str(run_dir / "spool"), gateways=world.endpoints,
-                       baud=opts.baud, poll_interval_s=0.0),
-        source=str(run_dir / "collector.toml"), base_dir=run_dir)
+        collector_toml(
+            collector_id="demo-collector",
+            spool_dir=str(run_dir / "spool"),
+            gateways=world.endpoints,
+            baud=opts.baud,
+            poll_interval_s=0.0,
+        ),
+        source=str(run_dir / "collector.toml"),
+        base_dir=run_dir,
+    )
     collector = Collector(config, clock=clock.now_s, endpoint=endpoint("collector"))
-    collector_thread = threading.Thread(target=lambda: asyncio.run(collector.run(stop_collector, None)),
-                                        name="demo-collector", daemon=True)
+    collector_thread = threading.Thread(
+        target=lambda: asyncio.run(collector.run(stop_collector, None)), name="demo-collector", daemon=True
+    )
     summary: dict[str, Any] = {}
     try:
         collector_thread.start()
         console.rule(f"simulating {first_day} .. {last_day} (local), {len(steps)} steps of {opts.step_min} min")
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as progress:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
             task = progress.add_task("simulated instants", total=len(steps))
             for t in steps:
                 clock.set(t)
@@ -151,16 +172,29 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
         console.print(f"stored {rows:,} readings, {dead:,} dead letters")
 
         console.rule(f"VEE and billing, period {opts.period}")
-        bill = run_period(db, period=opts.period, kind="bill", out_dir=db.settings.state_dir / "exports",
-                          override_hold=opts.override_hold)
+        bill = run_period(
+            db,
+            period=opts.period,
+            kind="bill",
+            out_dir=db.settings.state_dir / "exports",
+            override_hold=opts.override_hold,
+        )
         _refresh_dashboards(owner)
         summary = {
-            "meters in registry": len(fleet.unit_id), "meters simulated live": len(meters),
-            "readings stored": rows, "dead letters": dead, "billing run": bill.run_id, "status": bill.status,
-            "customers billed": bill.billed, "energy [kWh]": bill.energy_kwh, "amount [VND]": bill.total_vnd,
+            "meters in registry": len(fleet.unit_id),
+            "meters simulated live": len(meters),
+            "readings stored": rows,
+            "dead letters": dead,
+            "billing run": bill.run_id,
+            "status": bill.status,
+            "customers billed": bill.billed,
+            "energy [kWh]": bill.energy_kwh,
+            "amount [VND]": bill.total_vnd,
             "exceptions": sum(bill.exceptions_by_rule.values()),
-            "share estimated": f"{bill.estimated_share:.2%}", "exports": ", ".join(str(p) for p in bill.files),
-            "hold": bill.hold_reason or "-", "wall time [s]": round(time.perf_counter() - t_start, 1),
+            "share estimated": f"{bill.estimated_share:.2%}",
+            "exports": ", ".join(str(p) for p in bill.files),
+            "hold": bill.hold_reason or "-",
+            "wall time [s]": round(time.perf_counter() - t_start, 1),
         }
         out = Table(title="demo summary", show_header=False)
         for key, value in summary.items():
@@ -179,8 +213,7 @@ def _wait_polled(collector: Collector, t_s: float, timeout_s: float) -> None:
     """Until every polled meter was attempted at simulated instant `t_s` (a failing one is not waited for)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        pending = [s for s in collector.meter_stats()
-                   if (s.last_attempt_s or 0.0) < t_s and s.consecutive_failures < 2]
+        pending = [s for s in collector.meter_stats() if (s.last_attempt_s or 0.0) < t_s and s.consecutive_failures < 2]
         if not pending:
             return
         time.sleep(0.005)
@@ -212,8 +245,9 @@ def _serve(db: DatabaseServer, opts: DemoOptions, console: Console) -> None:
     choice = resolve_auth(state_dir=db.settings.state_dir, host=opts.host)
     app = create_app(db.conninfo(Role.READER), auth=choice.auth)
     console.rule("dashboards")
-    console.print(f"dashboards at [bold]http://{opts.host}:{opts.port}/[/bold], {escape(choice.notice)}"
-                  "  (Ctrl-C stops)")
+    console.print(
+        f"dashboards at [bold]http://{opts.host}:{opts.port}/[/bold], {escape(choice.notice)}  (Ctrl-C stops)"
+    )
     app.run(host=opts.host, port=opts.port, debug=False)
 
 

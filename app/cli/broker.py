@@ -8,9 +8,9 @@ from rich.table import Table
 from amr.broker.mosquitto import broker_endpoint
 from amr.broker.probe import fetch_connect_result, fetch_publish_result
 from amr.broker.topics import ACL
-from amr.cli.context import console, local_broker, settings
 from amr.credentials import read_or_create_credentials
 from amr.errors import ServiceError
+from app.cli.context import console, local_broker, settings
 
 app = typer.Typer(
     help="MQTT broker: start, stop and check Mosquitto (authentication and ACLs on).", no_args_is_help=True
