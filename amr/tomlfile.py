@@ -4,16 +4,19 @@ A light line scanner, not a TOML parser: it follows ``[table]`` and ``[[array.of
 ``key = value`` lines and records the first line of each. Keys inside inline tables or multi-line values are
 not recorded; a lookup then falls back to the nearest enclosing table header.
 
-:func:`config_error` turns a pydantic ValidationError into a ConfigError naming the file, the line and the key:
-every TOML loader of the platform (collector, settings, VEE rules, tariffs, simulators) reports through it.
+:func:`load_toml` is the one loader of every config file of the platform (settings, collector, VEE rules,
+tariffs, simulators): TOML -> strict pydantic model, and :func:`config_error` turns a pydantic ValidationError
+into a ConfigError naming the file, the line and the key.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from amr.errors import ConfigError
 
@@ -160,3 +163,39 @@ def config_error(
         return ConfigError(message, source=other, key=full or None)
     line = line_of(parse_key_lines(text), full) if text is not None and full else None
     return ConfigError(message, source=f"{source}:{line}" if line else source, key=full or None)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
+    """The text and the parsed tables of a TOML file; ConfigError naming the file (and line) when it cannot be
+    read or parsed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", source=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", source=str(path)) from exc
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise ConfigError(f"not valid TOML: {exc}", source=f"{path}:{line}" if line else str(path)) from exc
+
+
+def load_toml(path: Path, model: type[_M], *, section: str | None = None, context: dict[str, Any] | None = None) -> _M:
+    """THE loader of every config file of the platform: read `path`, take its `[section]` table (or the whole
+    document), validate it with the (strict) pydantic `model` and return the model; every failure is a ConfigError
+    naming file, line and key."""
+    text, document = read_toml(path)
+    data: Any = document
+    if section is not None:
+        for part in section.split("."):
+            if not isinstance(data, dict) or part not in data:
+                raise ConfigError(f"no [{section}] table", source=str(path))
+            data = data[part]
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise config_error(exc, source=str(path), text=text, prefix=section or "") from exc
