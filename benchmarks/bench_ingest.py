@@ -49,7 +49,7 @@ from ingest.writer import ReadingColumns, Strategy, prepare_session, write_readi
 
 SERIAL_PREFIX = "BENCH-"
 METERS = 10_000
-READINGS_PER_MESSAGE = 100  # what collectors send (DESIGN.md, collectors.config.DEFAULT_BATCH_READINGS)
+READINGS_PER_MESSAGE = 100  # what collectors send (docs/architecture.md, collectors.config.DEFAULT_BATCH_READINGS)
 LARGE_READINGS_PER_MESSAGE = 500  # a larger message: per-message costs (paho, broker, acks) a fifth per reading
 PUBLISH_WINDOW = 1_000  # unacknowledged QoS 1 messages per publisher; paho ids are 16-bit
 COPY_BATCH_ROWS = 20_000

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System set-up for a fresh Debian bookworm machine, run as root. Idempotent: a second run checks and exits fast.
 # Installs the Debian packages the platform needs and builds TimescaleDB (Apache edition) for PostgreSQL 15
-# from Debian's source package, as ../shared/DESIGN.md describes.
+# from Debian's source package, as docs/architecture.md describes.
 set -euo pipefail
 
 PG_MAJOR=15
