@@ -10,7 +10,6 @@ Environment variables: ``AMR_DATABASE_URL`` and ``AMR_MQTT_URL`` point at existi
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amr.errors import ConfigError
-from amr.tomlfile import config_error
+from amr.tomlfile import config_error, read_toml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = "amr.toml"
@@ -90,11 +89,7 @@ def read_settings(config_file: Path | None = None, environ: dict[str, str] | Non
     raw: dict[str, Any] = {}
     text: str | None = None
     if path.exists():
-        text = path.read_text(encoding="utf-8")
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from exc
+        text, raw = read_toml(path)
     elif config_file is not None:
         raise ConfigError("file not found", source=str(path))
     sources: dict[str, str] = {}

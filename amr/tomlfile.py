@@ -6,7 +6,10 @@ not recorded; a lookup then falls back to the nearest enclosing table header.
 
 :func:`load_toml` is the one loader of every config file of the platform (settings, collector, VEE rules,
 tariffs, simulators): TOML -> strict pydantic model, and :func:`config_error` turns a pydantic ValidationError
-into a ConfigError naming the file, the line and the key.
+into a ConfigError naming the file, the line and the key. Its steps are public for the loaders that need more
+than one file and one model: :func:`read_toml` (file -> text and tables) or :func:`parse_toml` (text), then
+:func:`validate_toml`; :func:`config_error` where other sources are merged first (settings: the environment;
+simulate: the command line) and :func:`key_error` for a check across keys (the collector's unit ids).
 """
 
 from __future__ import annotations
@@ -161,8 +164,15 @@ def config_error(
     other = _nearest(sources, path) if sources and path else None
     if other is not None:
         return ConfigError(message, source=other, key=full or None)
-    line = line_of(parse_key_lines(text), full) if text is not None and full else None
-    return ConfigError(message, source=f"{source}:{line}" if line else source, key=full or None)
+    return key_error(message, source=source, text=text, key=full or None)
+
+
+def key_error(message: str, *, source: str, text: str | None, key: str | None) -> ConfigError:
+    """A ConfigError for `key` (a path such as 'gateways[0].meters[1].unit_id') of the TOML `text` read from
+    `source`, naming the key's line (or its nearest table's): for the checks a model cannot make one field at a
+    time (a unit id used twice, a missing register map)."""
+    line = line_of(parse_key_lines(text), key) if text is not None and key else None
+    return ConfigError(message, source=f"{source}:{line}" if line else source, key=key)
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -177,11 +187,66 @@ def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
         raise ConfigError(f"cannot read the file: {exc.strerror or exc}", source=str(path)) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", source=str(path)) from exc
+    return text, parse_toml(text, source=str(path))
+
+
+def parse_toml(text: str, *, source: str) -> dict[str, Any]:
+    """The parsed tables of TOML `text` read from `source` (a file name, or a label for generated text); a syntax
+    error is a ConfigError naming `source` and the line."""
     try:
-        return text, tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        raise ConfigError(f"not valid TOML: {exc}", source=f"{path}:{line}" if line else str(path)) from exc
+        line = _syntax_error_line(exc, text)
+        raise ConfigError(f"not valid TOML: {exc}", source=f"{source}:{line}" if line else source) from exc
+
+
+# tomllib (Python < 3.14) keeps the position only in its message: "Invalid value (at line 3, column 8)".
+_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def _syntax_error_line(exc: tomllib.TOMLDecodeError, text: str) -> int | None:
+    """The 1-based line of a TOML syntax error (the last line when the document ends early)."""
+    line = getattr(exc, "lineno", None)  # Python 3.14 and later
+    if isinstance(line, int):
+        return line
+    found = _POSITION.search(str(exc))
+    if found:
+        return int(found.group(1))
+    if "at end of document" in str(exc):
+        return max(1, len(text.splitlines()))
+    return None
+
+
+def validate_toml(
+    model: type[_M],
+    document: dict[str, Any],
+    *,
+    source: str,
+    text: str,
+    section: str | None = None,
+    context: dict[str, Any] | None = None,
+) -> _M:
+    """`document` (parsed from `text`, read from `source`), or its `[section]` table, validated by the (strict)
+    pydantic `model`; a ConfigError naming source, line and key on the first problem."""
+    data: Any = document
+    if section is not None:
+        for part in section.split("."):
+            if not isinstance(data, dict) or part not in data:
+                raise ConfigError(f"no [{section}] table", source=source)
+            data = data[part]
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise config_error(exc, source=source, text=text, prefix=section or "") from exc
+
+
+def loads_toml(
+    text: str, model: type[_M], *, source: str, section: str | None = None, context: dict[str, Any] | None = None
+) -> _M:
+    """:func:`load_toml` for TOML text already in memory (generated, or a test's), labelled `source`."""
+    return validate_toml(
+        model, parse_toml(text, source=source), source=source, text=text, section=section, context=context
+    )
 
 
 def load_toml(path: Path, model: type[_M], *, section: str | None = None, context: dict[str, Any] | None = None) -> _M:
@@ -189,13 +254,4 @@ def load_toml(path: Path, model: type[_M], *, section: str | None = None, contex
     document), validate it with the (strict) pydantic `model` and return the model; every failure is a ConfigError
     naming file, line and key."""
     text, document = read_toml(path)
-    data: Any = document
-    if section is not None:
-        for part in section.split("."):
-            if not isinstance(data, dict) or part not in data:
-                raise ConfigError(f"no [{section}] table", source=str(path))
-            data = data[part]
-    try:
-        return model.model_validate(data, context=context)
-    except ValidationError as exc:
-        raise config_error(exc, source=str(path), text=text, prefix=section or "") from exc
+    return validate_toml(model, document, source=str(path), text=text, section=section, context=context)

@@ -50,15 +50,14 @@ and floats must be finite (``inf``, ``nan`` refused).
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from amr.errors import ConfigError
 from amr.modbus.registermap import MAPS_DIR
-from amr.tomlfile import config_error, line_of, parse_key_lines
+from amr.tomlfile import key_error, parse_toml, read_toml, validate_toml
 
 DEFAULT_PUBLISH_WINDOW = 1_000  # outstanding QoS 1 messages: far below paho's 65,535 message ids
 DEFAULT_BATCH_READINGS = 100  # readings per message: the broker hop carries ~1 M readings/s at this size
@@ -228,35 +227,27 @@ def _semantic_errors(config: CollectorConfig) -> list[tuple[str, str]]:
 
 
 def parse_collector_config(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> CollectorConfig:
-    """Validate config text; raise ConfigError naming `source`, the line and the key of the first problem."""
-    try:
-        raw: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
-    lines = parse_key_lines(text)
-
-    def where(path: str) -> str:
-        line = line_of(lines, path)
-        return f"{source}:{line}" if line else source
-
+    """Validate config text (a generated config, a test's); ConfigError naming `source`, the line and the key of the
+    first problem. Relative paths (maps, spool) are taken from `base_dir`, else from `source`'s directory."""
     source_file = (base_dir / "collector.toml") if base_dir is not None else Path(source)
-    try:
-        config = CollectorConfig.model_validate({**raw, "source_file": source_file})
-    except ValidationError as exc:
-        raise config_error(exc, source=source, text=text) from exc
-    if config.spool_dir and not config.spool_dir.is_absolute():
-        config = config.model_copy(update={"spool_dir": source_file.parent / config.spool_dir})
-    problems = _semantic_errors(config)
-    if problems:
-        path, message = problems[0]
-        raise ConfigError(message, source=where(path), key=path)
-    return config
+    return _validated(text, parse_toml(text, source=source), source=source, source_file=source_file)
 
 
 def read_collector_config(path: Path) -> CollectorConfig:
     """Read and validate a collector config file (see the module docstring for its keys)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError("file not found", source=str(path)) from exc
-    return parse_collector_config(text, source=str(path), base_dir=path.resolve().parent)
+    text, document = read_toml(path)
+    return _validated(text, document, source=str(path), source_file=path.resolve())
+
+
+def _validated(text: str, document: dict[str, Any], *, source: str, source_file: Path) -> CollectorConfig:
+    """The model of a parsed config, its relative paths resolved against `source_file`, checked across keys."""
+    config = validate_toml(CollectorConfig, document, source=source, text=text)
+    update: dict[str, Any] = {"source_file": source_file}
+    if not config.spool_dir.is_absolute():
+        update["spool_dir"] = source_file.parent / config.spool_dir
+    config = config.model_copy(update=update)
+    problems = _semantic_errors(config)
+    if problems:
+        path, message = problems[0]
+        raise key_error(message, source=source, text=text, key=path)
+    return config

@@ -80,3 +80,11 @@ def test_environment_integers_are_decimal_digits(tmp_path: Path, value: str) -> 
     with pytest.raises(ConfigError) as err:
         read_settings(_empty(tmp_path), environ={"AMR_DB_PORT": value})
     assert "environment variable AMR_DB_PORT" in str(err.value) and "not an integer" in str(err.value)
+
+
+def test_a_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "amr.toml"
+    cfg.write_text("[db]\nport = 6000\nname = \n[mqtt]\nport = 7000\n")
+    with pytest.raises(ConfigError) as err:
+        read_settings(cfg, environ={})
+    assert err.value.source == f"{cfg}:3" and "not valid TOML" in str(err.value), str(err.value)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from amr.errors import ConfigError
-from collectors.config import read_collector_config
+from collectors.config import parse_collector_config, read_collector_config
 from tests.collectors.fleet import env_without_pytest
 
 GOOD = """collector_id = "c-cfg"
@@ -137,6 +137,16 @@ def test_bad_register_map_is_refused_with_its_file_and_line(tmp_path: Path) -> N
     message = str(err.value)
     assert f"{path}:12" in message and "gateways[0].meters[0].map" in message
     assert "bad_map.toml:12" in message and "'Wh'" in message
+
+
+def test_a_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("unit_id = 2", "unit_id = 2 2"))
+    with pytest.raises(ConfigError) as err:
+        read_collector_config(path)
+    assert err.value.source == f"{path}:16" and "not valid TOML" in str(err.value), str(err.value)
+    with pytest.raises(ConfigError) as err:  # generated text is labelled the same way
+        parse_collector_config(GOOD.replace("[[gateways]]", "[[gateways]"), source="generated.toml")
+    assert err.value.source == "generated.toml:3", str(err.value)
 
 
 def test_cli_refuses_a_bad_config(tmp_path: Path) -> None:
