@@ -17,9 +17,10 @@ from simulators.clock import SimClock
 from simulators.dcu.dcu import start_dcu
 from simulators.dlms.server import start_dlms_server
 from simulators.meter import SimulatedMeter
-from simulators.modbus.fleet import PtyPair, faults_for
 from simulators.modbus.gateway import ModbusMeter
 from simulators.modbus.servers import start_modbus_gateway
+from simulators.modbus.starter import PtyPair
+from simulators.population import faults_for
 
 DCU_INTERVAL_S = 1800  # concentrators push 30-minute interval reads, as Vietnamese AMR systems do by default
 

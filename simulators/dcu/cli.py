@@ -22,8 +22,8 @@ from amr.errors import ConfigError
 from amr.settings import read_settings
 from simulators.clock import SimClock
 from simulators.dcu.dcu import start_dcu
+from simulators.listener import Listener
 from simulators.meter import SimulatedMeter
-from simulators.modbus.fleet import Listener
 
 OUTBOX_DIR_NAME = "dcu-outbox"
 

@@ -8,8 +8,8 @@ from typing import Any
 from simulators.clock import SimClock
 from simulators.dlms.objects import ProfileConfig
 from simulators.dlms.server import start_dlms_server
+from simulators.listener import Listener
 from simulators.meter import SimulatedMeter
-from simulators.modbus.fleet import Listener
 
 
 def start_listener(

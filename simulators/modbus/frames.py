@@ -1,6 +1,6 @@
 """Server-side Modbus framing (pure): CRC-16/MODBUS, RTU frame boundaries, MBAP headers, replies.
 
-Written independently of the collectors' framing so each side tests the other.
+Written independently of the client-side framing (`amr/modbus/framing.py`) so each side tests the other.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from amr.errors import ConfigError
-from app.cli.simulate import read_simulate_config
+from simulators.orchestrate import read_simulate_config
 
 GOOD = '[simulate]\nseed = 7\nspeed = 60\nstart = "2025-04-01T00:00:00+07:00"\n[simulate.gateways]\ntcp = 1\n'
 

@@ -15,7 +15,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.framer import FramerType
 
 from amr.errors import ConfigError
-from app.cli.simulate import read_simulate_config
+from simulators.orchestrate import read_simulate_config
 
 
 def test_amr_simulate_serves_listed_gateways_and_stops_on_sigterm(tmp_path: Path) -> None:
