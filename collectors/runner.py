@@ -5,7 +5,8 @@ seals what waits in memory into the spool, waits a bounded time for ingest to co
 is not confirmed stays in the spool and is sent again at the next start; docs/delivery.md), publishes the
 'offline' status and returns a summary. The collector's MQTT client id is its collector id: the broker's ACL lets
 a client write only under its own client id and read only its own confirmation topic.
-``amr collect --config FILE`` wraps it with a live status line.
+``amr collect --config FILE`` wraps it with a live status line and gives it its broker endpoint (the service
+reads no global settings: :func:`resolve_endpoint` takes the project's broker from the caller).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from amr.broker.confirm import CONFIRM_TIMEOUT_S, MAX_CONFIRM_TIMEOUT_S
-from amr.broker.mosquitto import BrokerEndpoint, broker_endpoint
+from amr.broker.mosquitto import BrokerEndpoint
 from amr.broker.topics import events_topic, readings_topic, status_topic
+from amr.errors import ConfigError
 from amr.messages import ClientStatus, Reading, encode
 from collectors.batcher import Batcher
 from collectors.config import CollectorConfig, GatewayConfig
@@ -61,16 +63,20 @@ class CollectorSnapshot:
     dcu_uplinks: int
 
 
-def resolve_endpoint(config: CollectorConfig) -> BrokerEndpoint:
-    """The broker for this collector: the config's [broker], else the project's (AMR_MQTT_URL or local)."""
+def resolve_endpoint(config: CollectorConfig, project: Callable[[], BrokerEndpoint] | None = None) -> BrokerEndpoint:
+    """The broker for this collector: the config's [broker] when it names a password; else the project's account
+    `collector`, given by the composition layer's `project` (called only then: it may create credentials), at the
+    [broker]'s host and port when the config has one."""
     if config.broker is not None and config.broker.password is not None:
         b = config.broker
         return BrokerEndpoint(host=b.host, port=b.port, username=b.username, password=b.password or "")
-    from amr.credentials import read_or_create_credentials
-    from amr.settings import read_settings
-
-    settings = read_settings()
-    ep = broker_endpoint(settings, read_or_create_credentials(settings.credentials_file), "collector")
+    if project is None:
+        raise ConfigError(
+            "no broker password in the config and no project broker given",
+            source=str(config.source_file) if config.source_file else None,
+            key="broker.password",
+        )
+    ep = project()
     if config.broker is not None:
         ep = BrokerEndpoint(
             host=config.broker.host, port=config.broker.port, username=ep.username, password=ep.password
@@ -289,7 +295,8 @@ def run_collector(
     """Run a collector until `stop_event` is set; returns the final counters.
 
     `clock` gives the UTC epoch seconds readings are stamped with (a simulator's ``SimClock.now_s`` in tests).
-    `endpoint` overrides the broker (default: the config's [broker] or the project's, as account collector).
+    `endpoint`: the broker, given by the composition layer (:func:`resolve_endpoint`); default: the config's
+    [broker], which must then name a password (the collector reads no global settings).
     `confirm_timeout_s`: how long a sent message waits for its confirmation before it is sent again (doubling)."""
     collector = Collector(config, endpoint=endpoint, clock=clock, confirm_timeout_s=confirm_timeout_s)
     return asyncio.run(collector.run(stop_event, on_tick))

@@ -11,9 +11,11 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from app.cli.context import console
+from amr.broker.mosquitto import BrokerEndpoint, broker_endpoint
+from amr.credentials import read_or_create_credentials
+from app.cli.context import console, settings
 from collectors.config import read_collector_config
-from collectors.runner import CollectorSnapshot, run_collector
+from collectors.runner import CollectorSnapshot, resolve_endpoint, run_collector
 
 
 def _status_table(s: CollectorSnapshot) -> Table:
@@ -33,6 +35,12 @@ def _status_table(s: CollectorSnapshot) -> Table:
     return table
 
 
+def _project_broker() -> BrokerEndpoint:
+    """The project's broker (AMR_MQTT_URL or the local one) as account `collector`."""
+    s = settings()
+    return broker_endpoint(s, read_or_create_credentials(s.credentials_file), "collector")
+
+
 def collect(
     config: Path = typer.Option(..., "--config", "-c", help="collector config file (TOML)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live status line (for services and logs)"),
@@ -40,14 +48,15 @@ def collect(
     """Poll Modbus buses and DLMS meters, bridge DCU uplinks, and publish normalized readings (Ctrl-C stops)."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = read_collector_config(config)
+    endpoint = resolve_endpoint(cfg, _project_broker)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if quiet:
-        final = run_collector(cfg, stop)
+        final = run_collector(cfg, stop, endpoint=endpoint)
     else:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
-            final = run_collector(cfg, stop, on_tick=lambda s: live.update(_status_table(s)))
+            final = run_collector(cfg, stop, endpoint=endpoint, on_tick=lambda s: live.update(_status_table(s)))
     console.print(_status_table(final))
     if final.spool_depth:
         console.print(f"{final.spool_depth} messages stay in the spool and are sent at the next start")

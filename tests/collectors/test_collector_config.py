@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from amr.broker.mosquitto import BrokerEndpoint
 from amr.errors import ConfigError
 from collectors.config import parse_collector_config, read_collector_config
+from collectors.runner import resolve_endpoint
 from tests.collectors.fleet import env_without_pytest
 
 GOOD = """collector_id = "c-cfg"
@@ -147,6 +149,28 @@ def test_a_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:  # generated text is labelled the same way
         parse_collector_config(GOOD.replace("[[gateways]]", "[[gateways]"), source="generated.toml")
     assert err.value.source == "generated.toml:3", str(err.value)
+
+
+def test_the_collector_takes_the_project_broker_from_its_caller(tmp_path: Path) -> None:
+    """The service reads no global settings: without a password of its own it needs the caller's broker."""
+    project = BrokerEndpoint(host="10.0.0.1", port=1883, username="collector", password="from-the-caller")
+    config = read_collector_config(_write(tmp_path, GOOD))
+    with pytest.raises(ConfigError) as err:
+        resolve_endpoint(config)
+    assert err.value.key == "broker.password" and str(tmp_path) in str(err.value), str(err.value)
+    assert resolve_endpoint(config, lambda: project) == project
+    moved = read_collector_config(_write(tmp_path, GOOD + '[broker]\nhost = "10.0.0.2"\nport = 1884\n'))
+    assert resolve_endpoint(moved, lambda: project) == BrokerEndpoint(
+        host="10.0.0.2", port=1884, username="collector", password="from-the-caller"
+    )
+
+    def not_needed() -> BrokerEndpoint:
+        raise AssertionError("the project broker was asked for though the config names its own")
+
+    own = read_collector_config(_write(tmp_path, GOOD + '[broker]\nusername = "c1"\npassword = "own"\n'))
+    assert resolve_endpoint(own, not_needed) == BrokerEndpoint(
+        host="127.0.0.1", port=18830, username="c1", password="own"
+    )
 
 
 def test_cli_refuses_a_bad_config(tmp_path: Path) -> None:
