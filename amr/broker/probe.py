@@ -3,50 +3,32 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-CONNECT_TIMEOUT_S = 5.0
+from amr.broker.client import CONNECT_TIMEOUT_S, BrokerRefused, MqttClient, new_client
+from amr.broker.mosquitto import BrokerEndpoint
 
+__all__ = ["fetch_connect_result", "fetch_publish_result", "new_client"]  # new_client: for tests and tools
 
-def new_client(client_id: str | None = None, *, clean_start: bool = True) -> mqtt.Client:
-    return mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id or f"amr-{uuid.uuid4().hex[:12]}", protocol=mqtt.MQTTv5
-    )
+PROBE_KEEPALIVE_S = 10
 
 
 def fetch_connect_result(host: str, port: int, username: str | None = None, password: str | None = None) -> str:
     """Connect once and return the broker's CONNACK reason ('Success', 'Not authorized', ...)."""
-    client = new_client()
-    if username is not None:
-        client.username_pw_set(username, password)
-    result: list[str] = []
-    done = threading.Event()
-
-    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
-        result.append(str(reason))
-        done.set()
-
-    def on_disconnect(_c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
-        if not result:
-            result.append(str(reason))
-        done.set()
-
-    client.on_connect = on_connect
-    client.on_disconnect = on_disconnect
+    # No user name: an anonymous client (the check that the broker refuses it).
+    client: MqttClient[None] = MqttClient(
+        BrokerEndpoint(host=host, port=port, username=username or "", password=password or ""),
+        keepalive_s=PROBE_KEEPALIVE_S,
+    )
     try:
-        client.connect(host, port, keepalive=10)
+        connack = client.connect(CONNECT_TIMEOUT_S)
     except OSError as exc:
         return f"unreachable: {exc}"
-    client.loop_start()
-    done.wait(CONNECT_TIMEOUT_S)
-    client.disconnect()
-    client.loop_stop()
-    return result[0] if result else "no answer"
+    except BrokerRefused as exc:
+        return exc.reason or "no answer"
+    client.close()
+    return connack.reason
 
 
 def fetch_publish_result(
@@ -54,21 +36,24 @@ def fetch_publish_result(
 ) -> str:
     """Publish one QoS 1 message and return the PUBACK reason (MQTT 5 brokers say 'Not authorized' on an ACL deny).
     `client_id` matters to the ACL: collectors and DCUs may publish only under their own client id."""
-    client = new_client(client_id)
-    client.username_pw_set(username, password)
     result: list[str] = []
     done = threading.Event()
 
-    def on_publish(_c: mqtt.Client, _u: object, _mid: int, reason: mqtt.ReasonCode, _p: Properties) -> None:
+    def on_ack(_token: bool, reason: mqtt.ReasonCode) -> None:
         result.append(str(reason))
         done.set()
 
-    client.on_publish = on_publish
-    client.connect(host, port, keepalive=10)
-    client.loop_start()
-    props = Properties(PacketTypes.PUBLISH)
-    client.publish(topic, b"probe", qos=1, properties=props)
+    client: MqttClient[bool] = MqttClient(
+        BrokerEndpoint(host=host, port=port, username=username, password=password),
+        client_id=client_id,
+        keepalive_s=PROBE_KEEPALIVE_S,
+        on_ack=on_ack,
+    )
+    try:
+        client.connect(CONNECT_TIMEOUT_S)
+    except BrokerRefused:
+        return "no answer"  # a refused connection never acknowledges the message
+    client.publish(topic, b"probe", qos=1, token=True)
     done.wait(CONNECT_TIMEOUT_S)
-    client.disconnect()
-    client.loop_stop()
+    client.close()
     return result[0] if result else "no answer"

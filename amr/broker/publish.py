@@ -1,7 +1,6 @@
-"""A QoS 1 publisher that keeps a bounded window of unacknowledged messages.
+"""Publish many messages with QoS 1 and wait until the broker acknowledged each (tests, benchmarks, replays).
 
-paho-mqtt numbers QoS 1 messages with 16-bit ids: with more than 65,535 unacknowledged messages queued it silently
-overwrites earlier ones. Tools that publish many messages (tests, benchmarks, replays) go through this class.
+The bounded window of unacknowledged messages (paho's 16-bit message ids) is amr.broker.client's.
 
 Maximum packet size: a broker that announces one in its CONNACK (Mosquitto with ``max_packet_size``) drops the
 connection of a client that sends a larger packet, and paho sends the message again after each reconnect, so
@@ -16,14 +15,12 @@ from collections.abc import Iterable
 from types import TracebackType
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
 
-from amr.broker.confirm import PacketTooLarge, max_packet_of, publish_packet_bytes
+from amr.broker.client import DEFAULT_WINDOW, MqttClient
+from amr.broker.confirm import PacketTooLarge, publish_packet_bytes
 from amr.broker.mosquitto import BrokerEndpoint
-from amr.broker.probe import CONNECT_TIMEOUT_S, new_client
 from amr.errors import ServiceError
 
-DEFAULT_WINDOW = 1_000  # outstanding QoS 1 messages: far below paho's 65,535 ids, enough to keep the broker busy
 PACKET_TOO_LARGE = 0x95  # MQTT 5 DISCONNECT reason: a broker whose limit we did not know refused a packet
 
 
@@ -34,63 +31,38 @@ class WindowedPublisher:
         self, endpoint: BrokerEndpoint, *, client_id: str, window: int = DEFAULT_WINDOW, keepalive_s: int = 60
     ) -> None:
         self.endpoint = endpoint
-        self.keepalive_s = keepalive_s
-        self.client = new_client(client_id)
-        self.client.username_pw_set(endpoint.username, endpoint.password)
-        self.client.on_publish = self._on_publish
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self._free = threading.Semaphore(window)
+        self.mqtt: MqttClient[bool] = MqttClient(
+            endpoint,
+            client_id=client_id,
+            window=window,
+            keepalive_s=keepalive_s,
+            on_ack=self._on_ack,
+            on_disconnect=self._on_disconnect,
+        )
         self._lock = threading.Lock()
-        self._outstanding = 0
-        self._all_acked = threading.Event()
-        self._connected = threading.Event()
-        self._refused: str | None = None
         self._dropped_oversize = False
         self.max_packet_bytes: int | None = None  # the broker's (its CONNACK), once connected
         # PUBACK reason -> count of messages the broker refused (e.g. 'Not authorized': the ACL lets a client
         # write only under its own client id); publish_all counts them as acknowledged, the caller decides.
         self.rejected: dict[str, int] = {}
 
-    def _on_connect(
-        self, _c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, props: Properties | None
-    ) -> None:
-        if reason.is_failure:
-            self._refused = str(reason)
-        else:
-            self.max_packet_bytes = max_packet_of(props)
-        self._connected.set()
-
-    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
+    def _on_disconnect(self, reason: mqtt.ReasonCode) -> None:
         if reason.value == PACKET_TOO_LARGE:
-            self._dropped_oversize = True
-            self._all_acked.set()  # wake publish_all: it raises
+            self._dropped_oversize = True  # wakes publish_all: it raises
 
-    def _on_publish(self, _c: mqtt.Client, _u: object, _mid: int, reason: mqtt.ReasonCode, _p: object) -> None:
-        self._free.release()
-        with self._lock:
-            if reason.is_failure:
+    def _on_ack(self, _token: bool, reason: mqtt.ReasonCode) -> None:
+        if reason.is_failure:
+            with self._lock:
                 self.rejected[str(reason)] = self.rejected.get(str(reason), 0) + 1
-            self._outstanding -= 1
-            if self._outstanding == 0:
-                self._all_acked.set()
 
     def __enter__(self) -> WindowedPublisher:
-        self.client.connect(self.endpoint.host, self.endpoint.port, keepalive=self.keepalive_s)
-        self.client.loop_start()
-        if not self._connected.wait(CONNECT_TIMEOUT_S) or self._refused is not None:
-            self.client.loop_stop()
-            raise ServiceError(
-                f"broker {self.endpoint.host}:{self.endpoint.port} refused {self.endpoint.username!r} or did not "
-                f"answer: {self._refused or 'no CONNACK'}"
-            )
+        self.max_packet_bytes = self.mqtt.connect().max_packet_bytes
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.mqtt.close()
 
     def _check_dropped(self) -> None:
         if self._dropped_oversize:
@@ -106,22 +78,17 @@ class WindowedPublisher:
         (the messages before it are sent)."""
         assert self.max_packet_bytes is not None, "use WindowedPublisher as a context manager"
         sent = 0
-        self._all_acked.set()
         for topic, payload in messages:
             size = publish_packet_bytes(topic, len(payload))
             if size > self.max_packet_bytes:
                 raise PacketTooLarge(topic, size, self.max_packet_bytes)
-            if not self._free.acquire(timeout=timeout_s):
+            if not self.mqtt.wait_for_room(timeout_s):
                 raise ServiceError(f"broker {self.endpoint.host}:{self.endpoint.port} stopped acknowledging")
             self._check_dropped()
-            with self._lock:
-                self._outstanding += 1
-                self._all_acked.clear()
-            info = self.client.publish(topic, payload, qos=1)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued for the reconnect
-                raise ServiceError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+            self.mqtt.publish(topic, payload, qos=1, token=True)  # this thread alone publishes: the room is ours
             sent += 1
-        if not self._all_acked.wait(timeout_s):
-            raise ServiceError(f"{self._outstanding} messages not acknowledged within {timeout_s} s")
+        if not self.mqtt.wait_all_acked(timeout_s, abort=lambda: self._dropped_oversize):
+            self._check_dropped()
+            raise ServiceError(f"{self.mqtt.outstanding} messages not acknowledged within {timeout_s} s")
         self._check_dropped()
         return sent
