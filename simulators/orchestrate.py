@@ -26,13 +26,14 @@ The config comes from a TOML file's [simulate] table with command-line overrides
 Extension point: ``STARTERS`` (or :func:`register_starter`) maps a protocol name to a starter, or to
 "module:function" imported on first use. A starter is called with keyword arguments (protocol, meters, clock, host,
 port, options, index, run_dir) and returns a :class:`simulators.listener.Listener` (protocol, endpoint, units,
-serials, stop).
+serials, stop). The DCU starter also takes the broker and the state directory: the caller binds them and passes it
+to :func:`start_fleet` (``starters=``); the simulators read no global settings.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from amr.errors import ConfigError
-from amr.tomlfile import config_error
+from amr.tomlfile import config_error, read_toml
 from simulators.clock import SimClock
 from simulators.listener import Listener
 from simulators.modbus.starter import start_modbus_listener
@@ -139,15 +140,7 @@ def read_simulate_config(path: Path | None, overrides: dict[str, Any]) -> Simula
     source = str(path) if path else "command line"
     text: str | None = None
     if path is not None:
-        import tomllib
-
-        try:
-            text = path.read_text(encoding="utf-8")
-            doc = tomllib.loads(text)
-        except OSError as exc:
-            raise ConfigError(f"cannot read: {exc.strerror}", source=source) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
+        text, doc = read_toml(path)
         data = dict(doc.get("simulate", {}))
         unknown = set(doc) - {"simulate"}
         if unknown:
@@ -162,13 +155,18 @@ def read_simulate_config(path: Path | None, overrides: dict[str, Any]) -> Simula
         ) from exc
 
 
-def start_fleet(cfg: SimulateConfig, clock: SimClock, run_dir: Path) -> list[Listener]:
-    """Start every gateway the config asks for; on a failure stop those already started."""
+def start_fleet(
+    cfg: SimulateConfig, clock: SimClock, run_dir: Path, *, starters: Mapping[str, Starter] | None = None
+) -> list[Listener]:
+    """Start every gateway the config asks for; on a failure stop those already started.
+
+    `starters`: the caller's starters, ahead of ``STARTERS``: the composition layer binds there what a simulator
+    needs beyond the common keyword arguments (the DCU's broker and state directory)."""
     listeners: list[Listener] = []
     index = 0
     try:
         for protocol, count in cfg.gateways.items():
-            starter = resolve_starter(protocol)
+            starter = starters[protocol] if starters and protocol in starters else resolve_starter(protocol)
             for _ in range(count):
                 meters = build_meters(
                     fleet_seed=cfg.seed,

@@ -6,6 +6,7 @@ this module parses the options, prints the listing and waits for Ctrl-C.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import tempfile
@@ -18,10 +19,10 @@ import typer
 from rich.table import Table
 
 from amr.errors import ConfigError
-from app.cli.context import console
+from app.cli.context import console, settings
 from simulators.clock import SimClock
 from simulators.listener import Listener
-from simulators.orchestrate import SimulateConfig, read_simulate_config, start_fleet
+from simulators.orchestrate import SimulateConfig, Starter, read_simulate_config, start_fleet
 
 
 def _units(units: list[int]) -> str:
@@ -38,6 +39,21 @@ def listing_table(listeners: list[Listener], cfg: SimulateConfig) -> Table:
         serials = li.serials if len(li.serials) <= 3 else [li.serials[0], "...", li.serials[-1]]
         table.add_row(li.protocol, li.endpoint, _units(li.units), str(len(li.serials)), " ".join(serials))
     return table
+
+
+def bound_starters(cfg: SimulateConfig) -> dict[str, Starter]:
+    """The starters that need the project's services, bound to them: the DCUs' broker (account dcu) and state
+    directory, resolved here (the simulators read no settings) and only when DCUs are asked for (reading the
+    credentials may create them)."""
+    if not cfg.gateways.get("dcu"):
+        return {}
+    from amr.broker.mosquitto import broker_endpoint
+    from amr.credentials import read_or_create_credentials
+    from simulators.dcu.cli import start_listener as start_dcu_listener
+
+    s = settings()
+    broker = broker_endpoint(s, read_or_create_credentials(s.credentials_file), "dcu")
+    return {"dcu": functools.partial(start_dcu_listener, broker=broker, state_dir=s.state_dir)}
 
 
 def simulate(
@@ -92,11 +108,12 @@ def simulate(
             opts.setdefault("rtu-serial", {})["baud"] = baud
         overrides["options"] = opts
     cfg = read_simulate_config(config, overrides)
+    starters = bound_starters(cfg)
     clock = SimClock(cfg.start, speed=cfg.speed)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     run_dir = Path(tempfile.mkdtemp(prefix="amr-simulate-"))
-    listeners = start_fleet(cfg, clock, run_dir)
+    listeners = start_fleet(cfg, clock, run_dir, starters=starters)
     try:
         console.print(listing_table(listeners, cfg))
         if listing:

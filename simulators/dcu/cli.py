@@ -1,5 +1,9 @@
 """`amr simulate` starter for data concentrators: each pushes its meters' interval reads to its uplink topic.
 
+The starter takes the broker (the project's, account ``dcu``) and the state directory from its caller, the
+composition layer (``amr simulate`` binds them), on top of the keyword arguments every starter gets: it reads no
+global settings.
+
 Options (``[simulate.options.dcu]``):
 
 - ``dcu_prefix`` (default "DCU-SIM"): DCU ids are ``<prefix>-0001``, ...; each is also the DCU's MQTT client id.
@@ -15,11 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from amr.broker.mosquitto import broker_endpoint
+from amr.broker.mosquitto import BrokerEndpoint
 from amr.broker.topics import dcu_uplink_topic
-from amr.credentials import read_or_create_credentials
 from amr.errors import ConfigError
-from amr.settings import read_settings
 from simulators.clock import SimClock
 from simulators.dcu.dcu import start_dcu
 from simulators.listener import Listener
@@ -38,11 +40,11 @@ def start_listener(
     options: dict[str, Any],
     index: int,
     run_dir: Path,
+    broker: BrokerEndpoint,
+    state_dir: Path,
 ) -> Listener:
-    settings = read_settings()
-    endpoint = broker_endpoint(settings, read_or_create_credentials(settings.credentials_file), "dcu")
     dcu_id = str(options.get("dcu_prefix", "DCU-SIM")) + f"-{index:04d}"
-    outbox_root = options.get("outbox_dir", settings.state_dir / OUTBOX_DIR_NAME)
+    outbox_root = options.get("outbox_dir", state_dir / OUTBOX_DIR_NAME)
     if not isinstance(outbox_root, str | Path):
         raise ConfigError(f"expected a directory path, got {outbox_root!r}", key="simulate.options.dcu.outbox_dir")
     confirm = options.get("confirm", True)
@@ -51,7 +53,7 @@ def start_listener(
     handle = start_dcu(
         dcu_id,
         meters,
-        endpoint,
+        broker,
         clock,
         int(options.get("interval_s", 1800)),
         outbox_dir=Path(outbox_root) / dcu_id,
@@ -59,7 +61,7 @@ def start_listener(
     )
     return Listener(
         protocol=protocol,
-        endpoint=f"mqtt {endpoint.host}:{endpoint.port} {dcu_uplink_topic(dcu_id)}",
+        endpoint=f"mqtt {broker.host}:{broker.port} {dcu_uplink_topic(dcu_id)}",
         units=list(range(1, len(meters) + 1)),
         serials=[m.serial for m in meters],
         stop=handle.stop,

@@ -52,3 +52,11 @@ def test_a_wrong_command_line_value_names_the_command_line(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as err:
         read_simulate_config(cfg, {"faults": {"no_answer": float("inf")}})
     assert err.value.source == "command line" and err.value.key == "simulate.faults.no_answer", str(err.value)
+
+
+def test_a_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "sim.toml"
+    cfg.write_text(GOOD.replace("tcp = 1", "tcp = "))
+    with pytest.raises(ConfigError) as err:
+        read_simulate_config(cfg, {})
+    assert err.value.source == f"{cfg}:6" and "not valid TOML" in str(err.value), str(err.value)
