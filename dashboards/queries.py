@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from dashboards.reference import PublishedFigure, read_published_figures
+from amr.rollout_figures import PUBLISHED, PublishedFigure
 from dashboards.source import DataSource
 
 # The silent-meter and gateway lists page on the server: a browser gets this many rows at a time.
@@ -466,20 +466,29 @@ def fetch_billing_run(src: DataSource, run_id: int) -> pd.DataFrame:
 
 
 def fetch_rollout_reference(src: DataSource) -> tuple[PublishedFigure, ...]:
-    """The published figures: the fleet generator's rollout_reference table (sql/050) when present, otherwise
-    the copy kept with the dashboards (data/rollout_reference.csv). Targets are drawn separately."""
+    """The published figures: the rollout_reference table (sql/050) when present, otherwise the project's copy
+    (amr.rollout_figures). Targets are drawn separately."""
     frame = src.fetch_frame(
-        "SELECT as_of, city, electronic_meters, electronic_share, remote_meters, remote_share, source"
+        "SELECT as_of, city, electronic_meters, electronic_share, remote_meters, remote_share, customers, source"
         " FROM rollout_reference WHERE kind = 'measured' AND (electronic_share IS NOT NULL OR remote_share IS NOT NULL)"
         " ORDER BY as_of, city",
-        columns=["as_of", "city", "electronic_meters", "electronic_share", "remote_meters", "remote_share", "source"],
+        columns=[
+            "as_of",
+            "city",
+            "electronic_meters",
+            "electronic_share",
+            "remote_meters",
+            "remote_share",
+            "customers",
+            "source",
+        ],
         requires=["rollout_reference"],
     )
     if frame.empty:
-        return read_published_figures()
+        return PUBLISHED
 
-    def pct(v: Any) -> float | None:
-        return None if v is None or pd.isna(v) else round(100.0 * float(v), 4)
+    def share(v: Any) -> float | None:
+        return None if v is None or pd.isna(v) else float(v)
 
     def count(v: Any) -> int | None:
         return None if v is None or pd.isna(v) else int(v)
@@ -490,9 +499,10 @@ def fetch_rollout_reference(src: DataSource) -> tuple[PublishedFigure, ...]:
             as_of=pd.Timestamp(r["as_of"]).date(),
             city=str(r["city"]),
             electronic_meters=count(r["electronic_meters"]),
-            electronic_share_pct=pct(r["electronic_share"]),
+            electronic_share=share(r["electronic_share"]),
             remote_meters=count(r["remote_meters"]),
-            remote_share_pct=pct(r["remote_share"]),
+            remote_share=share(r["remote_share"]),
+            customers=count(r["customers"]),
             source=str(r["source"]),
         )
         for r in rows

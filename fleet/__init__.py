@@ -1,9 +1,12 @@
 """Fleet generator: the meter registry of Hanoi (HN) and Ho Chi Minh City (HCM), one row per customer meter,
 per power company, calibrated on the published rollout and deterministic from (scale, seed).
 
-Interface::
+Interface (import the modules themselves: this package imports nothing, so ``fleet.calibration`` stays cheap for
+the CLI's option defaults)::
 
-    from fleet import build_fleet, write_fleet, count_fleet, city_coverage_series
+    from fleet.counts import city_coverage_series, count_fleet
+    from fleet.registry import build_fleet
+    from fleet.store import write_fleet
 
     fleet = build_fleet(scale=0.01, seed=2017)      # numpy columns (fleet.registry.Fleet)
     run = write_fleet(conninfo_owner, fleet, replace=True, progress=lambda rows: ...)   # -> FleetRun
@@ -17,25 +20,9 @@ CLI: ``amr fleet generate [--scale 1.0] [--seed 2017] [--replace]``, ``amr fleet
 What the meters table holds after a run (columns of sql/001): connected_on (customer connected),
 installed_on (electronic/smart meter installed; NULL and meter_kind 'mechanical' before), remote_since
 (remote reading enabled; remote_read = remote_since IS NOT NULL), so a dashboard replays the rollout with
-``count(*) FILTER (WHERE installed_on <= d)``. At scale 1.0 on 2017-09-15 the counts are exactly the published
-ones (HN 699,033 electronic / 563,800 remote of 2,177,000 customers; HCM 413,159 / 363,632 of 2,182,000); on
-2023-05-31 HN is 100 % and HCM 99.98 % remote; on the horizon (2025-06-30) HN has 2.90 M and HCM 2.64 M
-customers. The generated meters are fleet_runs.first_meter_id .. last_meter_id (the active run has
-replaced_at NULL); rollout_reference holds the published figures for reference lines.
+``count(*) FILTER (WHERE installed_on <= d)``. At scale 1.0 on 2017-09-15 the electronic and remote counts are
+exactly the published ones (amr.rollout_figures) of 2,177,000 (HN) and 2,182,000 (HCM) customers; on 2023-05-31
+the remote shares are the published ones; on the horizon (2025-06-30) HN has 2.90 M and HCM 2.64 M customers.
+The generated meters are fleet_runs.first_meter_id .. last_meter_id (the active run has replaced_at NULL);
+rollout_reference holds the published figures for reference lines.
 """
-
-from fleet.counts import Coverage, FleetCounts, city_coverage_series, count_fleet
-from fleet.registry import Fleet, build_fleet
-from fleet.store import FleetRun, fetch_coverage, write_fleet
-
-__all__ = [
-    "Coverage",
-    "Fleet",
-    "FleetCounts",
-    "FleetRun",
-    "build_fleet",
-    "city_coverage_series",
-    "count_fleet",
-    "fetch_coverage",
-    "write_fleet",
-]

@@ -1,19 +1,15 @@
-"""Calibration data for the fleet generator: published rollout figures, the chosen customer totals, the power
-companies of Hanoi (HN) and Ho Chi Minh City (HCM), and the rollout curves' anchor points.
+"""Calibration data for the fleet generator: the chosen customer totals, the power companies of Hanoi (HN) and
+Ho Chi Minh City (HCM), and the rollout curves' anchor points, fitted to the published rollout figures
+(amr.rollout_figures, the project's one copy of them).
 
 Everything here is data copied into the project (the product never reads the design notes at run time).
 
-Published figures (Ministry of Industry and Trade report, mid-Sep 2017; EVN 2023; EVNHANOI 2024):
-Hanoi 699,033 electronic meters (33 % of customers), 563,800 read remotely (25 %); HCMC 413,159 (19 %),
-363,632 remote (16.6 %); 100 % (HN) and 99.98 % (HCM) remote by 31 May 2023; Hanoi > 2.8 M customers,
-100 % electronic in Feb 2024; HCMC about 2 M meters around 2018, more than 2.5 M customers by 2021; HCMC plan
-(Nov 2017): replace 230 k meters in 2017, then about 20 % of meters a year 2018-2021.
-
-Customer totals on 2017-09-15 (a choice, the report's rounding is inconsistent): Hanoi 699,033 / 33 % = 2.12 M
-but 563,800 / 25 % = 2.26 M, so no total reproduces both rounded shares. We take the total that puts both shares
-equally far from the published ones: N = (699,033 + 563,800) / (0.33 + 0.25) = 2,177,298 -> 2,177,000, giving
-32.1 % electronic and 25.9 % remote. HCMC the same way: (413,159 + 363,632) / (0.19 + 0.166) = 2,182,000,
-giving 18.9 % and 16.7 %. The electronic and remote COUNTS are reproduced exactly (at scale 1.0).
+Customer totals on the Ministry report's date (a choice: the report's rounding is inconsistent, the electronic
+count over its rounded share and the remote count over its share give totals about 140 k apart, so no total
+reproduces both rounded shares). We take the total that puts both shares equally far from the published ones,
+N = (electronic + remote) / (electronic share + remote share), to the thousand (_customers_at_report): Hanoi
+2,177,000 (32.1 % electronic, 25.9 % remote), HCMC 2,182,000 (18.9 %, 16.7 %). The electronic and remote COUNTS
+are reproduced exactly (at scale 1.0).
 
 Horizon: the registry is generated as of 2025-06-30, the last day of the power-company grouping in
 sql/002_reference_data.sql (both utilities reorganised on 1 Jul / 1 Aug 2025): about 2.90 M customers in Hanoi
@@ -25,11 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-CALIBRATION_DATE = date(2017, 9, 15)  # "mid-Sep 2017" of the Ministry report
-TARGET_DATE = date(2018, 1, 1)  # Government Resolution 36a: complete AMR in both cities before this date
-COMPLETION_DATE = date(2023, 5, 31)  # EVN: Hanoi 100 %, HCMC 99.98 % remote
+from amr.rollout_figures import COMPLETION_DATE, MINISTRY_REPORT_DATE, TARGET_DATE, published
+
+CALIBRATION_DATE = MINISTRY_REPORT_DATE  # the generator reproduces the report's counts on this day
 HORIZON = date(2025, 6, 30)  # last day before the 2025 reorganisations of the power companies
 FIRST_CONNECTION = date(1975, 1, 1)  # the oldest customer connection dates spread from here
+DEFAULT_SEED = 2017  # the same seed and scale give the same fleet
+MAX_SCALE = 2.0  # 1.0 = the real size; up to twice it the serial numbers and the row-order key still fit
 
 CITIES = ("HN", "HCM")
 
@@ -37,59 +35,6 @@ CITIES = ("HN", "HCM")
 TARIFF_CLASSES = ("household", "business", "production", "administrative")
 METER_KINDS = ("mechanical", "electronic", "smart")
 PROTOCOLS = ("modbus-tcp", "modbus-rtu", "modbus-rtu-tcp", "dlms", "dcu-mqtt", "manual")
-
-
-@dataclass(frozen=True, kw_only=True)
-class PublishedFigure:
-    """One row of the published rollout figures (shares are fractions of customers, 0..1)."""
-
-    as_of: date
-    city: str
-    electronic_meters: int | None
-    electronic_share: float | None
-    remote_meters: int | None
-    remote_share: float | None
-    source: str
-
-
-PUBLISHED = (
-    PublishedFigure(
-        as_of=CALIBRATION_DATE,
-        city="HN",
-        electronic_meters=699_033,
-        electronic_share=0.33,
-        remote_meters=563_800,
-        remote_share=0.25,
-        source="Ministry of Industry and Trade report, 2017",
-    ),
-    PublishedFigure(
-        as_of=CALIBRATION_DATE,
-        city="HCM",
-        electronic_meters=413_159,
-        electronic_share=0.19,
-        remote_meters=363_632,
-        remote_share=0.166,
-        source="Ministry of Industry and Trade report, 2017",
-    ),
-    PublishedFigure(
-        as_of=COMPLETION_DATE,
-        city="HN",
-        electronic_meters=None,
-        electronic_share=None,
-        remote_meters=None,
-        remote_share=1.0,
-        source="EVN, 2023",
-    ),
-    PublishedFigure(
-        as_of=COMPLETION_DATE,
-        city="HCM",
-        electronic_meters=None,
-        electronic_share=None,
-        remote_meters=None,
-        remote_share=0.9998,
-        source="EVN, 2023",
-    ),
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,6 +157,45 @@ class CityCalibration:
     read_day: int | None
 
 
+# The published shares have at most four decimals: rounding there undoes float subtraction's residue
+# (1 - 0.9 = 0.09999999999999998), so the holdout share is exactly the published complement.
+_SHARE_DECIMALS = 4
+
+
+def _count(value: int | None, what: str) -> int:
+    if value is None:
+        raise ValueError(f"the published figures give no {what}")
+    return value
+
+
+def _share(value: float | None, what: str) -> float:
+    if value is None:
+        raise ValueError(f"the published figures give no {what}")
+    return value
+
+
+def _electronic_at_report(city: str) -> int:
+    return _count(published(city, MINISTRY_REPORT_DATE).electronic_meters, f"{city} electronic meters in 2017")
+
+
+def _remote_at_report(city: str) -> int:
+    return _count(published(city, MINISTRY_REPORT_DATE).remote_meters, f"{city} remote meters in 2017")
+
+
+def _customers_at_report(city: str) -> float:
+    """Customers on the report's date: the total that puts both rounded shares equally far from the published
+    ones, N = (electronic + remote) / (electronic share + remote share), to the thousand (module docstring)."""
+    fig = published(city, MINISTRY_REPORT_DATE)
+    shares = _share(fig.electronic_share, f"{city} electronic share") + _share(fig.remote_share, f"{city} remote share")
+    return float(round((_electronic_at_report(city) + _remote_at_report(city)) / shares, -3))
+
+
+def _holdout_share(city: str) -> float:
+    """Customers never converted by COMPLETION_DATE: the complement of the published remote share."""
+    remote = _share(published(city, COMPLETION_DATE).remote_share, f"{city} remote share in 2023")
+    return round(1.0 - remote, _SHARE_DECIMALS)
+
+
 HANOI = CityCalibration(
     city="HN",
     customers=(
@@ -219,13 +203,13 @@ HANOI = CityCalibration(
         (date(1995, 1, 1), 700_000.0),
         (date(2005, 1, 1), 1_250_000.0),
         (date(2012, 1, 1), 1_800_000.0),
-        (CALIBRATION_DATE, 2_177_000.0),
+        (CALIBRATION_DATE, _customers_at_report("HN")),
         (date(2020, 1, 1), 2_420_000.0),
         (date(2024, 2, 1), 2_810_000.0),  # EVNHANOI Feb 2024: > 2.8 M customers
         (HORIZON, 2_900_000.0),
     ),
-    electronic_2017=699_033,
-    remote_2017=563_800,
+    electronic_2017=_electronic_at_report("HN"),
+    remote_2017=_remote_at_report("HN"),
     replacement_start=date(2012, 1, 1),
     new_connections_electronic=date(2014, 1, 1),
     replacement_before=(
@@ -254,7 +238,7 @@ HANOI = CityCalibration(
         (HORIZON, 1.0),
     ),
     smart_from=date(2019, 7, 1),
-    holdout_share=0.0,
+    holdout_share=_holdout_share("HN"),
     read_day=31,  # EVNHANOI reads every customer on the last day of the month since 2024
 )
 
@@ -265,13 +249,13 @@ HCMC = CityCalibration(
         (date(1995, 1, 1), 800_000.0),
         (date(2005, 1, 1), 1_400_000.0),
         (date(2012, 1, 1), 1_900_000.0),
-        (CALIBRATION_DATE, 2_182_000.0),
+        (CALIBRATION_DATE, _customers_at_report("HCM")),
         (date(2021, 12, 31), 2_510_000.0),  # more than 2.5 M customers by 2021
         (COMPLETION_DATE, 2_560_000.0),
         (HORIZON, 2_640_000.0),
     ),
-    electronic_2017=413_159,
-    remote_2017=363_632,
+    electronic_2017=_electronic_at_report("HCM"),
+    remote_2017=_remote_at_report("HCM"),
     replacement_start=date(2012, 1, 1),
     new_connections_electronic=date(2016, 7, 1),
     replacement_before=(
@@ -305,7 +289,7 @@ HCMC = CityCalibration(
         (HORIZON, 1.0),
     ),
     smart_from=date(2020, 1, 1),
-    holdout_share=0.0002,  # 99.98 % remote on 31 May 2023
+    holdout_share=_holdout_share("HCM"),  # Can Gio's island customers (HOLDOUT_COMPANY)
     read_day=None,
 )
 

@@ -11,8 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from fleet.calibration import CITIES, CITY_CALIBRATION, COMPANIES
-from fleet.rollout import DEFAULT_SEED, CityRollout, city_curves, day_number, fleet_rollout
+from fleet.calibration import CITIES, CITY_CALIBRATION, COMPANIES, DEFAULT_SEED
+from fleet.rollout import CityRollout, city_curves, day_number, fleet_rollout
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,12 +32,14 @@ from fleet.calibration import (
     CITIES,
     CITY_CALIBRATION,
     COMPANIES,
+    DEFAULT_SEED,
+    MAX_SCALE,
     METER_KINDS,
     PROTOCOLS,
     TARIFF_CLASSES,
 )
 from fleet.copy_binary import Column
-from fleet.rollout import DEFAULT_SEED, NEVER, CityRollout, day_number, fleet_rollout
+from fleet.rollout import NEVER, CityRollout, day_number, fleet_rollout
 
 HOUSEHOLD, BUSINESS, PRODUCTION, ADMINISTRATIVE = range(4)
 MECHANICAL, ELECTRONIC, SMART = range(3)
@@ -66,7 +68,6 @@ GATEWAY_SIZE = {
 METER_SCATTER_KM = 0.15  # meters around their gateway
 KM_PER_DEG_LAT = 111.32
 SERIAL_DIGITS = 7
-MAX_SCALE = 2.0
 CUSTOMER_DIGITS = 7
 
 

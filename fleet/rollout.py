@@ -23,13 +23,14 @@ from datetime import date, timedelta
 import numpy as np
 import numpy.typing as npt
 
+from amr.rollout_figures import COMPLETION_DATE
 from fleet.calibration import (
     AREA_REPLACEMENT_DELAY,
     CALIBRATION_DATE,
     CITIES,
     CITY_CALIBRATION,
     COMPANIES,
-    COMPLETION_DATE,
+    DEFAULT_SEED,
     FIRST_CONNECTION,
     HOLDOUT_COMPANY,
     HORIZON,
@@ -38,7 +39,6 @@ from fleet.calibration import (
 
 NEVER = np.int32(np.iinfo(np.int32).max)  # day number of an event that has not happened (no date)
 EPOCH = date(1970, 1, 1)
-DEFAULT_SEED = 2017
 
 IntArray = npt.NDArray[np.int64]
 Int32Array = npt.NDArray[np.int32]

@@ -11,11 +11,11 @@ from rich.table import Table
 
 from amr.db.server import Role
 from amr.errors import AmrError
+from amr.rollout_figures import COMPLETION_DATE, PUBLISHED
 from app.cli.context import console, database
-from fleet.calibration import CALIBRATION_DATE, CITIES, COMPLETION_DATE, HORIZON, PUBLISHED
+from fleet.calibration import CALIBRATION_DATE, CITIES, DEFAULT_SEED, HORIZON, MAX_SCALE
 from fleet.counts import Coverage, FleetCounts, count_fleet, count_rollout
-from fleet.registry import MAX_SCALE, build_fleet
-from fleet.rollout import DEFAULT_SEED
+from fleet.registry import build_fleet
 from fleet.store import fetch_active_run, fetch_coverage, write_fleet
 
 app = typer.Typer(

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 from plotly.subplots import make_subplots
 
+from amr.rollout_figures import TARGET_DATE, PublishedFigure
 from dashboards import queries
 from dashboards.components import (
     LOCAL_TZ,
@@ -32,9 +33,8 @@ from dashboards.components import (
 from dashboards.reference import (
     CITIES,
     CITY_NAMES,
-    TARGET_DATE,
     TARGET_REMOTE_SHARE_PCT,
-    PublishedFigure,
+    optional_share_pct,
     published_sep_2017,
 )
 from dashboards.source import DataSource
@@ -159,8 +159,8 @@ def progress_figure(
             if fig_ref.city != c:
                 continue
             for what, share, symbol in (
-                ("electronic", fig_ref.electronic_share_pct, "diamond"),
-                ("remote", fig_ref.remote_share_pct, "star"),
+                ("electronic", optional_share_pct(fig_ref.electronic_share), "diamond"),
+                ("remote", optional_share_pct(fig_ref.remote_share), "star"),
             ):
                 if share is None:
                     continue
@@ -280,14 +280,14 @@ def render_rollout(
                                 "electronic share",
                                 fmt_pct(t.electronic, t.customers),
                                 id_=f"rollout-kpi-{c}-electronic-share",
-                                note=f"published Sep 2017: {ref.electronic_share_pct:g} %",
+                                note=f"published Sep 2017: {optional_share_pct(ref.electronic_share):g} %",
                             ),
                             kpi("remote-read meters", fmt_int(t.remote), id_=f"rollout-kpi-{c}-remote"),
                             kpi(
                                 "remote-read share",
                                 fmt_pct(t.remote, t.customers),
                                 id_=f"rollout-kpi-{c}-remote-share",
-                                note=f"published Sep 2017: {ref.remote_share_pct:g} %",
+                                note=f"published Sep 2017: {optional_share_pct(ref.remote_share):g} %",
                             ),
                         ],
                         className="kpi-row",

@@ -1,7 +1,6 @@
-"""A small deterministic fleet whose counts on 2017-09-15 reproduce the published 2017 shares, scaled down:
-Hanoi 1,000 customers, 330 electronic (33 %), 250 remote (25 %); HCMC 1,000 customers, 190 electronic (19 %),
-166 remote (16.6 %). Plus network state (meter_last_seen, meter_comm_stats, collector_status) with one silent
-gateway, meters silent for 2 days, 10 days and never read."""
+"""A small deterministic fleet whose counts on 2017-09-15 reproduce the published 2017 shares
+(amr.rollout_figures), scaled down to 1,000 customers per city. Plus network state (meter_last_seen,
+meter_comm_stats, collector_status) with one silent gateway, meters silent for 2 days, 10 days and never read."""
 
 from __future__ import annotations
 
@@ -10,15 +9,27 @@ from dataclasses import dataclass
 
 import psycopg
 
-REFERENCE_DAY = dt.date(2017, 9, 15)
+from amr.rollout_figures import MINISTRY_REPORT_DATE, published
+
+REFERENCE_DAY = MINISTRY_REPORT_DATE
 CUSTOMERS_PER_CITY = 1000
-# (electronic, remote) on REFERENCE_DAY per 1,000 customers: the published shares.
-AS_OF_REFERENCE = {"HN": (330, 250), "HCM": (190, 166)}
+
+
+def _per_city(share: float | None) -> int:
+    assert share is not None
+    return round(share * CUSTOMERS_PER_CITY)
+
+
+# (electronic, remote) meters on REFERENCE_DAY: the published shares of CUSTOMERS_PER_CITY.
+AS_OF_REFERENCE = {
+    city: (_per_city(fig.electronic_share), _per_city(fig.remote_share))
+    for city, fig in ((c, published(c, REFERENCE_DAY)) for c in ("HN", "HCM"))
+}
 COMPANIES = {
     "HN": ["PD0100", "PD0200", "PD0300", "PD0400", "PD2900"],
     "HCM": ["PE0100", "PE0300", "PE0400", "PE1000", "PE1500"],
 }
-# HCMC keeps two mechanical meters: 99.8 % remote at the end, like the published 99.98 %.
+# HCMC keeps two mechanical meters: 99.8 % remote at the end, like the few holdouts EVN published for 2023.
 HCM_MECHANICAL = 2
 SILENT_GATEWAY = "GW-HCM-PE0300-0"
 SERIAL_PREFIX = "DASH"

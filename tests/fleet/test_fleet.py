@@ -9,20 +9,19 @@ from datetime import date
 import numpy as np
 import psycopg
 import pytest
-from typer.testing import CliRunner
 
 from amr.db.server import DatabaseServer, Role
 from amr.errors import AmrError
-from fleet.calibration import (
-    CALIBRATION_DATE,
-    CITIES,
-    COMPANIES,
+from amr.rollout_figures import (
     COMPLETION_DATE,
-    HORIZON,
+    HANOI_ALL_ELECTRONIC_DATE,
+    MINISTRY_REPORT_DATE,
     PUBLISHED,
     TARGET_DATE,
-    PublishedFigure,
+    TARGET_REMOTE_SHARE,
+    published,
 )
+from fleet.calibration import CALIBRATION_DATE, CITIES, COMPANIES, HORIZON
 from fleet.copy_binary import COPY_HEADER, COPY_TRAILER, Column, encode_rows
 from fleet.counts import city_coverage_series, count_fleet
 from fleet.registry import Fleet, build_fleet
@@ -35,7 +34,7 @@ SEED = 11
 
 def _published_2017(city: str) -> tuple[int, float, int, float]:
     """(electronic meters, electronic share, remote meters, remote share) of mid-Sep 2017."""
-    ref: PublishedFigure = next(p for p in PUBLISHED if p.city == city and p.as_of == CALIBRATION_DATE)
+    ref = published(city, MINISTRY_REPORT_DATE)
     assert ref.electronic_meters and ref.electronic_share and ref.remote_meters and ref.remote_share
     return ref.electronic_meters, ref.electronic_share, ref.remote_meters, ref.remote_share
 
@@ -69,8 +68,9 @@ def test_scale_one_counts_reproduce_the_published_counts_exactly() -> None:
 
 def test_scale_one_rollout_completes_as_published_and_grows() -> None:
     done = count_fleet(COMPLETION_DATE, scale=1.0, seed=SEED).cities
-    assert done["HN"].remote == done["HN"].customers  # 100 %
-    assert round(done["HCM"].remote_share, 4) == 0.9998
+    assert published("HN", COMPLETION_DATE).remote_share == 1.0
+    assert done["HN"].remote == done["HN"].customers
+    assert round(done["HCM"].remote_share, 4) == published("HCM", COMPLETION_DATE).remote_share
     assert done["HCM"].remote < done["HCM"].customers
     before = count_fleet(date(2023, 5, 30), scale=1.0, seed=SEED).cities
     assert before["HN"].remote < before["HN"].customers  # completed on the day, not long before
@@ -80,8 +80,12 @@ def test_scale_one_rollout_completes_as_published_and_grows() -> None:
         assert calib[city].remote_share < target[city].remote_share < done[city].remote_share
     assert count_fleet(date(2011, 12, 31), scale=1.0, seed=SEED).cities["HN"].electronic == 0
     assert count_fleet(date(2012, 12, 31), scale=1.0, seed=SEED).cities["HN"].electronic > 0
+    feb_2024 = published("HN", HANOI_ALL_ELECTRONIC_DATE)  # more than N customers, all electronic
+    assert feb_2024.customers is not None
+    for day in (HANOI_ALL_ELECTRONIC_DATE, HORIZON):
+        hanoi = count_fleet(day, scale=1.0, seed=SEED).cities["HN"]
+        assert hanoi.customers >= feb_2024.customers and hanoi.electronic_share == feb_2024.electronic_share
     now = count_fleet(HORIZON, scale=1.0, seed=SEED).cities
-    assert now["HN"].customers >= 2_800_000 and now["HN"].electronic_share == 1.0
     assert 2_500_000 <= now["HCM"].customers <= 2_700_000
 
 
@@ -177,7 +181,7 @@ def test_written_fleet_counts_match_published_within_one_percent(
     assert fetch_coverage(fleet_db.conninfo(Role.READER), CALIBRATION_DATE, by="company") == pure.companies
     done = fetch_coverage(fleet_db.conninfo(Role.READER), COMPLETION_DATE)
     assert done["HN"].remote == done["HN"].customers
-    assert round(done["HCM"].remote_share, 4) == 0.9998
+    assert round(done["HCM"].remote_share, 4) == published("HCM", COMPLETION_DATE).remote_share
 
 
 def test_written_registry_invariants(fleet_db: DatabaseServer, written: tuple[Fleet, FleetRun]) -> None:
@@ -262,23 +266,22 @@ def test_regeneration_needs_replace_and_keeps_other_meters(make_database: Callab
     assert fk is not None and fk[0] >= 13  # keys, foreign key and checks all still there
 
 
-def test_cli_counts_prints_a_table() -> None:
-    from app.cli.main import app
-
-    result = CliRunner().invoke(app, ["fleet", "counts", "--scale", "0.001", "--as-of", "2017-09-15"])
-    assert result.exit_code == 0, result.output
-    counts = count_fleet(CALIBRATION_DATE, scale=0.001, seed=2017)
-    assert f"{counts.cities['HN'].electronic:,}" in result.output
-    assert f"{counts.cities['HCM'].remote:,}" in result.output
-
-
-def test_rollout_reference_matches_the_calibration_and_is_readable(fleet_db: DatabaseServer) -> None:
+def test_rollout_reference_matches_the_published_figures_and_is_readable(fleet_db: DatabaseServer) -> None:
+    # sql/050 seeds rollout_reference with its own copy of the figures (a migration cannot change once applied):
+    # it must agree with amr.rollout_figures row for row, and the target rows with the Resolution 36a target.
+    expected = sorted(
+        (p.as_of, p.city, p.customers, p.electronic_meters, p.electronic_share, p.remote_meters, p.remote_share)
+        for p in PUBLISHED
+    )
     for role in (Role.READER, Role.BILLING):
         with psycopg.connect(fleet_db.conninfo(role)) as conn:
-            rows = conn.execute(
-                "SELECT city, electronic_meters, electronic_share, remote_meters, remote_share FROM rollout_reference"
-                " WHERE as_of = %s AND kind = 'measured' ORDER BY city",
-                (CALIBRATION_DATE,),
+            measured = conn.execute(
+                "SELECT as_of, city, customers, electronic_meters, electronic_share, remote_meters, remote_share"
+                " FROM rollout_reference WHERE kind = 'measured' ORDER BY as_of, city"
+            ).fetchall()
+            targets = conn.execute(
+                "SELECT as_of, city, remote_share FROM rollout_reference WHERE kind = 'target' ORDER BY city"
             ).fetchall()
             conn.execute("SELECT run_id FROM fleet_runs").fetchall()
-        assert rows == sorted((city, *_published_2017(city)) for city in CITIES)
+        assert sorted(measured) == expected
+        assert targets == [(TARGET_DATE, city, TARGET_REMOTE_SHARE) for city in sorted(CITIES)]
