@@ -470,6 +470,9 @@ class Soak:
         for child in self.all_sources():
             child.start()
         while not all(s is not None and s["connected"] for s in self.statuses().values()):
+            for child in self.all_sources():
+                if not child.alive():
+                    raise RuntimeError(f"{child.name} exited at its start:\n{child.log_tail()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"sources did not connect: {self.statuses()}")
             time.sleep(0.1)
