@@ -4,7 +4,8 @@ Order of precedence (last wins): defaults, the TOML file (``amr.toml`` in the wo
 named by ``AMR_CONFIG``), environment variables. A wrong value is refused at start with the key and the file.
 
 Environment variables: ``AMR_DATABASE_URL`` and ``AMR_MQTT_URL`` point at existing servers; ``AMR_STATE_DIR``,
-``AMR_DB_PORT``, ``AMR_DB_DATA_DIR``, ``AMR_MQTT_PORT`` move the project-local ones.
+``AMR_DB_PORT``, ``AMR_DB_DATA_DIR``, ``AMR_MQTT_PORT`` move the project-local ones; ``AMR_PG_BINDIR`` names
+PostgreSQL's bin directory when ``pg_config --bindir`` does not.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class DatabaseSettings(_Strict):
     port: int = Field(default=54329, ge=1, le=65535, description="local cluster port, away from 5432")
     name: str = Field(default="amr", pattern=r"^[a-z_][a-z0-9_]*$")
     data_dir: Path | None = Field(default=None, strict=False, description="local cluster data directory")
+    bin_dir: Path | None = Field(
+        default=None,
+        strict=False,
+        description="PostgreSQL's server programs (initdb, pg_ctl); default: pg_config --bindir",
+    )
 
 
 class MqttSettings(_Strict):
@@ -69,6 +75,7 @@ _ENV_KEYS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "AMR_DB_PORT": (("db", "port"), _integer),
     "AMR_DB_NAME": (("db", "name"), str),
     "AMR_DB_DATA_DIR": (("db", "data_dir"), Path),
+    "AMR_PG_BINDIR": (("db", "bin_dir"), Path),
     "AMR_MQTT_URL": (("mqtt", "url"), str),
     "AMR_MQTT_PORT": (("mqtt", "port"), _integer),
 }

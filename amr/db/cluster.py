@@ -2,21 +2,71 @@
 
 Runs as the ``postgres`` system user when the CLI is root; listens on loopback TCP at its own port and on a unix
 socket in its own directory, so it never meets a system cluster. Authentication is scram-sha-256 everywhere.
+The server programs (initdb, pg_ctl) are in ``AMR_PG_BINDIR`` (settings ``[db] bin_dir``) when set, else in the
+directory ``pg_config --bindir`` names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from amr.errors import ServiceError
 from amr.proc import chown_tree, require_program, run_as, service_user_ids, user_can_reach
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"
+# A directory counts as PostgreSQL's bin directory when it holds this program (pg_config of a client-only libpq
+# install names /usr/bin, which has no server programs).
+_SERVER_PROGRAM = "pg_ctl"
+_PG_CONFIG_TIMEOUT_S = 10.0  # pg_config only prints its build settings
+_INSTALL_HINT = (
+    "install PostgreSQL 15 (`make setup`) or set AMR_PG_BINDIR to the directory that holds pg_ctl and initdb"
+)
+
+
+def find_pg_bindir(configured: Path | None, *, search_path: str | None = None) -> Path:
+    """The directory of PostgreSQL's server programs: `configured` (AMR_PG_BINDIR / [db] bin_dir) when given,
+    else what ``pg_config --bindir`` prints, pg_config looked up in `search_path` (None: $PATH). ServiceError
+    names the directory tried and both ways to fix it."""
+    if configured is not None:
+        if not (configured / _SERVER_PROGRAM).is_file():
+            raise ServiceError(
+                f"AMR_PG_BINDIR ([db] bin_dir) is {configured}, which holds no {_SERVER_PROGRAM}: point it at "
+                "PostgreSQL's bin directory (the one `pg_config --bindir` prints), or unset it to ask pg_config"
+            )
+        return configured
+    pg_config = shutil.which("pg_config", path=search_path)
+    if pg_config is None:
+        raise ServiceError(
+            "PostgreSQL's server programs not found: AMR_PG_BINDIR is not set and pg_config is not on PATH; "
+            + _INSTALL_HINT
+        )
+    return _bindir_from_pg_config(pg_config)
+
+
+@lru_cache(maxsize=4)
+def _bindir_from_pg_config(pg_config: str) -> Path:
+    """Cached: every cluster command asks, and pg_config's answer does not change while we run."""
+    try:
+        proc = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, timeout=_PG_CONFIG_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServiceError(f"`{pg_config} --bindir` failed ({exc}): {_INSTALL_HINT}") from exc
+    bindir = Path(proc.stdout.strip())
+    if proc.returncode != 0 or not (bindir / _SERVER_PROGRAM).is_file():
+        said = proc.stdout.strip() or proc.stderr.strip() or f"exit status {proc.returncode}"
+        raise ServiceError(
+            f"`{pg_config} --bindir` gave {said!r}, which holds no {_SERVER_PROGRAM} (AMR_PG_BINDIR is not set): "
+            + _INSTALL_HINT
+        )
+    return bindir
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +76,7 @@ class LocalCluster:
     superuser_password: str
     host: str = "127.0.0.1"
     durable: bool = True  # False for throwaway test clusters: fsync off, much faster
+    bin_dir: Path | None = None  # PostgreSQL's server programs; None: ask pg_config (find_pg_bindir)
 
     @property
     def socket_dir(self) -> Path:
@@ -36,7 +87,7 @@ class LocalCluster:
         return self.data_dir.parent / "postgresql.log"
 
     def _bin(self, name: str) -> str:
-        return require_program(str(PG_BIN / name))
+        return require_program(str(find_pg_bindir(self.bin_dir) / name))
 
     def is_initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -50,6 +101,7 @@ class LocalCluster:
         """Create the data directory with initdb; False when it already existed."""
         if self.is_initialised():
             return False
+        initdb = self._bin("initdb")  # before any directory is made: a missing PostgreSQL leaves nothing behind
         if not user_can_reach(PG_USER, self.data_dir.parent):
             raise ServiceError(
                 f"the postgres user cannot reach {self.data_dir.parent}: set AMR_DB_DATA_DIR to a directory "
@@ -69,7 +121,7 @@ class LocalCluster:
             run_as(
                 PG_USER,
                 [
-                    self._bin("initdb"),
+                    initdb,
                     "-D",
                     str(self.data_dir),
                     "-U",

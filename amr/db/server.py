@@ -46,6 +46,7 @@ class DatabaseServer:
                 host=settings.db.host,
                 superuser_password=creds.db_password("postgres"),
                 durable=durable,
+                bin_dir=settings.db.bin_dir,
             )
         return cls(settings=settings, credentials=creds, cluster=cluster)
 
