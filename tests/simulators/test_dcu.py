@@ -4,6 +4,7 @@ of the simulator (its outbox is on disk), and uplinks that fit the broker's maxi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -225,6 +226,36 @@ def test_outbox_survives_a_kill_9_of_the_simulator(own_broker: LocalMosquitto, t
     assert {s for s, _ in reads_of(sub)} == {f"VN26DCUK{i:04d}" for i in range(3)}
     assert all(len({s for s, ts in reads_of(sub) if ts == t}) == 3 for t in stamps)
     assert outbox_seqs(outbox) == []  # confirmed, and the clean stop waited for the last confirmations
+
+
+def test_amr_simulate_hands_the_dcus_the_project_broker_and_state_dir(tmp_path: Path) -> None:
+    """`amr simulate --dcu 1` resolves the project's settings (here AMR_STATE_DIR and AMR_MQTT_PORT) and gives the
+    DCU starter its broker (account dcu) and state directory: the DCU publishes there and keeps its outbox under
+    <state dir>/dcu-outbox."""
+    state = make_state_dir("amr-dcu-sim-")
+    dcu_id = "DCU-SIM-0000"  # the starter's default prefix, first index
+    listing = tmp_path / "listing.json"
+    with start_own_broker(read_or_create_credentials(state / "credentials.toml"), "amr-dcu-sim-broker-") as broker:
+        sub = Recorder(endpoint(broker, "ingest"), [dcu_uplink_topic(dcu_id)], confirm=True).start()
+        env = {k: v for k, v in env_without_pytest().items() if k not in ("AMR_MQTT_URL", "AMR_DATABASE_URL")}
+        env |= {"AMR_STATE_DIR": str(state), "AMR_MQTT_PORT": str(broker.port), "AMR_CONFIG": str(tmp_path / "none")}
+        cmd = [sys.executable, "-m", "app", "simulate", "--dcu", "1", "--meters-per-gateway", "2",
+               "--speed", str(SPEED), "--listing", str(listing)]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).parents[2], stdout=subprocess.PIPE, text=True)
+        try:
+            assert wait_until(lambda: listing.exists() or proc.poll() is not None, 60)
+            assert proc.poll() is None, proc.communicate()
+            (row,) = json.loads(listing.read_text())["listeners"]
+            assert row["endpoint"] == f"mqtt {broker.host}:{broker.port} {dcu_uplink_topic(dcu_id)}", row
+            assert row["outbox"] == str(state / "dcu-outbox" / dcu_id), row
+            assert wait_until(lambda: len(uplinks(sub)) >= 2, 30)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+            sub.stop()
+    assert proc.returncode == 0
+    assert (state / "dcu-outbox" / dcu_id / OUTBOX_FILE).is_file()
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def test_outbox_is_bounded_persistent_and_ordered(tmp_path: Path) -> None:
