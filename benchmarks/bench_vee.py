@@ -18,12 +18,13 @@ from datetime import date
 from typing import Any
 
 import numpy as np
+from numba import njit, prange
 from rich.console import Console
 from rich.table import Table
 
 from billing.flags import RULES
-from billing.kernels import DAY_S, VEE_CHUNKS, read_floor_kernel, vee_kernel
-from billing.rules import kernel_params, read_vee_rules
+from billing.kernels import DAY_S, VEE_CHUNKS, new_day_arrays, new_series_arrays, vee_kernel
+from billing.rules import kernel_thresholds, read_vee_rules
 from billing.synthetic import register_reads
 from billing.vee import PeriodWindow, ReadingArrays, series_segments, validate_estimate
 
@@ -200,42 +201,44 @@ def kernel_only(r: ReadingArrays, window: PeriodWindow) -> Callable[[], None]:
     seg = series_segments(r)
     n_s, n, d = seg.shape[0] - 1, len(r), window.n_days
     rule_bits = np.array([rule.bit for rule in RULES], np.uint32)
+    rows = np.zeros(VEE_CHUNKS, np.int64)
+    exc_counts = np.zeros((VEE_CHUNKS, rule_bits.size), np.int64)
+    days = new_day_arrays(n_s, d)
     args = (
         seg,
         r.ts_s,
         r.value,
         r.quality,
         np.full(n_s, 10.0**DIGITS),
-        kernel_params(rules),
+        kernel_thresholds(rules),
         np.asarray(rules.interval.allowed_s, np.int64),
         window.day0_s,
-        d,
         window.end_s,
         rule_bits,
         np.empty(n, np.int64),
         np.empty(n, np.uint32),
         np.empty(n, np.int64),
-        np.zeros(VEE_CHUNKS, np.int64),
-        np.zeros((VEE_CHUNKS, rule_bits.size), np.int64),
-        np.zeros((n_s, d)),
-        np.zeros((n_s, d)),
-        np.zeros((n_s, d), np.int32),
-        np.zeros((n_s, d), np.int32),
-        np.zeros((n_s, d), np.uint32),
-        np.zeros((n_s, d), np.uint8),
-        np.zeros(n_s, np.uint32),
-        np.zeros(n_s, np.int64),
-        np.zeros(n_s),
-        np.zeros(n_s, np.int64),
-        np.zeros(n_s, np.int64),
+        rows,
+        exc_counts,
+        days,
+        new_series_arrays(n_s),
     )
 
     def call() -> None:
-        for a in args[14:22]:
+        for a in (rows, exc_counts, *days):  # the accumulated outputs (the rest is overwritten)
             a[...] = 0
         vee_kernel(*args)
 
     return call
+
+
+@njit(cache=True, parallel=True)
+def read_floor_kernel(ts: np.ndarray, value: np.ndarray, quality: np.ndarray) -> float:
+    """The memory-read floor: one parallel pass over the bytes the VEE kernel reads."""
+    total = 0.0
+    for i in prange(value.shape[0]):
+        total += value[i] + ts[i] + quality[i]
+    return total
 
 
 def memory_floor(r: ReadingArrays) -> float:

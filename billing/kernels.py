@@ -1,28 +1,40 @@
 """Numba VEE kernels on contiguous arrays sorted by (series, ts); one series = one meter's cumulative channel.
 
-Private: call them through ``billing.vee``, whose wrapper checks dtypes, shapes and sortedness. Times are UTC
-epoch seconds [s]; ``day0_s`` is the UTC instant of the first local (UTC+7) midnight of the period; values are
-register units [kWh] before the multiplier. Parallel over chunks of series (``prange``); each chunk writes only its
-own rows, so no locks. ``cache=True``: compiled once per machine, not per run.
+Times are UTC epoch seconds [s]; ``day0_s`` is the UTC instant of the first local (UTC+7) midnight of the period;
+values are register units [kWh] before the multiplier. The rules themselves are documented in billing/vee.py;
+the plain-Python twin in tests/billing/twin.py follows them line by line, pass by pass.
 
-Per reading (in each series' scratch): flags (billing.flags bits), interval start [s] (the last valid read before
-it) and the register delta [kWh] (NaN when the read is not valid); only reads with a flag are kept (records). Per
-series and local day: measured and estimated energy, interval counts, flags and estimation methods. The
-plain-Python twin in tests/billing/twin.py follows the same rules line by line; the rules themselves are documented
-in billing/vee.py.
+One series goes through two passes, each a private ``@njit`` kernel on the series' own contiguous arrays with a
+public wrapper that checks dtypes and shapes (the stumpy style; the wrappers serve tests and tools):
+
+- validation (``_validate_series`` / ``validate_series``): per read, flags (billing.flags bits), interval start [s]
+  (the last valid read before it) and register delta [kWh] (NaN when the read is not valid); the series'
+  like-day profile and history from the valid single intervals as they are accepted;
+- daily aggregation (``_aggregate_series`` / ``aggregate_series``): per local day, measured and estimated energy,
+  interval counts, flags and estimation methods; the series' leading gap and tail.
+
+``vee_kernel`` runs both over all series, in parallel over chunks of series (``prange``); each chunk writes only
+its own rows, so no locks, and keeps only the reads with a flag (records). It is called through
+``billing.vee.validate_estimate``, whose wrapper checks the batch. ``cache=True``: compiled once per machine, not
+per run.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
+from amr.errors import AmrError
 from billing import flags as F
-from billing import rules as R
+from billing.rules import VeeThresholds
 
 DAY_S = 86400
 LOCAL_OFFSET_S = 7 * 3600  # Asia/Ho_Chi_Minh is UTC+7, no DST
 EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+WEEKDAYS = 7
 
 _DUPLICATE = np.uint32(F.DUPLICATE)
 _STATUS_INVALID = np.uint32(F.STATUS_INVALID)
@@ -49,6 +61,85 @@ _M_FLAT = np.uint8(F.METHOD_FLAT)
 _M_SCALED = np.uint8(F.METHOD_SCALED)
 
 
+class VeeInputError(AmrError):
+    """Arrays handed to the VEE kernels have the wrong dtype, shape or order."""
+
+
+# -- records the kernels share (numba passes a NamedTuple of arrays as a struct of array views) ------------------
+class LikeDayProfile(NamedTuple):
+    """One series' like-day profile: the energy [kWh] of its valid single-interval reads, summed and counted per
+    cell = weekday * n_slots + slot of the local day (slot 0 only for a daily or longer interval)."""
+
+    interval_s: int
+    n_slots: int
+    kwh: np.ndarray  # (7 * n_slots,) float64
+    n_intervals: np.ndarray  # (7 * n_slots,) int64
+
+
+class ReadVerdicts(NamedTuple):
+    """Per read of one series, from the validation pass (the aggregation adds GAP_TOO_LONG to flags)."""
+
+    flags: np.ndarray  # uint32, billing.flags bits
+    start_s: np.ndarray  # int64, interval start: the last valid read before this one
+    delta_kwh: np.ndarray  # float64, register delta over (start, ts]; NaN when the read is not valid
+
+
+class DayArrays(NamedTuple):
+    """Per series and local day, (S, D): what the aggregation pass adds up."""
+
+    measured_kwh: np.ndarray  # float64
+    estimated_kwh: np.ndarray  # float64
+    n_measured: np.ndarray  # int32 intervals
+    n_estimated: np.ndarray  # int32 intervals
+    flags: np.ndarray  # uint32
+    methods: np.ndarray  # uint8, billing.flags METHOD_* bits
+
+
+class SeriesArrays(NamedTuple):
+    """Per series, (S,)."""
+
+    flags: np.ndarray  # uint32: LEADING_GAP, GAP_TOO_LONG (the tail)
+    interval_s: np.ndarray  # int64
+    hist_kwh_per_day: np.ndarray  # float64, NaN without history
+    first_valid_s: np.ndarray  # int64, -1: no valid read
+    last_valid_s: np.ndarray  # int64, -1: no valid read
+
+
+def new_day_arrays(n_series: int, n_days: int) -> DayArrays:
+    return DayArrays(
+        measured_kwh=np.zeros((n_series, n_days), np.float64),
+        estimated_kwh=np.zeros((n_series, n_days), np.float64),
+        n_measured=np.zeros((n_series, n_days), np.int32),
+        n_estimated=np.zeros((n_series, n_days), np.int32),
+        flags=np.zeros((n_series, n_days), np.uint32),
+        methods=np.zeros((n_series, n_days), np.uint8),
+    )
+
+
+def new_series_arrays(n_series: int) -> SeriesArrays:
+    return SeriesArrays(
+        flags=np.zeros(n_series, np.uint32),
+        interval_s=np.zeros(n_series, np.int64),
+        hist_kwh_per_day=np.zeros(n_series, np.float64),
+        first_valid_s=np.zeros(n_series, np.int64),
+        last_valid_s=np.zeros(n_series, np.int64),
+    )
+
+
+def check_array(name: str, a: object, dtype: type, *, ndim: int = 1, length: int | None = None) -> None:
+    """Refuse what a kernel cannot take: not a numpy array of this dtype and rank, another length (first axis),
+    not C-contiguous."""
+    if not isinstance(a, np.ndarray) or a.ndim != ndim:
+        raise VeeInputError(f"{name}: a {ndim}-dimensional numpy array is required")
+    if a.dtype != dtype:
+        raise VeeInputError(f"{name}: dtype {a.dtype}, expected {np.dtype(dtype)}")
+    if length is not None and a.shape[0] != length:
+        raise VeeInputError(f"{name}: length {a.shape[0]}, expected {length}")
+    if not a.flags.c_contiguous:
+        raise VeeInputError(f"{name}: not C-contiguous")
+
+
+# -- helpers of both passes ---------------------------------------------------------------------------------------
 @njit(cache=True)
 def _day_of_end(t_end: int, day0_s: int) -> int:
     """Local day index of the interval that ends at t_end (an interval ending at midnight belongs to the day before)."""
@@ -59,11 +150,11 @@ INTERVAL_SAMPLE_READS = 256  # enough steps to find a series' interval through g
 
 
 @njit(cache=True)
-def _series_interval(ts: np.ndarray, lo: int, hi: int, allowed: np.ndarray, default_s: int) -> int:
+def _series_interval(ts: np.ndarray, allowed: np.ndarray, default_s: int) -> int:
     """The most common allowed interval between the first INTERVAL_SAMPLE_READS reads of a series
     (ties: the shorter)."""
     counts = np.zeros(allowed.shape[0], dtype=np.int64)
-    for i in range(lo + 1, min(hi, lo + INTERVAL_SAMPLE_READS)):
+    for i in range(1, min(ts.shape[0], INTERVAL_SAMPLE_READS)):
         dt = ts[i] - ts[i - 1]
         for k in range(allowed.shape[0]):
             if dt == allowed[k]:
@@ -79,204 +170,59 @@ def _series_interval(ts: np.ndarray, lo: int, hi: int, allowed: np.ndarray, defa
 
 
 @njit(cache=True)
+def _empty_profile(interval_s: int) -> LikeDayProfile:
+    n_slots = DAY_S // interval_s if interval_s < DAY_S else 1
+    n_cells = WEEKDAYS * n_slots
+    return LikeDayProfile(interval_s, n_slots, np.zeros(n_cells, np.float64), np.zeros(n_cells, np.int64))
+
+
+@njit(cache=True)
 def _profile_index(t_start: int, interval_s: int, n_slots: int) -> int:
     """Like-day profile cell (weekday x slot of the local day) of an interval starting at t_start."""
     loc = t_start + LOCAL_OFFSET_S
     slot = (loc % DAY_S) // interval_s if n_slots > 1 else 0
-    return ((loc // DAY_S + EPOCH_WEEKDAY) % 7) * n_slots + slot
+    return ((loc // DAY_S + EPOCH_WEEKDAY) % WEEKDAYS) * n_slots + slot
 
 
 @njit(cache=True)
-def _profile_weight(
-    t_start: int, length_s: int, interval_s: int, n_slots: int, prof_sum: np.ndarray, prof_cnt: np.ndarray
-) -> float:
+def _profile_weight(t_start: int, length_s: int, profile: LikeDayProfile) -> float:
     """Like-day energy [kWh] for an interval: mean of valid intervals in the same weekday and slot, else the same
     slot on any day; -1 when the series has no valid interval in that slot."""
+    interval_s, n_slots = profile.interval_s, profile.n_slots
     k = _profile_index(t_start, interval_s, n_slots)
     slot = k % n_slots
-    if prof_cnt[k] > 0:
-        return prof_sum[k] / prof_cnt[k] * length_s / interval_s
+    if profile.n_intervals[k] > 0:
+        return profile.kwh[k] / profile.n_intervals[k] * length_s / interval_s
     total = 0.0
     count = 0
-    for w in range(7):
-        total += prof_sum[w * n_slots + slot]
-        count += prof_cnt[w * n_slots + slot]
+    for w in range(WEEKDAYS):
+        total += profile.kwh[w * n_slots + slot]
+        count += profile.n_intervals[w * n_slots + slot]
     if count > 0:
         return total / count * length_s / interval_s
     return -1.0
 
 
+# -- pass 1: validation -------------------------------------------------------------------------------------------
 @njit(cache=True)
-def _add_estimate(
-    s: int,
-    t_end: int,
-    energy: float,
-    method: np.uint8,
-    day0_s: int,
-    n_days: int,
-    estimated: np.ndarray,
-    n_est: np.ndarray,
-    day_flags: np.ndarray,
-    day_methods: np.ndarray,
-) -> None:
-    di = _day_of_end(t_end, day0_s)
-    if 0 <= di < n_days:
-        estimated[s, di] += energy
-        n_est[s, di] += 1
-        day_flags[s, di] |= _ESTIMATED
-        day_methods[s, di] |= method
-
-
-@njit(cache=True)
-def _flag_days(s: int, a: int, b: int, flag: np.uint32, day0_s: int, n_days: int, day_flags: np.ndarray) -> None:
-    """Flag every day an open interval (a, b] touches."""
-    d_first = max(_day_of_end(a + 1, day0_s), 0)
-    d_last = min(_day_of_end(b, day0_s), n_days - 1)
-    for di in range(d_first, d_last + 1):
-        day_flags[s, di] |= flag
-
-
-@njit(cache=True)
-def _estimate_between(
-    s: int,
-    a: int,
-    b: int,
-    delta: float,
-    interval_s: int,
-    linear_max_s: float,
-    n_slots: int,
-    prof_sum: np.ndarray,
-    prof_cnt: np.ndarray,
-    day0_s: int,
-    n_days: int,
-    estimated: np.ndarray,
-    n_est: np.ndarray,
-    day_flags: np.ndarray,
-    day_methods: np.ndarray,
-) -> None:
-    """Spread a register delta [kWh] between two valid reads over the missing intervals of (a, b]:
-    linear up to linear_max_s, like-day weights beyond; both scaled to sum exactly to the delta."""
-    span = b - a
-    use_profile = span > linear_max_s
-    weight_sum = 0.0
-    if use_profile:
-        st = a
-        while st < b:
-            en = min(st + interval_s, b)
-            w = _profile_weight(st, en - st, interval_s, n_slots, prof_sum, prof_cnt)
-            if w < 0.0:
-                use_profile = False
-                break
-            weight_sum += w
-            st = en
-        if weight_sum <= 0.0:
-            use_profile = False
-    method = (_M_HISTORICAL if use_profile else _M_LINEAR) | _M_SCALED
-    st = a
-    while st < b:
-        en = min(st + interval_s, b)
-        if use_profile:
-            share = _profile_weight(st, en - st, interval_s, n_slots, prof_sum, prof_cnt) / weight_sum
-        else:
-            share = (en - st) / span
-        _add_estimate(s, en, delta * share, method, day0_s, n_days, estimated, n_est, day_flags, day_methods)
-        st = en
-
-
-@njit(cache=True)
-def _estimate_open(
-    s: int,
-    a: int,
-    b: int,
-    rate_kw_s: float,
-    interval_s: int,
-    linear_max_s: float,
-    n_slots: int,
-    prof_sum: np.ndarray,
-    prof_cnt: np.ndarray,
-    day0_s: int,
-    n_days: int,
-    estimated: np.ndarray,
-    n_est: np.ndarray,
-    day_flags: np.ndarray,
-    day_methods: np.ndarray,
-) -> bool:
-    """Estimate (a, b] with one valid side only: flat load at the last valid rate [kWh/s] up to linear_max_s,
-    like-day energy beyond (flat where a slot has no history). False when nothing is known to estimate from."""
-    use_profile = (b - a) > linear_max_s
-    st = a
-    while st < b:
-        en = min(st + interval_s, b)
-        w = _profile_weight(st, en - st, interval_s, n_slots, prof_sum, prof_cnt) if use_profile else -1.0
-        if w < 0.0 and rate_kw_s < 0.0:
-            return False
-        st = en
-    st = a
-    while st < b:
-        en = min(st + interval_s, b)
-        w = _profile_weight(st, en - st, interval_s, n_slots, prof_sum, prof_cnt) if use_profile else -1.0
-        if w >= 0.0:
-            _add_estimate(s, en, w, _M_HISTORICAL, day0_s, n_days, estimated, n_est, day_flags, day_methods)
-        else:
-            _add_estimate(
-                s, en, rate_kw_s * (en - st), _M_FLAT, day0_s, n_days, estimated, n_est, day_flags, day_methods
-            )
-        st = en
-    return True
-
-
-@njit(cache=True)
-def _vee_series(
-    s: int,
-    lo: int,
-    hi: int,
+def _validate_series(
     ts: np.ndarray,
     value: np.ndarray,
     quality: np.ndarray,
     modulus: float,
-    params: np.ndarray,
-    allowed: np.ndarray,
+    th: VeeThresholds,
     day0_s: int,
-    n_days: int,
-    period_end_s: int,
-    out_flags: np.ndarray,
-    out_start: np.ndarray,
-    out_delta: np.ndarray,
-    measured: np.ndarray,
-    estimated: np.ndarray,
-    n_meas: np.ndarray,
-    n_est: np.ndarray,
-    day_flags: np.ndarray,
-    day_methods: np.ndarray,
-    series_flags: np.ndarray,
-    series_interval: np.ndarray,
-    hist_kwh_per_day: np.ndarray,
-    first_valid_s: np.ndarray,
-    last_valid_s: np.ndarray,
-) -> None:
-    """One series, reads [lo, hi). out_flags / out_start / out_delta are the series' own scratch, indexed i - lo."""
-    interval_s = _series_interval(ts, lo, hi, allowed, int(params[R.P_DEFAULT_INTERVAL_S]))
-    series_interval[s] = interval_s
-    tol = params[R.P_ALIGN_TOL_S]
-    max_kw = params[R.P_MAX_PLAUSIBLE_KW]
-    repl_max = params[R.P_REPLACEMENT_MAX_KWH]
-    spike_factor = params[R.P_SPIKE_FACTOR]
-    spike_min_kw = params[R.P_SPIKE_MIN_KW]
-    flat_s = params[R.P_FLAT_LINE_S]
-    linear_max_s = params[R.P_LINEAR_MAX_S]
-    est_max_s = params[R.P_ESTIMATE_MAX_S]
-    inv_mask = np.int64(params[R.P_STATUS_INVALID_MASK])
-    rev_mask = np.int64(params[R.P_STATUS_REVIEW_MASK])
-
-    # -- pass 1: validate each read against the last valid one; like-day profile and history from the valid
-    # single intervals as they are accepted ----------------------------------------------------------------------
+    profile: LikeDayProfile,
+    out: ReadVerdicts,
+) -> tuple[float, int]:
+    """Validate each read of one series against the last valid one into `out`; add the valid single intervals to
+    the (zeroed) `profile` and to the history (reads up to day0_s) as they are accepted.
+    Returns (history [kWh/day], NaN without history; first valid read [s], -1 without)."""
     # Integer divisions dominate the per-read cost, so on the regular grid (the common case) the alignment, the
     # profile cell and the day index are carried forward from the previous read instead of recomputed.
-    n_slots = DAY_S // interval_s if interval_s < DAY_S else 1
-    n_cells = 7 * n_slots
+    interval_s, n_slots = profile.interval_s, profile.n_slots
+    n_cells = profile.kwh.shape[0]
     cell_step = interval_s // DAY_S if interval_s >= DAY_S else 1
-    prof_sum = np.zeros(n_cells, dtype=np.float64)
-    prof_cnt = np.zeros(n_cells, dtype=np.int64)
     hist_kwh = 0.0
     hist_s = 0
     aligned_prev = False
@@ -288,16 +234,17 @@ def _vee_series(
     prev_ts = 0
     last_rate = -1.0
     zero_start = -1
-    first_valid_s[s] = -1
-    for i in range(lo, hi):
+    first_valid_s = -1
+    n = ts.shape[0]
+    for i in range(n):
         t = ts[i]
         v = value[i]
         q = np.int64(quality[i])
         f = np.uint32(0)
-        out_delta[i - lo] = np.nan
+        out.delta_kwh[i] = np.nan
         if has_prev and t == prev_ts:
-            out_flags[i - lo] = _DUPLICATE
-            out_start[i - lo] = prev_ts
+            out.flags[i] = _DUPLICATE
+            out.start_s[i] = prev_ts
             continue
         if has_prev and t - prev_ts > interval_s:
             f |= _GAP
@@ -305,60 +252,60 @@ def _vee_series(
             aligned = True
         else:
             r = (t - day0_s) % interval_s
-            aligned = min(r, interval_s - r) <= tol
+            aligned = min(r, interval_s - r) <= th.align_tolerance_s
         if not aligned:
             f |= _INTERVAL_SIZE
         aligned_prev = aligned
         prev_ts = t
         has_prev = True
         invalid = False
-        if q & inv_mask:
+        if q & th.status_invalid_mask:
             f |= _STATUS_INVALID
             invalid = True
-        if q & rev_mask:
+        if q & th.status_review_mask:
             f |= _STATUS_WARN
         if not has_base:
-            out_start[i - lo] = t
-            out_flags[i - lo] = f
+            out.start_s[i] = t
+            out.flags[i] = f
             if not invalid:
                 has_base = True
                 base_ts = t
                 base_val = v
                 base_cell = _profile_index(t, interval_s, n_slots)
-                first_valid_s[s] = t
+                first_valid_s = t
             continue
-        out_start[i - lo] = base_ts
+        out.start_s[i] = base_ts
         if invalid:
-            out_flags[i - lo] = f
+            out.flags[i] = f
             continue
         dt = t - base_ts
         d = v - base_val
         if d < 0.0:
             wrapped = d + modulus
-            if wrapped >= 0.0 and wrapped <= max_kw * dt / 3600.0:
+            if wrapped >= 0.0 and wrapped <= th.max_plausible_kw * dt / 3600.0:
                 f |= _ROLLOVER
                 d = wrapped
-            elif v <= repl_max:
+            elif v <= th.replacement_max_kwh:
                 # The new register restarts near zero: what the old meter counted after base_ts is unknown, so
                 # the interval is estimated (flat load) and the new read becomes the base.
-                out_flags[i - lo] = f | _REPLACEMENT
+                out.flags[i] = f | _REPLACEMENT
                 base_ts = t
                 base_val = v
                 base_cell = _profile_index(t, interval_s, n_slots)
                 zero_start = -1
                 continue
             else:
-                out_flags[i - lo] = f | _NEGATIVE
+                out.flags[i] = f | _NEGATIVE
                 continue
         ref = last_rate * dt if last_rate > 0.0 else 0.0
-        if d > spike_factor * ref and d > spike_min_kw * dt / 3600.0:
+        if d > th.spike_factor * ref and d > th.spike_min_kw * dt / 3600.0:
             f |= _SPIKE
             # The register comes back down within the next few reads: this read is bad, not the energy. A meter
             # glitch can hold for more than one read, so look beyond the next one.
             j = i + 1
             seen = 0
             bad = False
-            while j < hi and seen < SPIKE_LOOKAHEAD_READS:
+            while j < n and seen < SPIKE_LOOKAHEAD_READS:
                 if ts[j] != t:
                     seen += 1
                     if value[j] < v:
@@ -366,20 +313,20 @@ def _vee_series(
                         break
                 j += 1
             if bad:
-                out_flags[i - lo] = f
+                out.flags[i] = f
                 continue
         if d == 0.0:
             if zero_start < 0:
                 zero_start = base_ts
-            if t - zero_start >= flat_s:
+            if t - zero_start >= th.flat_line_s:
                 f |= _FLAT_LINE
         else:
             zero_start = -1
-        out_delta[i - lo] = d
-        out_flags[i - lo] = f
+        out.delta_kwh[i] = d
+        out.flags[i] = f
         if dt == interval_s:
-            prof_sum[base_cell] += d
-            prof_cnt[base_cell] += 1
+            profile.kwh[base_cell] += d
+            profile.n_intervals[base_cell] += 1
             base_cell += cell_step
             while base_cell >= n_cells:
                 base_cell -= n_cells
@@ -391,114 +338,256 @@ def _vee_series(
         last_rate = d / dt
         base_ts = t
         base_val = v
-    hist_kwh_per_day[s] = hist_kwh / hist_s * DAY_S if hist_s > 0 else np.nan
+    hist_kwh_per_day = hist_kwh / hist_s * DAY_S if hist_s > 0 else np.nan
+    return hist_kwh_per_day, first_valid_s
 
-    # -- pass 2: measured and estimated energy per local day ----------------------------------------------------
+
+def _check_series(ts_s: np.ndarray, **columns: tuple[np.ndarray, type]) -> None:
+    check_array("ts_s", ts_s, np.int64)
+    for name, (a, dtype) in columns.items():
+        check_array(name, a, dtype, length=ts_s.shape[0])
+    if ts_s.shape[0] > 1 and bool((ts_s[1:] < ts_s[:-1]).any()):
+        raise VeeInputError("ts_s: reads must be sorted by time")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeriesValidation:
+    """One series after the validation pass."""
+
+    verdicts: ReadVerdicts
+    profile: LikeDayProfile  # profile.interval_s: the series' interval
+    hist_kwh_per_day: float  # NaN without history
+    first_valid_s: int  # -1: no valid read
+
+
+def validate_series(
+    ts_s: np.ndarray,
+    value: np.ndarray,
+    quality: np.ndarray,
+    *,
+    modulus: float,
+    thresholds: VeeThresholds,
+    allowed_s: np.ndarray,
+    day0_s: int,
+) -> SeriesValidation:
+    """The validation pass on one series: reads sorted by time (int64 [s], float64 register [kWh], int16 status
+    bits), the register's modulus (10 ** digits), the allowed intervals [s] (int64, ascending)."""
+    _check_series(ts_s, value=(value, np.float64), quality=(quality, np.int16))
+    check_array("allowed_s", allowed_s, np.int64)
+    if allowed_s.shape[0] == 0:
+        raise VeeInputError("allowed_s: at least one interval is required")
+    n = ts_s.shape[0]
+    interval_s = int(_series_interval(ts_s, allowed_s, thresholds.default_interval_s))
+    profile = _empty_profile(interval_s)
+    verdicts = ReadVerdicts(np.zeros(n, np.uint32), np.zeros(n, np.int64), np.zeros(n, np.float64))
+    hist, first = _validate_series(ts_s, value, quality, float(modulus), thresholds, int(day0_s), profile, verdicts)
+    return SeriesValidation(verdicts=verdicts, profile=profile, hist_kwh_per_day=float(hist), first_valid_s=int(first))
+
+
+# -- pass 2: daily aggregation ------------------------------------------------------------------------------------
+@njit(cache=True)
+def _add_estimate(days: DayArrays, s: int, t_end: int, energy: float, method: np.uint8, day0_s: int) -> None:
+    di = _day_of_end(t_end, day0_s)
+    if 0 <= di < days.flags.shape[1]:
+        days.estimated_kwh[s, di] += energy
+        days.n_estimated[s, di] += 1
+        days.flags[s, di] |= _ESTIMATED
+        days.methods[s, di] |= method
+
+
+@njit(cache=True)
+def _flag_days(day_flags: np.ndarray, s: int, a: int, b: int, flag: np.uint32, day0_s: int) -> None:
+    """Flag every day an open interval (a, b] touches."""
+    d_first = max(_day_of_end(a + 1, day0_s), 0)
+    d_last = min(_day_of_end(b, day0_s), day_flags.shape[1] - 1)
+    for di in range(d_first, d_last + 1):
+        day_flags[s, di] |= flag
+
+
+@njit(cache=True)
+def _estimate_between(
+    days: DayArrays,
+    s: int,
+    a: int,
+    b: int,
+    delta: float,
+    profile: LikeDayProfile,
+    linear_max_s: int,
+    day0_s: int,
+) -> None:
+    """Spread a register delta [kWh] between two valid reads over the missing intervals of (a, b]:
+    linear up to linear_max_s, like-day weights beyond; both scaled to sum exactly to the delta."""
+    interval_s = profile.interval_s
+    span = b - a
+    use_profile = span > linear_max_s
+    weight_sum = 0.0
+    if use_profile:
+        st = a
+        while st < b:
+            en = min(st + interval_s, b)
+            w = _profile_weight(st, en - st, profile)
+            if w < 0.0:
+                use_profile = False
+                break
+            weight_sum += w
+            st = en
+        if weight_sum <= 0.0:
+            use_profile = False
+    method = (_M_HISTORICAL if use_profile else _M_LINEAR) | _M_SCALED
+    st = a
+    while st < b:
+        en = min(st + interval_s, b)
+        share = _profile_weight(st, en - st, profile) / weight_sum if use_profile else (en - st) / span
+        _add_estimate(days, s, en, delta * share, method, day0_s)
+        st = en
+
+
+@njit(cache=True)
+def _estimate_open(
+    days: DayArrays,
+    s: int,
+    a: int,
+    b: int,
+    rate_kw_s: float,
+    profile: LikeDayProfile,
+    linear_max_s: int,
+    day0_s: int,
+) -> bool:
+    """Estimate (a, b] with one valid side only: flat load at the last valid rate [kWh/s] up to linear_max_s,
+    like-day energy beyond (flat where a slot has no history). False when nothing is known to estimate from."""
+    interval_s = profile.interval_s
+    use_profile = (b - a) > linear_max_s
+    st = a
+    while st < b:
+        en = min(st + interval_s, b)
+        w = _profile_weight(st, en - st, profile) if use_profile else -1.0
+        if w < 0.0 and rate_kw_s < 0.0:
+            return False
+        st = en
+    st = a
+    while st < b:
+        en = min(st + interval_s, b)
+        w = _profile_weight(st, en - st, profile) if use_profile else -1.0
+        if w >= 0.0:
+            _add_estimate(days, s, en, w, _M_HISTORICAL, day0_s)
+        else:
+            _add_estimate(days, s, en, rate_kw_s * (en - st), _M_FLAT, day0_s)
+        st = en
+    return True
+
+
+@njit(cache=True)
+def _aggregate_series(
+    ts: np.ndarray,
+    verdicts: ReadVerdicts,
+    profile: LikeDayProfile,
+    th: VeeThresholds,
+    first_valid_s: int,
+    day0_s: int,
+    period_end_s: int,
+    days: DayArrays,
+    s: int,
+) -> tuple[np.uint32, int]:
+    """Measured and estimated energy of one series per local day into row s of `days` (zeroed); GAP_TOO_LONG
+    added to verdicts.flags. Returns (series flags, last valid read [s], -1 without)."""
+    interval_s = profile.interval_s
+    n_days = days.flags.shape[1]
     last_rate = -1.0
     sflags = np.uint32(0)
     last_valid = -1
     day_lo = 0
     day_hi = 0  # [day_lo, day_hi): offsets from day0_s (of t - 1) that belong to day di
     di = 0
-    for i in range(lo, hi):
+    for i in range(ts.shape[0]):
         t = ts[i]
-        f = out_flags[i - lo]
+        f = verdicts.flags[i]
         x = t - 1 - day0_s
         if x < day_lo or x >= day_hi:
             di = x // DAY_S
             day_lo = di * DAY_S
             day_hi = day_lo + DAY_S
         if 0 <= di < n_days:
-            day_flags[s, di] |= f
-        a = out_start[i - lo]
+            days.flags[s, di] |= f
+        a = verdicts.start_s[i]
         if f & _REPLACEMENT:
             last_valid = t
-            if not _estimate_open(
-                s,
-                a,
-                t,
-                last_rate,
-                interval_s,
-                linear_max_s,
-                n_slots,
-                prof_sum,
-                prof_cnt,
-                day0_s,
-                n_days,
-                estimated,
-                n_est,
-                day_flags,
-                day_methods,
-            ):
-                out_flags[i - lo] |= _GAP_TOO_LONG
-                _flag_days(s, a, t, _GAP_TOO_LONG, day0_s, n_days, day_flags)
+            if not _estimate_open(days, s, a, t, last_rate, profile, th.linear_max_s, day0_s):
+                verdicts.flags[i] |= _GAP_TOO_LONG
+                _flag_days(days.flags, s, a, t, _GAP_TOO_LONG, day0_s)
             continue
-        d = out_delta[i - lo]
+        d = verdicts.delta_kwh[i]
         if np.isnan(d):
             continue
         last_valid = t
         span = t - a
         if span <= interval_s:
             if 0 <= di < n_days:
-                measured[s, di] += d
-                n_meas[s, di] += 1
-        elif span > est_max_s:
+                days.measured_kwh[s, di] += d
+                days.n_measured[s, di] += 1
+        elif span > th.estimate_max_s:
             # Beyond the estimation limit: the register delta is real energy, but how it spreads over the days is
             # unknown; it stays on the closing read's day, flagged for review.
-            out_flags[i - lo] |= _GAP_TOO_LONG
-            _flag_days(s, a, t, _GAP_TOO_LONG, day0_s, n_days, day_flags)
+            verdicts.flags[i] |= _GAP_TOO_LONG
+            _flag_days(days.flags, s, a, t, _GAP_TOO_LONG, day0_s)
             if 0 <= di < n_days:
-                measured[s, di] += d
-                n_meas[s, di] += 1
+                days.measured_kwh[s, di] += d
+                days.n_measured[s, di] += 1
         else:
-            _estimate_between(
-                s,
-                a,
-                t,
-                d,
-                interval_s,
-                linear_max_s,
-                n_slots,
-                prof_sum,
-                prof_cnt,
-                day0_s,
-                n_days,
-                estimated,
-                n_est,
-                day_flags,
-                day_methods,
-            )
+            _estimate_between(days, s, a, t, d, profile, th.linear_max_s, day0_s)
         last_rate = d / span
 
-    last_valid_s[s] = last_valid
-    first = first_valid_s[s]
-    if first < 0 or first > day0_s:
+    if first_valid_s < 0 or first_valid_s > day0_s:
         sflags |= _LEADING_GAP
-        _flag_days(s, day0_s, period_end_s if first < 0 else first, _LEADING_GAP, day0_s, n_days, day_flags)
+        lead_end = period_end_s if first_valid_s < 0 else first_valid_s
+        _flag_days(days.flags, s, day0_s, lead_end, _LEADING_GAP, day0_s)
     tail_s = period_end_s - last_valid
     tail_ok = True
     if last_valid >= 0 and tail_s >= interval_s:
-        tail_ok = tail_s <= est_max_s and _estimate_open(
-            s,
-            last_valid,
-            period_end_s,
-            last_rate,
-            interval_s,
-            linear_max_s,
-            n_slots,
-            prof_sum,
-            prof_cnt,
-            day0_s,
-            n_days,
-            estimated,
-            n_est,
-            day_flags,
-            day_methods,
+        tail_ok = tail_s <= th.estimate_max_s and _estimate_open(
+            days, s, last_valid, period_end_s, last_rate, profile, th.linear_max_s, day0_s
         )
     if not tail_ok:
         sflags |= _GAP_TOO_LONG
-        _flag_days(s, last_valid, period_end_s, _GAP_TOO_LONG, day0_s, n_days, day_flags)
-    series_flags[s] = sflags
+        _flag_days(days.flags, s, last_valid, period_end_s, _GAP_TOO_LONG, day0_s)
+    return sflags, last_valid
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeriesDays:
+    """One series after the aggregation pass: its row of DayArrays (shape (1, D)) and series values."""
+
+    days: DayArrays
+    flags: np.ndarray  # uint32 per read: the validation's flags and GAP_TOO_LONG
+    series_flags: int
+    last_valid_s: int
+
+
+def aggregate_series(
+    ts_s: np.ndarray,
+    validation: SeriesValidation,
+    *,
+    thresholds: VeeThresholds,
+    day0_s: int,
+    n_days: int,
+    period_end_s: int,
+) -> SeriesDays:
+    """The aggregation pass on one series: its reads' times (as given to validate_series) and that pass's result
+    (not changed: the flags are copied) over the local days [day0_s, day0_s + n_days days)."""
+    v = validation.verdicts
+    _check_series(ts_s, flags=(v.flags, np.uint32), start_s=(v.start_s, np.int64), delta_kwh=(v.delta_kwh, np.float64))
+    p = validation.profile
+    n_cells = WEEKDAYS * p.n_slots
+    check_array("profile.kwh", p.kwh, np.float64, length=n_cells)
+    check_array("profile.n_intervals", p.n_intervals, np.int64, length=n_cells)
+    if n_days < 1:
+        raise VeeInputError(f"n_days: {n_days}, at least 1 is required")
+    verdicts = ReadVerdicts(v.flags.copy(), v.start_s, v.delta_kwh)
+    days = new_day_arrays(1, n_days)
+    profile = LikeDayProfile(int(p.interval_s), int(p.n_slots), p.kwh, p.n_intervals)
+    sflags, last = _aggregate_series(
+        ts_s, verdicts, profile, thresholds, int(validation.first_valid_s), int(day0_s), int(period_end_s), days, 0
+    )
+    return SeriesDays(days=days, flags=verdicts.flags, series_flags=int(sflags), last_valid_s=int(last))
 
 
 # Series are processed in this many parallel chunks (enough to balance two to a few dozen cores). Each chunk keeps
@@ -530,10 +619,9 @@ def vee_kernel(
     value: np.ndarray,
     quality: np.ndarray,
     modulus: np.ndarray,
-    params: np.ndarray,
+    th: VeeThresholds,
     allowed: np.ndarray,
     day0_s: int,
-    n_days: int,
     period_end_s: int,
     rule_bits: np.ndarray,
     rec_read: np.ndarray,
@@ -541,19 +629,11 @@ def vee_kernel(
     rec_start: np.ndarray,
     rec_rows: np.ndarray,
     exc_counts: np.ndarray,
-    measured: np.ndarray,
-    estimated: np.ndarray,
-    n_meas: np.ndarray,
-    n_est: np.ndarray,
-    day_flags: np.ndarray,
-    day_methods: np.ndarray,
-    series_flags: np.ndarray,
-    series_interval: np.ndarray,
-    hist_kwh_per_day: np.ndarray,
-    first_valid_s: np.ndarray,
-    last_valid_s: np.ndarray,
+    days: DayArrays,
+    series: SeriesArrays,
 ) -> None:
-    """VEE over all series, in rec_rows.shape[0] parallel chunks of series (chunk_series).
+    """VEE over all series (validation, then daily aggregation, per series), in rec_rows.shape[0] parallel chunks
+    of series (chunk_series); days and series are zeroed by the caller.
 
     Flag records: chunk c writes its reads with a nonzero flag (read index, flags, interval start [s]) to
     rec_read / rec_flags / rec_start from seg[first series of c] on, in read order, rec_rows[c] of them; reads
@@ -566,6 +646,10 @@ def vee_kernel(
     mask = np.uint32(0)
     for k in range(rule_bits.shape[0]):
         mask |= np.uint32(rule_bits[k])
+    # Writes through a NamedTuple's array inside a prange body are lost (numba issues 7135, 10338): the loop
+    # writes to local names; passing the record on to a called kernel is fine.
+    series_flags, series_interval, series_hist = series.flags, series.interval_s, series.hist_kwh_per_day
+    series_first, series_last = series.first_valid_s, series.last_valid_s
     for c in prange(n_chunks):
         s_first, s_end = chunk_series(n_series, n_chunks, c)
         longest = 0
@@ -578,34 +662,19 @@ def vee_kernel(
         for s in range(s_first, s_end):
             lo = seg[s]
             hi = seg[s + 1]
-            _vee_series(
-                s,
-                lo,
-                hi,
-                ts,
-                value,
-                quality,
-                modulus[s],
-                params,
-                allowed,
-                day0_s,
-                n_days,
-                period_end_s,
-                flags_buf,
-                start_buf,
-                delta_buf,
-                measured,
-                estimated,
-                n_meas,
-                n_est,
-                day_flags,
-                day_methods,
-                series_flags,
-                series_interval,
-                hist_kwh_per_day,
-                first_valid_s,
-                last_valid_s,
+            n = hi - lo
+            verdicts = ReadVerdicts(flags_buf[:n], start_buf[:n], delta_buf[:n])
+            interval_s = _series_interval(ts[lo:hi], allowed, th.default_interval_s)
+            profile = _empty_profile(interval_s)
+            hist, first = _validate_series(
+                ts[lo:hi], value[lo:hi], quality[lo:hi], modulus[s], th, day0_s, profile, verdicts
             )
+            sflags, last = _aggregate_series(ts[lo:hi], verdicts, profile, th, first, day0_s, period_end_s, days, s)
+            series_interval[s] = interval_s
+            series_hist[s] = hist
+            series_first[s] = first
+            series_flags[s] = sflags
+            series_last[s] = last
             for i in range(lo, hi):  # the series is still in cache
                 f = flags_buf[i - lo]
                 if f == 0:
@@ -677,19 +746,23 @@ def expand_flags(
 
 @njit(cache=True, parallel=True)
 def use_check_kernel(
-    measured: np.ndarray,
-    estimated: np.ndarray,
-    n_meas: np.ndarray,
-    n_est: np.ndarray,
+    days: DayArrays,
     hist_kwh_per_day: np.ndarray,
     check: np.ndarray,
     active_min: float,
     high_factor: float,
     low_factor: float,
     zero_days: int,
-    day_flags: np.ndarray,
 ) -> None:
     """High / low / zero use per day against the series' own average day [kWh/day] (active customers only)."""
+    # local names, not days.x[...]: see vee_kernel (numba drops NamedTuple array writes in a prange body)
+    measured, estimated, n_meas, n_est, day_flags = (
+        days.measured_kwh,
+        days.estimated_kwh,
+        days.n_measured,
+        days.n_estimated,
+        days.flags,
+    )
     for s in prange(measured.shape[0]):
         h = hist_kwh_per_day[s]
         if not check[s] or np.isnan(h) or h < active_min:
@@ -714,17 +787,17 @@ def use_check_kernel(
 
 @njit(cache=True, parallel=True)
 def tou_sum_kernel(
-    total_idx: np.ndarray,
-    rate_idx: np.ndarray,
-    measured: np.ndarray,
-    estimated: np.ndarray,
-    n_meas: np.ndarray,
-    n_est: np.ndarray,
-    tol_kwh: float,
-    tol_ratio: float,
-    day_flags: np.ndarray,
+    total_idx: np.ndarray, rate_idx: np.ndarray, days: DayArrays, tol_kwh: float, tol_ratio: float
 ) -> None:
     """Per meter and day: the total register's energy against the sum of its rate registers (rate_idx[g, 3])."""
+    # local names, not days.x[...]: see vee_kernel (numba drops NamedTuple array writes in a prange body)
+    measured, estimated, n_meas, n_est, day_flags = (
+        days.measured_kwh,
+        days.estimated_kwh,
+        days.n_measured,
+        days.n_estimated,
+        days.flags,
+    )
     for g in prange(total_idx.shape[0]):
         t = total_idx[g]
         for d in range(measured.shape[1]):
@@ -744,15 +817,6 @@ def tou_sum_kernel(
             diff = abs(total - rates)
             if diff > tol_kwh and diff > tol_ratio * abs(total):
                 day_flags[t, d] |= _TOU_SUM
-
-
-@njit(cache=True, parallel=True)
-def read_floor_kernel(ts: np.ndarray, value: np.ndarray, quality: np.ndarray) -> float:
-    """The memory-read floor for benchmarks: one parallel pass over the bytes the VEE kernel reads."""
-    total = 0.0
-    for i in prange(value.shape[0]):
-        total += value[i] + ts[i] + quality[i]
-    return total
 
 
 @njit(cache=True)

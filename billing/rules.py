@@ -1,20 +1,19 @@
 """VEE rules and thresholds, read from TOML (``billing/vee_rules.toml`` ships the defaults).
 
-A wrong file is refused with ConfigError naming the file and the key.
+Loaded through amr.tomlfile.load_toml: a wrong file is refused with ConfigError naming file:line and the key.
 """
 
 from __future__ import annotations
 
 import hashlib
-import tomllib
+import math
 from pathlib import Path
+from typing import NamedTuple
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from amr.errors import ConfigError
 from amr.obis import STATUS_BITS
-from amr.tomlfile import config_error
+from amr.tomlfile import load_toml
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("vee_rules.toml")
 
@@ -123,56 +122,45 @@ class VeeRules(_Strict):
         return sum(STATUS_BITS[n] for n in set(self.status.review_bits))
 
 
-# Kernel parameter vector: index constants shared with billing.kernels (numba takes arrays, not models).
-P_DEFAULT_INTERVAL_S = 0
-P_ALIGN_TOL_S = 1
-P_MAX_PLAUSIBLE_KW = 2
-P_REPLACEMENT_MAX_KWH = 3
-P_SPIKE_FACTOR = 4
-P_SPIKE_MIN_KW = 5
-P_FLAT_LINE_S = 6
-P_LINEAR_MAX_S = 7
-P_ESTIMATE_MAX_S = 8
-P_STATUS_INVALID_MASK = 9
-P_STATUS_REVIEW_MASK = 10
-N_PARAMS = 11
+class VeeThresholds(NamedTuple):
+    """The rules the VEE kernels read, as one typed record (numba takes a NamedTuple of scalars as a struct).
+    A disabled rule gets an unreachable threshold (inf)."""
+
+    default_interval_s: int  # a series' interval when none of the allowed ones shows between its reads
+    align_tolerance_s: int
+    max_plausible_kw: float
+    replacement_max_kwh: float
+    spike_factor: float  # inf: spike check disabled
+    spike_min_kw: float
+    flat_line_s: float  # inf: flat-line check disabled
+    linear_max_s: int
+    estimate_max_s: int
+    status_invalid_mask: int  # amr.obis.STATUS_BITS: value not used
+    status_review_mask: int  # value used, flagged STATUS_WARN
 
 
-def kernel_params(rules: VeeRules) -> np.ndarray:
-    """The float64 parameter vector the VEE kernel reads (disabled rules get an unreachable threshold)."""
-    p = np.zeros(N_PARAMS, dtype=np.float64)
-    p[P_DEFAULT_INTERVAL_S] = rules.interval.default_s
-    p[P_ALIGN_TOL_S] = rules.interval.align_tolerance_s
-    p[P_MAX_PLAUSIBLE_KW] = rules.register_rules.max_plausible_kw
-    p[P_REPLACEMENT_MAX_KWH] = rules.register_rules.replacement_max_kwh
-    p[P_SPIKE_FACTOR] = rules.spike.factor if rules.spike.enabled else np.inf
-    p[P_SPIKE_MIN_KW] = rules.spike.min_kw
-    p[P_FLAT_LINE_S] = rules.flat_line.max_s if rules.flat_line.enabled else np.inf
-    p[P_LINEAR_MAX_S] = rules.estimation.linear_max_s
-    p[P_ESTIMATE_MAX_S] = rules.estimation.max_s
-    p[P_STATUS_INVALID_MASK] = rules.status_invalid_mask
-    p[P_STATUS_REVIEW_MASK] = rules.status_review_mask
-    return p
-
-
-def parse_vee_rules(text: str, *, source: str = "<string>") -> VeeRules:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
-    try:
-        return VeeRules.model_validate(data)
-    except ValidationError as exc:
-        raise config_error(exc, source=source, text=text) from exc
+def kernel_thresholds(rules: VeeRules) -> VeeThresholds:
+    """The kernels' record of `rules`; every field converted to its one type, so numba compiles one
+    specialisation (a float rule written as an integer in TOML is still a float)."""
+    return VeeThresholds(
+        default_interval_s=int(rules.interval.default_s),
+        align_tolerance_s=int(rules.interval.align_tolerance_s),
+        max_plausible_kw=float(rules.register_rules.max_plausible_kw),
+        replacement_max_kwh=float(rules.register_rules.replacement_max_kwh),
+        spike_factor=float(rules.spike.factor) if rules.spike.enabled else math.inf,
+        spike_min_kw=float(rules.spike.min_kw),
+        flat_line_s=float(rules.flat_line.max_s) if rules.flat_line.enabled else math.inf,
+        linear_max_s=int(rules.estimation.linear_max_s),
+        estimate_max_s=int(rules.estimation.max_s),
+        status_invalid_mask=rules.status_invalid_mask,
+        status_review_mask=rules.status_review_mask,
+    )
 
 
 def read_vee_rules(path: Path | None = None) -> VeeRules:
-    path = path or DEFAULT_RULES_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read VEE rules: {exc}", source=str(path)) from exc
-    return parse_vee_rules(text, source=str(path))
+    """The VEE rules in `path` (default: the shipped billing/vee_rules.toml); ConfigError naming file:line and
+    key when the file is wrong."""
+    return load_toml(path or DEFAULT_RULES_FILE, VeeRules)
 
 
 def rules_sha256(path: Path | None = None) -> str:

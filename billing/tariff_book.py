@@ -1,22 +1,22 @@
 """Tariffs as data: every ``billing/tariffs/*.toml`` file, checked and ordered by effective date.
 
 File kinds: ``tiered`` (household tiers, any number), ``tou`` (normal / peak / off-peak price groups and TOU
-windows), ``vat`` (dated VAT rates). A wrong file is refused with ConfigError naming the file and the key.
+windows), ``vat`` (dated VAT rates). Files load through amr.tomlfile.load_toml: a wrong file is refused with
+ConfigError naming file:line and the key.
 """
 
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass
 from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from amr.errors import ConfigError
-from amr.tomlfile import config_error
+from amr.tomlfile import load_toml
 
 TARIFF_DIR = Path(__file__).with_name("tariffs")
 
@@ -200,21 +200,25 @@ class TariffBook:
         return "normal"
 
 
-_KINDS: dict[str, type[BaseModel]] = {"tiered": TieredFile, "tou": TouFile, "vat": VatFile}
+TariffFile = TieredFile | TouFile | VatFile
+_KINDS: dict[str, type[TieredFile] | type[TouFile] | type[VatFile]] = {
+    "tiered": TieredFile,
+    "tou": TouFile,
+    "vat": VatFile,
+}
 
 
-def parse_tariff_file(text: str, *, source: str) -> BaseModel:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
-    kind = data.get("kind")
-    if kind not in _KINDS:
-        raise ConfigError(f"kind must be one of {', '.join(_KINDS)}", source=source, key="kind")
-    try:
-        return _KINDS[kind].model_validate(data)
-    except ValidationError as exc:
-        raise config_error(exc, source=source, text=text) from exc
+class _Kind(BaseModel):
+    """A tariff file's kind alone: it picks the model that reads the file (the other keys are that model's)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+    kind: Literal["tiered", "tou", "vat"]
+
+
+def read_tariff_file(path: Path) -> TariffFile:
+    """One tariff file: its kind, then the kind's model, both through load_toml (a file of a few kB is read
+    twice; every error names file:line and the key)."""
+    return load_toml(path, _KINDS[load_toml(path, _Kind).kind])
 
 
 def read_tariff_book(directory: Path | None = None) -> TariffBook:
@@ -225,9 +229,9 @@ def read_tariff_book(directory: Path | None = None) -> TariffBook:
     tou: TouFile | None = None
     vat: VatFile | None = None
     for path in files:
-        raw = path.read_bytes()
-        digest.update(path.name.encode() + b"\0" + raw)
-        parsed = parse_tariff_file(raw.decode("utf-8"), source=str(path))
+        # the book's digest covers the files' names and bytes as stored (billing_runs.tariffs_sha256)
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        parsed = read_tariff_file(path)
         if isinstance(parsed, TieredFile):
             for cls_name in parsed.tariff_classes:
                 if cls_name in tiered:

@@ -30,10 +30,10 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from amr.errors import AmrError
 from billing import flags as F
 from billing import kernels as K
-from billing.rules import VeeRules, kernel_params
+from billing.kernels import VeeInputError, check_array
+from billing.rules import VeeRules, kernel_thresholds
 
 TOTAL_CHANNEL = 1  # 1.0.1.8.0.255 active import total [kWh]
 RATE_CHANNELS = (2, 3, 4)  # 1.0.1.8.1/2/3: normal, peak, off-peak [kWh]
@@ -41,10 +41,6 @@ ENERGY_CHANNELS = (1, 2, 3, 4)
 CLOCK_CHANNEL = 20  # 0.0.1.0.0.255 clock offset [s]
 DEFAULT_REGISTER_DIGITS = 6  # the meters table's default
 _LOCAL = timezone(timedelta(hours=7))
-
-
-class VeeInputError(AmrError):
-    """Arrays handed to the VEE kernels have the wrong dtype, shape or order."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,17 +145,8 @@ def check_readings(r: ReadingArrays, *, sorted_check: bool = True) -> None:
         "value": np.float64,
         "quality": np.int16,
     }
-    n = len(r)
     for name, dtype in expected.items():
-        a = getattr(r, name)
-        if not isinstance(a, np.ndarray) or a.ndim != 1:
-            raise VeeInputError(f"{name}: a one-dimensional numpy array is required")
-        if a.dtype != dtype:
-            raise VeeInputError(f"{name}: dtype {a.dtype}, expected {np.dtype(dtype)}")
-        if a.shape[0] != n:
-            raise VeeInputError(f"{name}: length {a.shape[0]}, expected {n}")
-        if not a.flags.c_contiguous:
-            raise VeeInputError(f"{name}: not C-contiguous")
+        check_array(name, getattr(r, name), dtype, length=len(r))
     if sorted_check:
         series_segments(r)
 
@@ -230,17 +217,8 @@ def validate_estimate(
         rows=np.zeros(K.VEE_CHUNKS, np.int64),
     )
     exc_counts = np.zeros((K.VEE_CHUNKS, _RULE_BITS.shape[0]), np.int64)
-    measured = np.zeros((n_series, d), np.float64)
-    estimated = np.zeros((n_series, d), np.float64)
-    n_meas = np.zeros((n_series, d), np.int32)
-    n_est = np.zeros((n_series, d), np.int32)
-    day_flags = np.zeros((n_series, d), np.uint32)
-    day_methods = np.zeros((n_series, d), np.uint8)
-    series_flags = np.zeros(n_series, np.uint32)
-    series_interval = np.zeros(n_series, np.int64)
-    hist = np.zeros(n_series, np.float64)
-    first_valid = np.zeros(n_series, np.int64)
-    last_valid = np.zeros(n_series, np.int64)
+    days = K.new_day_arrays(n_series, d)
+    series = K.new_series_arrays(n_series)
     allowed = np.asarray(rules.interval.allowed_s, dtype=np.int64)
     day0_s, end_s = window.day0_s, window.end_s
     if n_series:
@@ -250,10 +228,9 @@ def validate_estimate(
             energy.value,
             energy.quality,
             modulus,
-            kernel_params(rules),
+            kernel_thresholds(rules),
             allowed,
             day0_s,
-            d,
             end_s,
             _RULE_BITS,
             records.read,
@@ -261,47 +238,24 @@ def validate_estimate(
             records.start,
             records.rows,
             exc_counts,
-            measured,
-            estimated,
-            n_meas,
-            n_est,
-            day_flags,
-            day_methods,
-            series_flags,
-            series_interval,
-            hist,
-            first_valid,
-            last_valid,
+            days,
+            series,
         )
         h = rules.history
         K.use_check_kernel(
-            measured,
-            estimated,
-            n_meas,
-            n_est,
-            hist,
+            days,
+            series.hist_kwh_per_day,
             series_channel == TOTAL_CHANNEL,
             h.active_min_kwh_per_day,
             h.high_factor,
             h.low_factor,
             h.zero_days,
-            day_flags,
         )
         if rules.tou_sum.enabled:
             total_idx, rate_idx = tou_groups(series_meter, series_channel)
-            K.tou_sum_kernel(
-                total_idx,
-                rate_idx,
-                measured,
-                estimated,
-                n_meas,
-                n_est,
-                rules.tou_sum.tolerance_kwh,
-                rules.tou_sum.tolerance_ratio,
-                day_flags,
-            )
+            K.tou_sum_kernel(total_idx, rate_idx, days, rules.tou_sum.tolerance_kwh, rules.tou_sum.tolerance_ratio)
     clock_flags = _clock_flags(clock, rules)
-    _flag_clock_days(clock, clock_flags, series_meter, day_flags, day0_s, d)
+    _flag_clock_days(clock, clock_flags, series_meter, days.flags, day0_s, d)
 
     parts = [
         _energy_exceptions(energy, records, exc_counts, window) if n_series else None,
@@ -314,23 +268,23 @@ def validate_estimate(
             clock.value,
             (clock.ts_s > day0_s) & (clock.ts_s < end_s),
         ),
-        _day_exceptions(series_meter, series_channel, day_flags, measured, estimated, window),
-        *_series_exceptions(series_meter, series_channel, series_flags, first_valid, last_valid, window),
+        _day_exceptions(series_meter, series_channel, days, window),
+        *_series_exceptions(series_meter, series_channel, series, window),
     ]
     exceptions = _exception_frame([p for p in parts if p is not None])
     return VeeResult(
         window=window,
         series_meter=series_meter,
         series_channel=series_channel,
-        measured=measured,
-        estimated=estimated,
-        n_measured=n_meas,
-        n_estimated=n_est,
-        day_flags=day_flags,
-        day_methods=day_methods,
-        series_flags=series_flags,
-        series_interval_s=series_interval,
-        hist_kwh_per_day=hist,
+        measured=days.measured_kwh,
+        estimated=days.estimated_kwh,
+        n_measured=days.n_measured,
+        n_estimated=days.n_estimated,
+        day_flags=days.flags,
+        day_methods=days.methods,
+        series_flags=series.flags,
+        series_interval_s=series.interval_s,
+        hist_kwh_per_day=series.hist_kwh_per_day,
         flag_records=records,
         exceptions=exceptions,
     )
@@ -498,36 +452,26 @@ _DAY_RULES = F.HIGH_USE | F.LOW_USE | F.ZERO_USE | F.TOU_SUM
 
 
 def _day_exceptions(
-    series_meter: np.ndarray,
-    series_channel: np.ndarray,
-    day_flags: np.ndarray,
-    measured: np.ndarray,
-    estimated: np.ndarray,
-    window: PeriodWindow,
+    series_meter: np.ndarray, series_channel: np.ndarray, days: K.DayArrays, window: PeriodWindow
 ) -> _Columns:
-    s, d = np.nonzero(day_flags & _DAY_RULES)
+    s, d = np.nonzero(days.flags & _DAY_RULES)
     start = window.day0_s + d.astype(np.int64) * K.DAY_S
     return _rows(
         series_meter[s],
         series_channel[s],
         start,
         start + K.DAY_S,
-        day_flags[s, d] & _DAY_RULES,
-        measured[s, d] + estimated[s, d],
+        days.flags[s, d] & _DAY_RULES,
+        days.measured_kwh[s, d] + days.estimated_kwh[s, d],
     )
 
 
 def _series_exceptions(
-    series_meter: np.ndarray,
-    series_channel: np.ndarray,
-    series_flags: np.ndarray,
-    first_valid: np.ndarray,
-    last_valid: np.ndarray,
-    window: PeriodWindow,
+    series_meter: np.ndarray, series_channel: np.ndarray, series: K.SeriesArrays, window: PeriodWindow
 ) -> list[_Columns]:
-    lead = np.flatnonzero(series_flags & F.LEADING_GAP)
-    lead_end = np.where(first_valid[lead] < 0, window.end_s, first_valid[lead])
-    tail = np.flatnonzero(series_flags & F.GAP_TOO_LONG)
+    lead = np.flatnonzero(series.flags & F.LEADING_GAP)
+    lead_end = np.where(series.first_valid_s[lead] < 0, window.end_s, series.first_valid_s[lead])
+    tail = np.flatnonzero(series.flags & F.GAP_TOO_LONG)
     return [
         _rows(
             series_meter[lead],
@@ -540,7 +484,7 @@ def _series_exceptions(
         _rows(
             series_meter[tail],
             series_channel[tail],
-            np.maximum(last_valid[tail], window.day0_s),
+            np.maximum(series.last_valid_s[tail], window.day0_s),
             np.full(tail.size, window.end_s),
             np.full(tail.size, F.GAP_TOO_LONG, np.uint32),
             np.full(tail.size, np.nan),

@@ -13,7 +13,7 @@ from amr.errors import ConfigError
 from billing import flags as F
 from billing.charges import household_charges, price_flags, round_half_up_div, split_kwh, tou_charges, vat_vnd
 from billing.cycles import cycle, cycles, parse_period
-from billing.tariff_book import TieredFile, TouFile, TouPrice, parse_tariff_file, read_tariff_book
+from billing.tariff_book import TieredFile, TouFile, TouPrice, read_tariff_book, read_tariff_file
 
 BOOK = read_tariff_book()
 HOUSEHOLD = BOOK.tiered["household"]
@@ -154,8 +154,14 @@ price_vnd_per_kwh = [1000, 1200, 1500, 1800, 2000]
 """
 
 
-def test_five_tier_structure_from_data() -> None:
-    tariff = parse_tariff_file(FIVE_TIERS, source="five.toml")
+def _tariff_file(tmp_path: Path, text: str, name: str = "five.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_five_tier_structure_from_data(tmp_path: Path) -> None:
+    tariff = read_tariff_file(_tariff_file(tmp_path, FIVE_TIERS))
     assert isinstance(tariff, TieredFile)
     # 800 kWh: 100x1000 + 100x1200 + 200x1500 + 300x1800 + 100x2000 = 1,260,000
     c = household_charges(np.array([800]), tariff=tariff, cycle_start=date(2026, 3, 1), cycle_end=date(2026, 4, 1))
@@ -169,11 +175,14 @@ def test_provisional_prices_are_marked() -> None:
 
 def test_bad_tariff_files_are_refused_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"five\.toml:6, key 'versions\[0\]'.*need 5 prices"):
-        parse_tariff_file(FIVE_TIERS.replace(", 2000]", "]"), source="five.toml")
-    with pytest.raises(ConfigError, match="key 'kind'"):
-        parse_tariff_file(FIVE_TIERS.replace('"tiered"', '"flat"'), source="five.toml")
+        read_tariff_file(_tariff_file(tmp_path, FIVE_TIERS.replace(", 2000]", "]")))
+    with pytest.raises(ConfigError, match=r"five\.toml:2, key 'kind'.*got a string 'flat'"):
+        read_tariff_file(_tariff_file(tmp_path, FIVE_TIERS.replace('"tiered"', '"flat"')))
+    with pytest.raises(ConfigError, match=r"five\.toml, key 'kind': required key is missing"):
+        read_tariff_file(_tariff_file(tmp_path, FIVE_TIERS.replace('kind = "tiered"', "")))
     with pytest.raises(ConfigError, match=r"key 'versions\[0\]\.price_vnd_per_kwh': required key is missing"):
-        parse_tariff_file(FIVE_TIERS.replace("price_vnd_per_kwh", "price_vnd"), source="five.toml")
+        read_tariff_file(_tariff_file(tmp_path, FIVE_TIERS.replace("price_vnd_per_kwh", "price_vnd")))
+    (tmp_path / "five.toml").unlink()
     (tmp_path / "household.toml").write_text(FIVE_TIERS)
     with pytest.raises(ConfigError, match="no VAT file"):
         read_tariff_book(tmp_path)
@@ -270,7 +279,7 @@ def test_prices_older_than_the_latest_round_are_flagged_outdated(tmp_path: Path)
     text = (Path(__file__).parents[2] / "billing" / "tariffs" / "tou.toml").read_text(encoding="utf-8")
     head, _, rest = text.partition("[[groups.business_lt6kv]]\neffective_from = 2023-05-04")
     stale = head + rest[rest.index("[[groups.business_ge22kv]]") :]
-    tou = parse_tariff_file(stale, source="stale.toml")
+    tou = read_tariff_file(_tariff_file(tmp_path, stale, "stale.toml"))
     assert isinstance(tou, TouFile)
     assert [v.effective_from for v in tou.groups["business_lt6kv"]] == [date(2019, 3, 20)]
     c = tou_charges(

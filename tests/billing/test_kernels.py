@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 from amr.obis import STATUS_BITS
 from billing import flags as F
 from billing import kernels as K
-from billing.rules import read_vee_rules
+from billing.rules import kernel_thresholds, read_vee_rules
 from billing.synthetic import register_reads
 from billing.vee import PeriodWindow, ReadingArrays, VeeInputError, VeeResult, validate_estimate
-from tests.billing.twin import twin_series, twin_tou_sum
+from tests.billing.twin import TwinValidation, twin_days, twin_series, twin_tou_sum, twin_validate
 
 RULES = read_vee_rules()
+THRESHOLDS = kernel_thresholds(RULES)
+ALLOWED_S = np.asarray(RULES.interval.allowed_s, np.int64)
 WINDOW = PeriodWindow(first_day=date(2026, 9, 1), n_days=10)
 DAY0 = WINDOW.day0_s
 
@@ -135,6 +137,89 @@ def test_kernel_matches_python_twin(data: tuple[list[int], list[float], list[int
             F.flag_codes(int(res.day_flags[0, d])),
             F.flag_codes(twin.day_flags.get(d, 0)),
         )
+
+
+@given(series())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_each_kernel_pass_matches_its_twin(data: tuple[list[int], list[float], list[int], int]) -> None:
+    """The validation and the daily aggregation kernels, each through its public wrapper, against the twin's pass
+    on the same input: the validation on the reads; the aggregation (kernel and twin) on the kernel's validation."""
+    ts, values, quality, digits = data
+    if not ts:
+        return
+    ts_s = np.asarray(ts, np.int64)
+    val = K.validate_series(
+        ts_s,
+        np.asarray(values, np.float64),
+        np.asarray(quality, np.int16),
+        modulus=10.0**digits,
+        thresholds=THRESHOLDS,
+        allowed_s=ALLOWED_S,
+        day0_s=DAY0,
+    )
+    twin = twin_validate(ts, values, quality, modulus=10.0**digits, rules=RULES, day0=DAY0)
+    assert val.profile.interval_s == twin.interval
+    assert val.verdicts.flags.tolist() == twin.flags
+    assert val.verdicts.start_s.tolist() == twin.start
+    # the same float operations in the same order: equal, not approximately (NaN where the read is not valid)
+    np.testing.assert_array_equal(val.verdicts.delta_kwh, np.asarray(twin.delta, np.float64))
+    assert val.first_valid_s == twin.first_valid
+    if math.isnan(twin.hist):
+        assert math.isnan(val.hist_kwh_per_day)
+    else:
+        assert val.hist_kwh_per_day == pytest.approx(twin.hist, rel=1e-9, abs=1e-9)
+
+    flags_before = val.verdicts.flags.copy()
+    got = K.aggregate_series(
+        ts_s, val, thresholds=THRESHOLDS, day0_s=DAY0, n_days=WINDOW.n_days, period_end_s=WINDOW.end_s
+    )
+    same = TwinValidation(
+        interval=val.profile.interval_s,
+        flags=val.verdicts.flags.tolist(),
+        start=val.verdicts.start_s.tolist(),
+        delta=val.verdicts.delta_kwh.tolist(),
+        hist=val.hist_kwh_per_day,
+        first_valid=val.first_valid_s,
+    )
+    want = twin_days(ts, same, rules=RULES, day0=DAY0, n_days=WINDOW.n_days, end_s=WINDOW.end_s)
+    np.testing.assert_array_equal(val.verdicts.flags, flags_before)  # the wrapper leaves its input alone
+    assert got.flags.tolist() == want.flags
+    assert got.series_flags == want.series_flags
+    assert got.last_valid_s == want.last_valid
+    days = got.days
+    for d in range(WINDOW.n_days):
+        assert days.measured_kwh[0, d] == pytest.approx(want.measured.get(d, 0.0), rel=1e-9, abs=1e-6)
+        assert days.estimated_kwh[0, d] == pytest.approx(want.estimated.get(d, 0.0), rel=1e-9, abs=1e-6)
+        assert days.n_measured[0, d] == want.n_meas.get(d, 0)
+        assert days.n_estimated[0, d] == want.n_est.get(d, 0)
+        assert days.methods[0, d] == want.methods.get(d, 0)
+        assert days.flags[0, d] == want.day_flags.get(d, 0), d
+
+
+def test_series_wrappers_refuse_what_the_kernels_cannot_take() -> None:
+    ts = np.array([DAY0, DAY0 + 86400, DAY0 + 2 * 86400], np.int64)
+    value = np.array([1.0, 2.0, 3.0])
+    quality = np.zeros(3, np.int16)
+    kw = {"modulus": 1e6, "thresholds": THRESHOLDS, "allowed_s": ALLOWED_S, "day0_s": DAY0}
+    with pytest.raises(VeeInputError, match="ts_s: dtype float64, expected int64"):
+        K.validate_series(ts.astype(np.float64), value, quality, **kw)  # type: ignore[arg-type]
+    with pytest.raises(VeeInputError, match="quality: length 2, expected 3"):
+        K.validate_series(ts, value, quality[:2], **kw)  # type: ignore[arg-type]
+    with pytest.raises(VeeInputError, match="value: not C-contiguous"):
+        K.validate_series(ts, np.repeat(value, 2)[::2], quality, **kw)  # type: ignore[arg-type]
+    with pytest.raises(VeeInputError, match="sorted"):
+        K.validate_series(ts[::-1].copy(), value, quality, **kw)  # type: ignore[arg-type]
+    with pytest.raises(VeeInputError, match="allowed_s: at least one"):
+        K.validate_series(ts, value, quality, **(kw | {"allowed_s": np.zeros(0, np.int64)}))  # type: ignore[arg-type]
+    val = K.validate_series(ts, value, quality, **kw)  # type: ignore[arg-type]
+    assert val.profile.interval_s == 86400 and val.verdicts.delta_kwh[1:].tolist() == [1.0, 1.0]
+    end = DAY0 + 2 * 86400
+    with pytest.raises(VeeInputError, match="flags: length 3, expected 2"):
+        K.aggregate_series(ts[:2], val, thresholds=THRESHOLDS, day0_s=DAY0, n_days=2, period_end_s=end)
+    with pytest.raises(VeeInputError, match="n_days"):
+        K.aggregate_series(ts, val, thresholds=THRESHOLDS, day0_s=DAY0, n_days=0, period_end_s=end)
+    got = K.aggregate_series(ts, val, thresholds=THRESHOLDS, day0_s=DAY0, n_days=2, period_end_s=end)
+    assert got.days.measured_kwh.tolist() == [[1.0, 1.0]] and got.series_flags == 0
 
 
 @given(

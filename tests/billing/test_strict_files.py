@@ -9,7 +9,7 @@ import pytest
 
 from amr.errors import ConfigError
 from billing.rules import DEFAULT_RULES_FILE, read_vee_rules
-from billing.tariff_book import TARIFF_DIR, parse_tariff_file
+from billing.tariff_book import TARIFF_DIR, read_tariff_file
 
 RULES = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
 VAT = (TARIFF_DIR / "vat.toml").read_text(encoding="utf-8")
@@ -68,10 +68,12 @@ def test_vee_rules_are_not_coerced(tmp_path: Path, old: str, new: str, key: str,
         ),
     ],
 )
-def test_tariff_files_are_not_coerced(text: str, old: str, new: str, key: str, words: str) -> None:
+def test_tariff_files_are_not_coerced(tmp_path: Path, text: str, old: str, new: str, key: str, words: str) -> None:
     assert old in text
     changed = text.replace(old, new, 1)
+    path = tmp_path / "tariff.toml"
+    path.write_text(changed, encoding="utf-8")
     with pytest.raises(ConfigError) as err:
-        parse_tariff_file(changed, source="tariff.toml")
-    assert err.value.source == f"tariff.toml:{_line_of(changed, new)}", str(err.value)
+        read_tariff_file(path)
+    assert err.value.source == f"{path}:{_line_of(changed, new)}", str(err.value)
     assert err.value.key == key and words in str(err.value), str(err.value)

@@ -1,5 +1,6 @@
 """Plain-Python twin of the VEE kernels: the rules of billing/vee.py written out again with lists and dicts,
-without numba, to check the kernels against on random input."""
+without numba, to check the kernels against on random input, pass by pass: twin_validate (the validation kernel),
+twin_days (the daily aggregation kernel), twin_use_check (use_check_kernel); twin_series runs all three."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ LOCAL = 7 * 3600
 
 
 @dataclass
+class TwinValidation:
+    """Per read: flags, interval start, register delta (NaN: not valid); the series' interval and history."""
+
+    interval: int = 0
+    flags: list[int] = field(default_factory=list)
+    start: list[int] = field(default_factory=list)
+    delta: list[float] = field(default_factory=list)
+    hist: float = math.nan
+    first_valid: int = -1
+
+
+@dataclass
 class SeriesOut:
     flags: list[int] = field(default_factory=list)
     start: list[int] = field(default_factory=list)
@@ -30,6 +43,7 @@ class SeriesOut:
     series_flags: int = 0
     interval: int = 0
     hist: float = math.nan
+    last_valid: int = -1
 
 
 def _day(t_end: int, day0: int) -> int:
@@ -47,7 +61,16 @@ def twin_series(
     n_days: int,
     end_s: int,
 ) -> SeriesOut:
-    out = SeriesOut()
+    v = twin_validate(ts, values, quality, modulus=modulus, rules=rules, day0=day0)
+    out = twin_days(ts, v, rules=rules, day0=day0, n_days=n_days, end_s=end_s)
+    twin_use_check(out, rules=rules, n_days=n_days)
+    return out
+
+
+def twin_validate(
+    ts: list[int], values: list[float], quality: list[int], *, modulus: float, rules: VeeRules, day0: int
+) -> TwinValidation:
+    out = TwinValidation()
     r = rules
     inv_mask = sum(STATUS_BITS[b] for b in set(r.status.invalid_bits))
     rev_mask = sum(STATUS_BITS[b] for b in set(r.status.review_bits))
@@ -138,23 +161,37 @@ def twin_series(
         out.delta.append(d)
         last_rate = d / dt
         base = (t, v)
+    out.first_valid = first_valid
 
-    # pass 2: like-day profile, history
-    prof: dict[tuple[int, int], list[float]] = {}
+    # history: the valid reads up to the period start
     hist_kwh, hist_s = 0.0, 0
+    for i in range(n):
+        d = out.delta[i]
+        if not math.isnan(d) and ts[i] <= day0:
+            hist_kwh += d
+            hist_s += ts[i] - out.start[i]
+    out.hist = hist_kwh / hist_s * DAY if hist_s > 0 else math.nan
+    return out
+
+
+def twin_days(ts: list[int], v: TwinValidation, *, rules: VeeRules, day0: int, n_days: int, end_s: int) -> SeriesOut:
+    """Daily aggregation of one validated series (v is not changed)."""
+    r = rules
+    interval = v.interval
+    n = len(ts)
+    out = SeriesOut(flags=list(v.flags), start=list(v.start), delta=list(v.delta), interval=interval, hist=v.hist)
+    first_valid = v.first_valid
+
+    # like-day profile from the valid single intervals
+    prof: dict[tuple[int, int], list[float]] = {}
     for i in range(n):
         d = out.delta[i]
         if math.isnan(d):
             continue
-        span = ts[i] - out.start[i]
-        if span == interval:
+        if ts[i] - out.start[i] == interval:
             loc = out.start[i] + LOCAL
             key = ((loc // DAY + 3) % 7, (loc % DAY) // interval if interval < DAY else 0)
             prof.setdefault(key, []).append(d)
-        if ts[i] <= day0:
-            hist_kwh += d
-            hist_s += span
-    out.hist = hist_kwh / hist_s * DAY if hist_s > 0 else math.nan
 
     def like_day(st: int, length: int) -> float | None:
         loc = st + LOCAL
@@ -201,7 +238,7 @@ def twin_series(
             add_est(en, energy, method)
         return True
 
-    # pass 3: days
+    # days
     last_rate = -1.0
     last_valid = -1
     for i in range(n):
@@ -251,8 +288,13 @@ def twin_series(
     ):
         out.series_flags |= F.GAP_TOO_LONG
         flag_days(last_valid, end_s, F.GAP_TOO_LONG)
+    out.last_valid = last_valid
+    return out
 
-    # daily use against the series' own history (total register)
+
+def twin_use_check(out: SeriesOut, *, rules: VeeRules, n_days: int) -> None:
+    """Daily use against the series' own history (total register), into out.day_flags."""
+    r = rules
     h = out.hist
     if not math.isnan(h) and h >= r.history.active_min_kwh_per_day:
         zero_run = 0
@@ -271,7 +313,6 @@ def twin_series(
                     out.day_flags[di] = out.day_flags.get(di, 0) | F.ZERO_USE
             else:
                 zero_run = 0
-    return out
 
 
 def twin_tou_sum(
