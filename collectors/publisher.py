@@ -1,10 +1,9 @@
 """Publishing the spool to the broker with QoS 1 until ingest confirms each message, a bounded window of
 unacknowledged messages, and a status topic with a last will.
 
-paho-mqtt runs its network loop in its own thread; every callback is handed to the collector's event loop
-(`call_soon_threadsafe`), which owns the spool. The pump hands committed spool rows to paho in id order while
-fewer than `window` are unacknowledged (paho numbers QoS 1 messages with 16-bit ids and silently overwrites
-beyond 65,535 outstanding, so the window stays far below).
+The MQTT client is amr.broker.client's: its network thread runs the callbacks, each handed to the collector's
+event loop (`call_soon_threadsafe`), which owns the spool. The pump hands committed spool rows to paho in id
+order while fewer than `window` are unacknowledged (the client's bounded window).
 
 Delivery (docs/delivery.md): each message carries the MQTT 5 properties ResponseTopic = ``confirm_topic(<client
 id>)`` and CorrelationData = its spool id in ASCII digits (amr.broker.confirm.publish_properties). The client
@@ -29,20 +28,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
+from amr.broker.client import Connack, MqttClient, PublishRefused, Will
 from amr.broker.confirm import (
     CONFIRM_TIMEOUT_S,
     MAX_CONFIRM_TIMEOUT_S,
     ResendSchedule,
-    max_packet_of,
     parse_confirmation,
     publish_packet_bytes,
     publish_properties,
 )
 from amr.broker.mosquitto import BrokerEndpoint
-from amr.broker.probe import new_client
 from amr.broker.topics import confirm_topic
 from amr.errors import PayloadError
 from collectors.batcher import Batcher
@@ -55,6 +51,8 @@ SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps DCU uplinks for a collector
 RECONNECT_MIN_S = 1  # paho takes whole seconds
 RECONNECT_MAX_S = 5
 READ_CHUNK = 500  # spool rows read per query
+
+Sent = tuple[int, int]  # (spool id, attempt: 0 for the first send)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,8 +95,7 @@ class MqttPublisher:
         self.on_connected = on_connected
         self.schedule = ResendSchedule(first_s=confirm_timeout_s, max_s=max_confirm_timeout_s)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (spool id, attempt: 0 for the first send)
-        self._acked: list[tuple[int, int]] = []  # (spool id, attempt) acknowledged, to schedule
+        self._acked: list[Sent] = []  # (spool id, attempt) acknowledged, to schedule
         self._confirmed: list[int] = []  # spool ids confirmed, to delete
         self._cursor = 0  # highest spool id handed to paho since the last (re)connect
         self._wake = asyncio.Event()
@@ -111,25 +108,30 @@ class MqttPublisher:
         self.confirmations = 0  # confirmation messages received
         self.bad_confirmations = 0  # confirmation messages that could not be read
         self.connects = 0
-        persistent = bool(self.subscriptions)
-        self.client = new_client(client_id)
-        self.client.username_pw_set(endpoint.username, endpoint.password)
-        self.client.max_inflight_messages_set(window)
-        self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
-        self.client.will_set(status_topic, will_payload, qos=1, retain=True)
-        if persistent:
-            self.client.manual_ack_set(True)
-        self._persistent = persistent
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
+        # With DCU uplinks to take, the session persists (the broker queues them while the collector is away)
+        # and each uplink is acknowledged only once it is in the spool.
+        self._persistent = bool(self.subscriptions)
+        self.mqtt: MqttClient[Sent] = MqttClient(
+            endpoint,
+            client_id=client_id,
+            window=window,
+            max_inflight=window,
+            keepalive_s=KEEPALIVE_S,
+            will=Will(status_topic, will_payload),
+            session_expiry_s=SESSION_EXPIRY_S if self._persistent else None,
+            manual_ack=self._persistent,
+            reconnect_delay_s=(RECONNECT_MIN_S, RECONNECT_MAX_S),
+            subscriptions=[self.confirm_topic, *self.subscriptions],
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            on_ack=self._on_publish,
+            on_message=self._on_message,
+        )
+        self.client = self.mqtt.client  # paho's own: tools may watch its raw callbacks (benchmarks/bench_soak.py)
 
     @property
     def inflight(self) -> int:
-        return len(self._inflight)
+        return self.mqtt.outstanding
 
     @property
     def confirmed(self) -> int:
@@ -143,29 +145,20 @@ class MqttPublisher:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(fn, *args)
 
-    def _on_connect(
-        self, client: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, props: Properties | None
-    ) -> None:
-        if reason.is_failure:
-            log.warning("broker refused the connection: %s", reason)
+    def _on_connect(self, connack: Connack) -> None:
+        if not connack.ok:
+            log.warning("broker refused the connection: %s", connack.reason)
             return
-        client.subscribe(self.confirm_topic, qos=1)
-        for topic in self.subscriptions:
-            client.subscribe(topic, qos=1)
-        self._call(self._connected, True, max_packet_of(props))
+        self._call(self._connected, True, connack.max_packet_bytes)
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
+    def _on_disconnect(self, _reason: mqtt.ReasonCode) -> None:
         self._call(self._connected, False, 0)
 
-    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, reasons: list[mqtt.ReasonCode], _p: object) -> None:
-        for reason in reasons:
-            if reason.is_failure:
-                log.error("broker refused a subscription (%s): confirmations or uplinks cannot arrive", reason)
+    def _on_publish(self, sent: Sent, reason: mqtt.ReasonCode) -> None:
+        # Also from the event loop itself when the PUBACK came before publish() returned: then it waits its turn.
+        self._call(self._on_ack, sent, reason.is_failure, str(reason))
 
-    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, reason: mqtt.ReasonCode, _p: object) -> None:
-        self._call(self._on_ack, mid, reason.is_failure, str(reason))
-
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         message = IncomingMessage(topic=msg.topic, payload=bytes(msg.payload), mid=msg.mid, qos=msg.qos)
         self._call(self._on_confirmation if msg.topic == self.confirm_topic else self._deliver, message)
 
@@ -184,10 +177,7 @@ class MqttPublisher:
                 self.on_connected()
         self._wake.set()
 
-    def _on_ack(self, mid: int, failed: bool, reason: str) -> None:
-        sent = self._inflight.pop(mid, None)
-        if sent is None:
-            return  # a status message: not spooled
+    def _on_ack(self, sent: Sent, failed: bool, reason: str) -> None:
         if failed:
             self.rejected += 1
             log.error("broker rejected spooled message %d: %s (kept, sent again later)", sent[0], reason)
@@ -217,7 +207,7 @@ class MqttPublisher:
         """Acknowledge a received QoS 1 message (after what it carried is durable in the spool)."""
         if self._persistent and message.qos > 0:
             with contextlib.suppress(Exception):
-                self.client.ack(message.mid, message.qos)
+                self.mqtt.ack(message.mid, message.qos)
 
     def wake(self) -> None:
         self._wake.set()
@@ -237,17 +227,7 @@ class MqttPublisher:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        props = Properties(PacketTypes.CONNECT)
-        if self._persistent:
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-        self.client.connect_async(
-            self.endpoint.host,
-            self.endpoint.port,
-            keepalive=KEEPALIVE_S,
-            clean_start=not self._persistent,
-            properties=props,
-        )
-        self.client.loop_start()
+        self.mqtt.start()
 
     def _send(self, record: SpoolRecord, attempt: int) -> bool:
         """Hand one row to paho; False when it had to be split first (its parts follow as new rows)."""
@@ -261,15 +241,20 @@ class MqttPublisher:
             )
             self.batcher.reseal(record)
             return False
-        info = self.client.publish(record.topic, record.payload, qos=1, properties=props)
-        self._inflight[info.mid] = (record.id, attempt)
+        try:
+            info = self.mqtt.publish(record.topic, record.payload, qos=1, properties=props, token=(record.id, attempt))
+        except PublishRefused as exc:
+            log.error("spooled message %d: %s (sent again after the next reconnect)", record.id, exc)
+            return False
+        if info is None:  # the pump alone sends windowed messages, only into the room it measured
+            raise RuntimeError("the MQTT window was full although the pump measured room in it")
         self.sent += 1
         self.resent_unconfirmed += attempt > 0
         return True
 
     def _send_due(self, room: int) -> int:
         """Re-send rows whose confirmation timed out; returns the room left."""
-        in_paho = {spool_id for spool_id, _ in self._inflight.values()}
+        in_paho = {spool_id for spool_id, _ in self.mqtt.pending_tokens()}
         while room > 0:
             due = self.schedule.due(room)
             if not due:
@@ -282,7 +267,7 @@ class MqttPublisher:
 
     def _send_new(self, room: int) -> None:
         """Send rows after the cursor, oldest first (all of them after a reconnect)."""
-        in_paho = {spool_id for spool_id, _ in self._inflight.values()}
+        in_paho = {spool_id for spool_id, _ in self.mqtt.pending_tokens()}
         limit = self.batcher.committed_id
         while room > 0 and self._cursor < limit:
             records = [r for r in self.spool.read_after(self._cursor, min(room, READ_CHUNK)) if r.id <= limit]
@@ -302,13 +287,13 @@ class MqttPublisher:
             self.settle()
             if not self.connected:
                 continue
-            room = self._send_due(self.window - len(self._inflight))
+            room = self._send_due(self.mqtt.room)
             self._send_new(room)
 
     def publish_status(self, payload: bytes) -> None:
         """A retained status message (not spooled: only the latest one matters)."""
         if self.connected:
-            self.client.publish(self.status_topic, payload, qos=1, retain=True)
+            self.mqtt.publish(self.status_topic, payload, qos=1, retain=True, control=True)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until ingest confirmed everything in the spool (a clean shutdown); True when it did. What is not
@@ -326,9 +311,9 @@ class MqttPublisher:
 
     def stop(self, offline_payload: bytes | None) -> None:
         if offline_payload is not None and self.connected:
-            info = self.client.publish(self.status_topic, offline_payload, qos=1, retain=True)
+            info = self.mqtt.publish(self.status_topic, offline_payload, qos=1, retain=True, control=True)
             with contextlib.suppress(Exception):
+                assert info is not None  # a control message does not wait for the window
                 info.wait_for_publish(timeout=2.0)
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.mqtt.close()
         self.settle()

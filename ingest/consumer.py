@@ -13,7 +13,8 @@ Redelivery: a message the broker sends again after a reconnect carries the DUP f
 counts such deliveries in its poison ledger (ingest.worker).
 
 Commit confirmations (docs/delivery.md): a message's MQTT 5 ResponseTopic and CorrelationData ride along in
-``Incoming``; ``confirm`` publishes the worker's confirmations, QoS 1, with a bounded number outstanding.
+``Incoming``; ``confirm`` publishes the worker's confirmations, QoS 1, with a bounded number outstanding (the
+window of amr.broker.client, which also maps each PUBACK to its message).
 
 Acks and reconnects: after a reconnect the broker resends unacknowledged messages with their packet ids, and may
 reuse an id once it is acknowledged. So each message carries the connection generation it arrived on, and only
@@ -28,15 +29,13 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from amr.broker import topics
+from amr.broker.client import Connack, MqttClient, PublishRefused
 from amr.broker.confirm import message_id_of
-from amr.broker.probe import new_client
+from amr.broker.mosquitto import BrokerEndpoint
 from ingest.limits import (
     CONFIRM_MAX_OUTSTANDING,
     KEEPALIVE_S,
@@ -53,6 +52,7 @@ TOPIC_FILTERS = (
     f"{topics.DCU}/+/uplink",
     f"{topics.STATUS}/#",
 )
+RECONNECT_DELAY_S = (1, 10)  # paho's back-off (whole seconds) while the broker is away
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,35 +87,38 @@ class Consumer:
         self.queue: queue.Queue[Incoming] = queue.Queue(maxsize=max(queue_max, receive_maximum))
         self.receive_maximum = receive_maximum
         self.connected = threading.Event()
-        self.subscribed = threading.Event()  # set on the first SUBACK (tests and tools wait on it)
         self.generation = 0
         self.connects = 0
-        self.confirms_outstanding = 0
         self.confirms_skipped = 0
-        self._confirm_mids: set[int] = set()
-        self._early_acks: set[int] = set()
         self._lock = threading.Lock()
-        self.client = new_client(client_id)
-        self.client.username_pw_set(username, password)
-        self.client.manual_ack_set(True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *_args: self.subscribed.set()
-        self.client.on_publish = self._on_publish
+        # Confirmations are the only messages a worker publishes: the window bounds them.
+        self.mqtt: MqttClient[None] = MqttClient(
+            BrokerEndpoint(host=host, port=port, username=username, password=password),
+            client_id=client_id,
+            window=CONFIRM_MAX_OUTSTANDING,
+            keepalive_s=KEEPALIVE_S,
+            session_expiry_s=SESSION_EXPIRY_S,
+            receive_maximum=receive_maximum,
+            manual_ack=True,
+            reconnect_delay_s=RECONNECT_DELAY_S,
+            subscriptions=self.filters,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            on_message=self._on_message,
+        )
+        self.subscribed = self.mqtt.subscribed  # set on the first SUBACK (tests and tools wait on it)
+
+    @property
+    def confirms_outstanding(self) -> int:
+        """Confirmations waiting for the broker's PUBACK."""
+        return self.mqtt.outstanding
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        props.ReceiveMaximum = self.receive_maximum
-        # connect_async + loop_start: a broker that is not up yet is retried by paho's own reconnect loop.
-        self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S, clean_start=False, properties=props)
-        self.client.loop_start()
+        # In the background: a broker that is not up yet is retried by paho's own reconnect loop.
+        self.mqtt.start()
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.mqtt.close()
 
     def ack(self, mid: int, qos: int, generation: int) -> bool:
         """Acknowledge one message; False when it arrived on an earlier connection (its redelivery acks)."""
@@ -124,7 +127,7 @@ class Consumer:
         with self._lock:
             if generation != self.generation or not self.connected.is_set():
                 return False
-        self.client.ack(mid, qos)
+        self.mqtt.ack(mid, qos)
         return True
 
     def ack_many(self, items: list[Incoming]) -> int:
@@ -135,7 +138,7 @@ class Consumer:
                 return 0
             generation = self.generation
         acked = 0
-        ack = self.client.ack
+        ack = self.mqtt.ack
         for item in items:
             if item.qos and item.generation == generation:
                 ack(item.mid, item.qos)
@@ -144,52 +147,32 @@ class Consumer:
 
     def confirm(self, topic: str, payload: bytes) -> bool:
         """Publish one commit confirmation (QoS 1); False when too many are still waiting for the broker."""
-        with self._lock:
-            if self.confirms_outstanding >= CONFIRM_MAX_OUTSTANDING:
-                self.confirms_skipped += 1
-                return False
-            self.confirms_outstanding += 1
-        # Not under self._lock: paho calls on_publish holding its own message mutex, which publish() takes too.
-        info = self.client.publish(topic, payload, qos=1)
-        with self._lock:
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                self.confirms_outstanding -= 1
-                self.confirms_skipped += 1
-                return False
-            if info.mid in self._early_acks:  # the PUBACK came before publish() returned
-                self._early_acks.discard(info.mid)
-                self.confirms_outstanding -= 1
-            else:
-                self._confirm_mids.add(info.mid)
-        return True
+        try:
+            sent = self.mqtt.publish(topic, payload, qos=1) is not None
+        except PublishRefused as exc:
+            log.warning("%s: %s", self.client_id, exc)
+            sent = False
+        if not sent:
+            self.confirms_skipped += 1
+        return sent
 
-    # -- paho callbacks (network thread) -------------------------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            log.warning("broker refused %s: %s", self.client_id, reason)
+    # -- callbacks (paho's network thread) -----------------------------------------------------------------
+    def _on_connect(self, connack: Connack) -> None:
+        if not connack.ok:
+            log.warning("broker refused %s: %s", self.client_id, connack.reason)
             return
         with self._lock:
             self.generation += 1
             self.connects += 1
-        # Re-subscribing with a session present is harmless and covers a session the broker has expired.
-        client.subscribe([(f, 1) for f in self.filters])
         self.connected.set()
-        log.info("%s connected (session present: %s)", self.client_id, flags.session_present)
+        log.info("%s connected (session present: %s)", self.client_id, connack.session_present)
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_disconnect(self, reason: mqtt.ReasonCode) -> None:
         with self._lock:
             self.connected.clear()
         log.warning("%s disconnected: %s", self.client_id, reason)
 
-    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _reason: Any, _p: Any) -> None:
-        with self._lock:
-            if mid in self._confirm_mids:
-                self._confirm_mids.discard(mid)
-                self.confirms_outstanding -= 1
-            else:
-                self._early_acks.add(mid)
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
         response = getattr(props, "ResponseTopic", None)
         item = Incoming(

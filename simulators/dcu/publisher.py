@@ -1,16 +1,14 @@
-"""MQTT uplink of a DCU: sends the outbox with QoS 1 and a bounded window of unacknowledged messages, and
-forgets a message only when ingest confirms it (docs/delivery.md).
+"""MQTT uplink of a DCU: sends the outbox with QoS 1, at most ``window`` messages unacknowledged (the bounded
+window of amr.broker.client), and forgets a message only when ingest confirms it (docs/delivery.md).
 
-paho numbers QoS 1 messages with 16-bit ids and silently overwrites earlier ones beyond 65,535 outstanding
-messages, so at most ``window`` messages are in flight; the next ones wait in the outbox until PUBACKs arrive.
 The MQTT client id is the DCU id (the broker's ACL lets a client write only under its own client id and read
 only its own confirmation topic). Each uplink carries ResponseTopic = ``confirm_topic(<dcu id>)`` and
 CorrelationData = its ``seq`` in ASCII digits; the client subscribes to that topic and an uplink leaves the
 outbox when its seq is confirmed. With ``confirm=False`` (a concentrator whose head end does not speak the
 protocol) the properties are not sent and a message leaves on its PUBACK, as before.
 
-Each connection uses a fresh paho client. After every (re)connect everything in the outbox is sent again,
-oldest first (the broker may have lost what it acknowledged); a message acknowledged but still unconfirmed
+Each connection uses a fresh client. After every (re)connect everything in the outbox is sent again, oldest
+first (the broker may have lost what it acknowledged); a message acknowledged but still unconfirmed
 ``confirm_timeout_s`` later is sent again, the timeout doubling up to ``max_confirm_timeout_s``. The broker's
 maximum packet size (its CONNACK) is passed to ``on_max_packet`` so that the DCU seals messages that fit; a
 stored message that does not fit is refused (amr.broker.confirm.PacketTooLarge), never sent to make the broker
@@ -26,20 +24,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
 
+from amr.broker.client import MAX_WINDOW, BrokerRefused, MqttClient, PublishRefused, Will
 from amr.broker.confirm import (
     CONFIRM_TIMEOUT_S,
     MAX_CONFIRM_TIMEOUT_S,
     PacketTooLarge,
     ResendSchedule,
-    max_packet_of,
     parse_confirmation,
     publish_packet_bytes,
     publish_properties,
 )
 from amr.broker.mosquitto import BrokerEndpoint
-from amr.broker.probe import new_client
 from amr.broker.topics import confirm_topic, status_topic
 from amr.errors import PayloadError
 from amr.messages import ClientStatus, encode
@@ -47,14 +43,15 @@ from simulators.dcu.outbox import Outbox, OutboxRow
 
 LOG = logging.getLogger(__name__)
 
-# Outstanding QoS 1 messages: far below paho's 65,535 ids, enough to keep a LAN broker busy.
-DEFAULT_WINDOW = 100
+DEFAULT_WINDOW = 100  # outstanding QoS 1 messages: enough to keep a LAN broker busy
 KEEPALIVE_S = 10
 CONNECT_TIMEOUT_S = 5.0
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
 POLL_S = 0.05
 START = (-1, -1)  # an outbox cursor before every row
+
+Sent = tuple[int, int]  # (outbox row id, attempt: 0 for the first send)
 
 
 class UplinkPublisher:
@@ -71,8 +68,8 @@ class UplinkPublisher:
         max_confirm_timeout_s: float = MAX_CONFIRM_TIMEOUT_S,
         on_max_packet: Callable[[int], None] | None = None,
     ) -> None:
-        if not 1 <= window <= 65_535:
-            raise ValueError(f"window must be in 1..65535, got {window}")
+        if not 1 <= window <= MAX_WINDOW:
+            raise ValueError(f"window must be in 1..{MAX_WINDOW}, got {window}")
         self.endpoint = endpoint
         self.dcu_id = dcu_id
         self.topic = topic
@@ -95,9 +92,7 @@ class UplinkPublisher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (outbox row id, attempt)
-        self._early: dict[int, bool] = {}  # PUBACKs that arrived before publish() returned the mid
-        self._ignore: set[int] = set()  # mids of status messages, not outbox items
+        self._mqtt: MqttClient[Sent] | None = None  # the current connection's client
         self._acked: list[tuple[int, int, bool]] = []  # (row id, attempt, ok) acknowledged, to settle
         self._confirmed: list[int] = []  # seqs confirmed, to forget
         self._cursor = START  # the last row handed to paho in this connection
@@ -105,8 +100,8 @@ class UplinkPublisher:
 
     @property
     def inflight(self) -> int:
-        with self._lock:
-            return len(self._inflight)
+        client = self._mqtt
+        return client.outstanding if client is not None else 0
 
     def start(self) -> None:
         self._thread.start()
@@ -123,8 +118,9 @@ class UplinkPublisher:
 
     def delivered(self) -> bool:
         """Every stored message was sent and acknowledged by the broker in this connection."""
+        inflight = self.inflight  # first: a message leaves it only after its PUBACK is in self._acked
         with self._lock:
-            cursor, waiting = self._cursor, bool(self._inflight or self._acked)
+            cursor, waiting = self._cursor, bool(inflight or self._acked)
         return self.connected and not waiting and self.outbox.count_after(cursor) == 0
 
     def _status(self, state: str) -> bytes:
@@ -142,82 +138,66 @@ class UplinkPublisher:
                 self._stop.wait(pause)
                 pause = min(pause * 2, RECONNECT_MAX_S)
 
+    def _on_ack(self, sent: Sent, reason: mqtt.ReasonCode) -> None:
+        ok = not reason.is_failure
+        with self._wake:
+            self._count(ok, sent[0], reason)
+            self._acked.append((*sent, ok))
+            self._wake.notify_all()
+
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != confirm_topic(self.dcu_id):
+            return
+        try:
+            seqs = parse_confirmation(bytes(msg.payload))
+        except PayloadError as exc:
+            LOG.warning("DCU %s: ignoring a confirmation: %s", self.dcu_id, exc.reason)
+            return
+        with self._wake:
+            self.confirmations += 1
+            self._confirmed += seqs
+            self._wake.notify_all()
+
     def _session(self) -> bool:
         """One connection: publish until it drops, we go offline or stop. True if it connected."""
-        client = new_client(self.dcu_id)
-        client.username_pw_set(self.endpoint.username, self.endpoint.password)
-        client.will_set(status_topic(self.dcu_id), self._status("offline"), qos=1, retain=True)
-        connected = threading.Event()
         lost = threading.Event()
-        refused: list[str] = []
-        limits: list[int] = []
-        my_confirm_topic = confirm_topic(self.dcu_id)
 
-        def on_connect(
-            c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, props: Properties | None
-        ) -> None:
-            if reason.is_failure:
-                refused.append(str(reason))
-            else:
-                limits.append(max_packet_of(props))
-                if self.confirm:
-                    c.subscribe(my_confirm_topic, qos=1)
-            connected.set()
-
-        def on_disconnect(_c: mqtt.Client, _u: object, _f: object, _reason: object, _p: object) -> None:
+        def on_disconnect(_reason: mqtt.ReasonCode) -> None:
             lost.set()
-            connected.set()
             with self._wake:
                 self._wake.notify_all()
 
-        def on_publish(_c: mqtt.Client, _u: object, mid: int, reason: mqtt.ReasonCode, _p: object) -> None:
-            with self._wake:
-                ok = not reason.is_failure
-                if mid in self._ignore:
-                    self._ignore.discard(mid)
-                elif (sent := self._inflight.pop(mid, None)) is None:
-                    self._early[mid] = ok
-                else:
-                    self._count(ok, mid, reason)
-                    self._acked.append((*sent, ok))
-                self._wake.notify_all()
-
-        def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-            if msg.topic != my_confirm_topic:
-                return
-            try:
-                seqs = parse_confirmation(bytes(msg.payload))
-            except PayloadError as exc:
-                LOG.warning("DCU %s: ignoring a confirmation: %s", self.dcu_id, exc.reason)
-                return
-            with self._wake:
-                self.confirmations += 1
-                self._confirmed += seqs
-                self._wake.notify_all()
-
-        client.on_connect = on_connect
-        client.on_disconnect = on_disconnect
-        client.on_publish = on_publish
-        client.on_message = on_message
-        client.max_inflight_messages_set(self.window)
+        client: MqttClient[Sent] = MqttClient(
+            self.endpoint,
+            client_id=self.dcu_id,
+            window=self.window,
+            max_inflight=self.window,
+            keepalive_s=KEEPALIVE_S,
+            will=Will(status_topic(self.dcu_id), self._status("offline")),
+            subscriptions=[confirm_topic(self.dcu_id)] if self.confirm else [],
+            on_disconnect=on_disconnect,
+            on_ack=self._on_ack,
+            on_message=self._on_message,
+        )
         try:
-            client.connect(self.endpoint.host, self.endpoint.port, keepalive=KEEPALIVE_S)
+            connack = client.connect(CONNECT_TIMEOUT_S)
         except OSError as exc:
             LOG.debug("DCU %s: broker unreachable: %s", self.dcu_id, exc)
             return False
-        client.loop_start()
+        except BrokerRefused as exc:
+            LOG.warning("DCU %s: broker refused or did not answer: %s", self.dcu_id, exc.reason)
+            return False
         try:
-            if not connected.wait(CONNECT_TIMEOUT_S) or refused or lost.is_set():
-                LOG.warning("DCU %s: broker refused or did not answer: %s", self.dcu_id, refused)
+            if lost.is_set():
+                LOG.warning("DCU %s: the broker dropped the connection at once", self.dcu_id)
                 return False
             self.connections += 1
-            self.max_packet_bytes = limits[0]
+            self.max_packet_bytes = connack.max_packet_bytes
             if self.on_max_packet is not None:
-                self.on_max_packet(limits[0])
-            status = client.publish(status_topic(self.dcu_id), self._status("online"), qos=0, retain=True)
+                self.on_max_packet(connack.max_packet_bytes)
+            client.publish(status_topic(self.dcu_id), self._status("online"), qos=0, retain=True)
             with self._lock:
-                if self._early.pop(status.mid, None) is None:
-                    self._ignore.add(status.mid)
+                self._mqtt = client
                 # Everything stored goes out again, oldest first: the broker may have lost what it acknowledged.
                 self._cursor = START
                 self.schedule.clear()
@@ -226,21 +206,20 @@ class UplinkPublisher:
             return True
         finally:
             self.connected = False
-            if not lost.is_set():
-                client.disconnect()
-            client.loop_stop()
+            if lost.is_set():
+                client.client.loop_stop()
+            else:
+                client.close()
             self._settle()
             with self._lock:
-                self._inflight.clear()
-                self._early.clear()
-                self._ignore.clear()
+                self._mqtt = None
 
-    def _count(self, ok: bool, mid: int, reason: object) -> None:
+    def _count(self, ok: bool, row_id: int, reason: object) -> None:
         if ok:
             self.acked_count += 1
         else:
             self.rejected_count += 1
-            LOG.error("DCU %s: broker rejected message mid %d: %s (kept, sent again later)", self.dcu_id, mid, reason)
+            LOG.error("DCU %s: broker rejected outbox row %d: %s (kept, sent again later)", self.dcu_id, row_id, reason)
 
     def _settle(self) -> None:
         """Forget confirmed messages (or, without confirmations, acknowledged ones); schedule the others."""
@@ -259,7 +238,7 @@ class UplinkPublisher:
             for attempt, ids in sorted(by_attempt.items()):
                 self.schedule.add(ids, attempt)
 
-    def _send(self, client: mqtt.Client, row: OutboxRow, attempt: int) -> bool:
+    def _send(self, client: MqttClient[Sent], row: OutboxRow, attempt: int) -> bool:
         props = publish_properties(self.dcu_id, row.seq) if self.confirm else None
         size = publish_packet_bytes(self.topic, len(row.payload), props)
         if self.max_packet_bytes is not None and size > self.max_packet_bytes:
@@ -268,26 +247,23 @@ class UplinkPublisher:
             self.outbox.refuse(row.seq, row.payload, str(error), row_id=row.id)
             self.refused_count += 1
             return False
-        info = client.publish(self.topic, row.payload, qos=1, properties=props)
+        try:
+            # This thread alone publishes and sends only into the room it measured: the window has room.
+            client.publish(self.topic, row.payload, qos=1, properties=props, token=(row.id, attempt))
+        except PublishRefused as exc:
+            LOG.warning("DCU %s: %s (sent again after the next reconnect)", self.dcu_id, exc)
+            return False
         with self._lock:
-            if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
-                LOG.warning("DCU %s: publish failed rc=%s", self.dcu_id, info.rc)
-            early = self._early.pop(info.mid, None)
-            if early is None:
-                self._inflight[info.mid] = (row.id, attempt)
-            else:
-                self._count(early, info.mid, "early")
-                self._acked.append((row.id, attempt, early))
             self.sent_count += 1
             self.resent_unconfirmed += attempt > 0
         return True
 
-    def _pump(self, client: mqtt.Client, lost: threading.Event) -> None:
+    def _pump(self, client: MqttClient[Sent], lost: threading.Event) -> None:
         while not (self._stop.is_set() or lost.is_set() or self.offline.is_set()):
             self._settle()
+            room = client.room
+            in_paho = {row_id for row_id, _ in client.pending_tokens()}
             with self._lock:
-                room = self.window - len(self._inflight)
-                in_paho = {row_id for row_id, _ in self._inflight.values()}
                 due = self.schedule.due(room) if room > 0 else []
             attempts = dict(due)
             for row in self.outbox.get(list(attempts)):
@@ -308,5 +284,5 @@ class UplinkPublisher:
                     self._wake.wait(POLL_S)
         # Give outstanding PUBACKs and confirmations a moment on a clean stop so they are not replayed needlessly.
         deadline = time.monotonic() + 1.0
-        while self._stop.is_set() and not lost.is_set() and self.inflight and time.monotonic() < deadline:
+        while self._stop.is_set() and not lost.is_set() and client.outstanding and time.monotonic() < deadline:
             time.sleep(0.01)
