@@ -6,12 +6,24 @@ named by ``AMR_CONFIG``), environment variables. A wrong value is refused at sta
 Environment variables: ``AMR_DATABASE_URL`` and ``AMR_MQTT_URL`` point at existing servers; ``AMR_STATE_DIR``,
 ``AMR_DB_PORT``, ``AMR_DB_DATA_DIR``, ``AMR_MQTT_PORT`` move the project-local ones; ``AMR_PG_BINDIR`` names
 PostgreSQL's bin directory when ``pg_config --bindir`` does not.
+
+The state directory (credentials, the local cluster and broker, spools, exports), unless ``AMR_STATE_DIR`` or
+``state_dir`` in the file names one:
+
+- in a checkout (this project's ``pyproject.toml`` beside the ``amr`` package): ``<checkout>/.amr``;
+- installed (a wheel in a virtual environment or the system): ``$XDG_STATE_HOME/amr``, by default
+  ``~/.local/state/amr`` (the XDG base directory for state that persists across restarts);
+- installed and running as root with ``XDG_STATE_HOME`` unset and no ``~/.local/state/amr`` yet:
+  ``/var/lib/amr``, the system-wide place for a service's state (systemd's ``StateDirectory=amr``). Root's home is
+  not where a system service keeps its data, and an existing ``~/.local/state/amr`` keeps being used so that
+  upgrading never silently starts on an empty state.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +32,43 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from amr.errors import ConfigError
 from amr.tomlfile import config_error, read_toml
 
+# The folder holding the `amr` package: the checkout's root when running from one, site-packages when installed
+# (see checkout_root()).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = "amr.toml"
+PROJECT_NAME = "amr-platform"  # [project] name in pyproject.toml: tells this project's checkout from any other
+CHECKOUT_STATE_DIR_NAME = ".amr"  # git-ignored
+STATE_DIR_NAME = "amr"  # under $XDG_STATE_HOME
+SYSTEM_STATE_DIR = Path("/var/lib/amr")  # FHS /var/lib: state of a system-wide service run as root
+
+
+def checkout_root(root: Path = PROJECT_ROOT) -> Path | None:
+    """``root`` when it is a checkout of this project (its pyproject.toml names amr-platform), else None."""
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8")).get("project")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None  # no pyproject.toml beside an installed package (or not a readable one): not a checkout
+    return root if isinstance(project, dict) and project.get("name") == PROJECT_NAME else None
+
+
+def default_state_dir(
+    environ: Mapping[str, str], *, checkout: Path | None, is_root: bool, home: Path | None = None
+) -> Path:
+    """The state directory when neither AMR_STATE_DIR nor the settings file names one (the module's docstring)."""
+    if checkout is not None:
+        return checkout / CHECKOUT_STATE_DIR_NAME
+    xdg = environ.get("XDG_STATE_HOME", "")
+    if xdg and Path(xdg).is_absolute():  # the XDG spec: a relative value is invalid and ignored
+        return Path(xdg) / STATE_DIR_NAME
+    home = home or (Path(environ["HOME"]) if environ.get("HOME") else Path.home())
+    user_state = home / ".local" / "state" / STATE_DIR_NAME
+    if is_root and not user_state.exists():
+        return SYSTEM_STATE_DIR
+    return user_state
+
+
+def _state_dir_here(environ: Mapping[str, str]) -> Path:
+    return default_state_dir(environ, checkout=checkout_root(), is_root=os.geteuid() == 0)
 
 
 class _Strict(BaseModel):
@@ -50,7 +97,11 @@ class MqttSettings(_Strict):
 
 
 class Settings(_Strict):
-    state_dir: Path = Field(default=PROJECT_ROOT / ".amr", strict=False, description="git-ignored runtime state")
+    state_dir: Path = Field(
+        default_factory=lambda: _state_dir_here(os.environ),
+        strict=False,
+        description="runtime state: <checkout>/.amr, $XDG_STATE_HOME/amr or /var/lib/amr (module docstring)",
+    )
     db: DatabaseSettings = DatabaseSettings()
     mqtt: MqttSettings = MqttSettings()
 
@@ -109,6 +160,8 @@ def read_settings(config_file: Path | None = None, environ: dict[str, str] | Non
                 raise ConfigError(str(exc), source=f"environment variable {var}", key=key) from exc
             _set_nested(raw, keys, value)
             sources[key] = f"environment variable {var}"
+    if "state_dir" not in raw:  # the default from the same environment as the rest (XDG_STATE_HOME, HOME)
+        raw["state_dir"] = _state_dir_here(env)
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:

@@ -9,10 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from amr.db.migrate import SQL_DIR, apply_migrations
+from amr.db.migrate import apply_migrations, migrations_dir
 from amr.db.server import DatabaseServer, Role
 from amr.errors import MigrationError
 from amr.obis import CHANNELS
+
+SQL_DIR = migrations_dir()
 
 
 def test_migrations_apply_twice_without_error(db: DatabaseServer) -> None:
