@@ -28,6 +28,8 @@ from rich.table import Table
 
 from simulators.modbus.process import SimulateProcess
 
+# `amr simulate` run by this interpreter, in a process of its own
+SIMULATE_COMMAND = (sys.executable, "-m", "app", "simulate")
 GATEWAYS = 16
 METERS = 10
 REGISTERS = 34
@@ -107,7 +109,7 @@ def run(quick: bool) -> dict[str, Any]:
         base.wait(timeout=10)
     for speed in (1, 1440):
         cfg = f"[simulate]\nspeed = {speed}\nmeters_per_gateway = {METERS}\n[simulate.gateways]\ntcp = {GATEWAYS}\n"
-        with SimulateProcess(cfg) as sim:
+        with SimulateProcess(cfg, command=SIMULATE_COMMAND) as sim:
             eps = [(r["host"], r["port"], r["units"]) for r in sim.listeners]
             results[f"simulator_speed_{speed}"] = _measure(sim.pid, eps, seconds)
     b = results["baseline_pymodbus_static"]["server_cpu_us_per_read"]

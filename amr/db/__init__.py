@@ -1,5 +1,4 @@
-"""Database access: the project-local cluster or the server named by ``AMR_DATABASE_URL``, its roles, migrations."""
+"""Database access: the project-local cluster or the server named by ``AMR_DATABASE_URL``, its roles, migrations.
 
-from amr.db.server import DatabaseServer, Role
-
-__all__ = ["DatabaseServer", "Role"]
+Import the modules (``amr.db.server``, ``amr.db.roles``, ...): this package imports nothing, so a light module
+such as ``amr.db.roles`` does not load psycopg."""

@@ -8,7 +8,6 @@ Roles: ``amr_owner`` (schema), ``amr_ingest``, ``amr_billing``, ``amr_reader``; 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import psycopg
@@ -18,15 +17,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from amr.credentials import Credentials, read_or_create_credentials
 from amr.db.cluster import LocalCluster, default_data_dir
 from amr.db.migrate import Migration, apply_migrations
+from amr.db.roles import Role
 from amr.errors import ServiceError
 from amr.settings import Settings
 
-
-class Role(StrEnum):
-    OWNER = "amr_owner"
-    INGEST = "amr_ingest"
-    BILLING = "amr_billing"
-    READER = "amr_reader"
+__all__ = ["DatabaseServer", "Role"]  # Role is defined in amr.db.roles; most callers import it from here
 
 
 @dataclass(kw_only=True)

@@ -5,13 +5,10 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-import psycopg
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from amr.db.server import Role
 from amr.errors import ConfigError, ServiceError
 from app.cli.context import console, database, settings
 
@@ -51,12 +48,11 @@ def _code_ranges(companies: dict[str, str]) -> str:
     return ", ".join(parts)
 
 
-def check_filters(conninfo: str, *, period: str, city: str | None, power_company: str | None) -> None:
-    """Refuse a period, city or power company the registry does not know, before any run is recorded (a wrong
-    filter is a typing mistake to fix, not an empty run); ConfigError names the option."""
-    from billing.cycles import parse_period
+def check_filters(conninfo: str, *, city: str | None, power_company: str | None) -> None:
+    """Refuse a city or power company the registry does not know, before any run is recorded (a wrong filter is a
+    typing mistake to fix, not an empty run); ConfigError names the option."""
+    import psycopg
 
-    parse_period(period)
     if city is None and power_company is None:
         return
     try:
@@ -92,9 +88,16 @@ def _execute(
     workers: int,
     dask_scheduler: str | None = None,
 ) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from amr.db.roles import Role
+    from billing.cycles import BillingPeriod
     from billing.run import run_period, summary_items
 
-    check_filters(database().conninfo(Role.BILLING), period=period, city=city, power_company=power_company)
+    billing_period = BillingPeriod.parse(period)  # the one parse: a wrong --period is refused before anything runs
+    conninfo = database().conninfo(Role.BILLING)
+    check_filters(conninfo, city=city, power_company=power_company)
+    period = billing_period.label
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
@@ -104,8 +107,8 @@ def _execute(
             progress.update(task, completed=done, total=total, description=f"{kind} {period}: {stage}")
 
         summary = run_period(
-            database(),
-            period=period,
+            conninfo,
+            period=billing_period,
             kind=kind,
             city=city,
             power_company=power_company,

@@ -5,10 +5,6 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from amr.broker.mosquitto import broker_endpoint
-from amr.broker.probe import fetch_connect_result, fetch_publish_result
-from amr.broker.topics import ACL
-from amr.credentials import read_or_create_credentials
 from amr.errors import ServiceError
 from app.cli.context import console, local_broker, settings
 
@@ -41,6 +37,11 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Whether the broker answers, refuses anonymous clients, and enforces the ACL."""
+    from amr.broker.mosquitto import broker_endpoint
+    from amr.broker.probe import fetch_connect_result, fetch_publish_result  # paho
+    from amr.broker.topics import ACL
+    from amr.credentials import read_or_create_credentials
+
     s = settings()
     creds = read_or_create_credentials(s.credentials_file)
     ep = broker_endpoint(s, creds, "collector")

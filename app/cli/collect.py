@@ -6,16 +6,16 @@ import logging
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.live import Live
 from rich.table import Table
 
-from amr.broker.mosquitto import BrokerEndpoint, broker_endpoint
-from amr.credentials import read_or_create_credentials
 from app.cli.context import console, settings
-from collectors.config import read_collector_config
-from collectors.runner import CollectorSnapshot, resolve_endpoint, run_collector
+
+if TYPE_CHECKING:
+    from amr.broker.mosquitto import BrokerEndpoint
+    from collectors.runner import CollectorSnapshot
 
 
 def _status_table(s: CollectorSnapshot) -> Table:
@@ -37,6 +37,9 @@ def _status_table(s: CollectorSnapshot) -> Table:
 
 def _project_broker() -> BrokerEndpoint:
     """The project's broker (AMR_MQTT_URL or the local one) as account `collector`."""
+    from amr.broker.mosquitto import broker_endpoint
+    from amr.credentials import read_or_create_credentials
+
     s = settings()
     return broker_endpoint(s, read_or_create_credentials(s.credentials_file), "collector")
 
@@ -46,6 +49,11 @@ def collect(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live status line (for services and logs)"),
 ) -> None:
     """Poll Modbus buses and DLMS meters, bridge DCU uplinks, and publish normalized readings (Ctrl-C stops)."""
+    from rich.live import Live
+
+    from collectors.config import read_collector_config
+    from collectors.runner import resolve_endpoint, run_collector
+
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = read_collector_config(config)
     endpoint = resolve_endpoint(cfg, _project_broker)

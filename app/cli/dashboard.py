@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 
-import psycopg
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from amr.db.server import Role
+from amr.db.roles import Role
 from amr.errors import ServiceError
 from app.cli.context import console, database, settings
 
@@ -46,6 +45,8 @@ def refresh(
     read_interval_min: int = typer.Option(30, min=1, help="the meters' read interval [min], for 'read last interval'"),
 ) -> None:
     """Refresh the dashboard aggregates (rollout, map sample, network, VEE summaries) in one transaction."""
+    import psycopg
+
     conninfo = database().conninfo(Role.OWNER)
     while True:
         try:

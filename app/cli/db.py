@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from amr.db.migrate import Migration
-from amr.db.server import Role
+from amr.db.roles import Role
 from app.cli.context import console, database
+
+if TYPE_CHECKING:
+    from amr.db.migrate import Migration
 
 app = typer.Typer(help="Database: start, stop, migrate and inspect PostgreSQL with TimescaleDB.", no_args_is_help=True)
 

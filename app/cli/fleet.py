@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import time
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from amr.db.server import Role
+from amr.db.roles import Role
 from amr.errors import AmrError
 from amr.rollout_figures import COMPLETION_DATE, PUBLISHED
 from app.cli.context import console, database
 from fleet.calibration import CALIBRATION_DATE, CITIES, DEFAULT_SEED, HORIZON, MAX_SCALE
-from fleet.counts import Coverage, FleetCounts, count_fleet, count_rollout
-from fleet.registry import build_fleet
-from fleet.store import fetch_active_run, fetch_coverage, write_fleet
+
+if TYPE_CHECKING:
+    from fleet.counts import Coverage, FleetCounts
 
 app = typer.Typer(
     help="Fleet generator: the meter registry of Hanoi (HN) and HCMC (HCM) per power company, calibrated on "
@@ -69,6 +69,12 @@ def generate(
     replace: bool = typer.Option(False, "--replace", help="replace the generated fleet already in the database"),
 ) -> None:
     """Generate the registry and write it into the meters table (one transaction, binary COPY)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fleet.counts import count_rollout
+    from fleet.registry import build_fleet
+    from fleet.store import fetch_active_run, write_fleet
+
     conninfo = database().conninfo(Role.OWNER)
     active = fetch_active_run(conninfo)
     if active and not replace:  # refuse before spending time on generation (write_fleet checks again)
@@ -106,6 +112,8 @@ def counts(
     by_company: bool = typer.Option(False, "--by-company", help="one row per power company"),
 ) -> None:
     """Coverage the generator gives for a scale and seed on a date, computed without a database."""
+    from fleet.counts import count_fleet
+
     result = count_fleet(as_of.date(), scale=scale, seed=seed)
     if not by_company:
         console.print(_coverage_table(f"fleet counts (scale {scale:g}, seed {seed})", _summary_rows([result])))
@@ -130,6 +138,8 @@ def status(
     as_of: datetime = typer.Option(None, formats=_DATE_FORMATS, help="date to count on (default: today)"),
 ) -> None:
     """Coverage per city in the database's meters table on a date."""
+    from fleet.store import fetch_coverage
+
     day = as_of.date() if as_of else date.today()
     coverage = fetch_coverage(database().conninfo(Role.READER), day)
     console.print(_coverage_table("meters table", [(c, day, coverage[c]) for c in CITIES if c in coverage]))

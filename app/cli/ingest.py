@@ -6,14 +6,10 @@ from pathlib import Path
 
 import typer
 
-from amr.broker.mosquitto import broker_endpoint
-from amr.credentials import read_or_create_credentials
-from amr.db.server import Role
+from amr.db.roles import Role
 from amr.errors import ConfigError
 from app.cli.context import console, database, settings
 from ingest import limits
-from ingest.supervisor import default_name, run, worker_configs
-from ingest.worker import WorkerConfig
 from ingest.writer import Strategy
 
 
@@ -28,6 +24,11 @@ def ingest(
     strategy: Strategy = typer.Option(Strategy.SAVEPOINT, help="write path (raw is NOT idempotent)"),
 ) -> None:
     """Run ingest workers until Ctrl-C: shared subscription, ack after commit, dead letters for bad payloads."""
+    from amr.broker.mosquitto import broker_endpoint
+    from amr.credentials import read_or_create_credentials
+    from ingest.supervisor import default_name, run, worker_configs
+    from ingest.worker import WorkerConfig
+
     s = settings()
     if strategy is Strategy.RAW:
         raise ConfigError("the raw write path is for benchmarks only: duplicates would fail whole batches",

@@ -13,16 +13,17 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from amr.errors import ConfigError
 from app.cli.context import console, settings
-from simulators.clock import SimClock
-from simulators.listener import Listener
-from simulators.orchestrate import SimulateConfig, Starter, read_simulate_config, start_fleet
+
+if TYPE_CHECKING:
+    from simulators.listener import Listener
+    from simulators.orchestrate import SimulateConfig, Starter
 
 
 def _units(units: list[int]) -> str:
@@ -76,6 +77,9 @@ def simulate(
     duration: Annotated[float | None, typer.Option(help="stop after this many real seconds")] = None,
 ) -> None:
     """Start meter simulators (Modbus TCP / RTU-over-TCP / RTU serial, and any registered protocol) until Ctrl-C."""
+    from simulators.clock import SimClock
+    from simulators.orchestrate import read_simulate_config, start_fleet
+
     overrides: dict[str, Any] = {
         "start": start, "speed": speed, "seed": seed, "host": host, "base_port": base_port,
         "meters_per_gateway": meters_per_gateway,

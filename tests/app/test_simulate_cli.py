@@ -10,12 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from pymodbus.client import ModbusTcpClient
 from pymodbus.framer import FramerType
-
-from amr.errors import ConfigError
-from simulators.orchestrate import read_simulate_config
 
 
 def test_amr_simulate_serves_listed_gateways_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -28,7 +24,7 @@ def test_amr_simulate_serves_listed_gateways_and_stops_on_sigterm(tmp_path: Path
         '[simulate.options.rtu-tcp]\nregister_map = "eastron_sdm630"\n'
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from app.cli import main; main()", "simulate", "--config", str(cfg),
+        [sys.executable, "-m", "app", "simulate", "--config", str(cfg),
          "--listing", str(listing)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -54,14 +50,3 @@ def test_amr_simulate_serves_listed_gateways_and_stops_on_sigterm(tmp_path: Path
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopped 2 simulator(s)" in out and "SIMHN0000000" in out
-
-
-def test_bad_simulate_config_names_file_and_key(tmp_path: Path) -> None:
-    cfg = tmp_path / "sim.toml"
-    cfg.write_text("[simulate]\nmeters_per_gateway = 300\n")
-    with pytest.raises(ConfigError) as err:
-        read_simulate_config(cfg, {})
-    assert str(cfg) in str(err.value) and "simulate.meters_per_gateway" in str(err.value)
-    cfg.write_text("[simulate.faults]\nmeltdown = 0.1\n")
-    with pytest.raises(ConfigError, match="unknown fault 'meltdown'"):
-        read_simulate_config(cfg, {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,9 +176,8 @@ def test_the_collector_takes_the_project_broker_from_its_caller(tmp_path: Path) 
 
 def test_cli_refuses_a_bad_config(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD.replace("unit_id = 2", "unit_id = 300"))
-    amr = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "amr"
     proc = subprocess.run(
-        [str(amr), "collect", "--config", str(path)],
+        [sys.executable, "-m", "app", "collect", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

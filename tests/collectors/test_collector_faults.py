@@ -114,7 +114,7 @@ def test_kill_9_mid_run_loses_nothing(broker: LocalMosquitto, tmp_path: Path) ->
     path = tmp_path / "collector.toml"
     path.write_text(text)
     recorder = Recorder(endpoint(broker, "ingest"), [readings_topic(cid)], confirm=True).start()
-    cmd = [str(Path(sys.executable).parent / "amr"), "collect", "--config", str(path), "--quiet"]
+    cmd = [sys.executable, "-m", "app", "collect", "--config", str(path), "--quiet"]
     env = env_without_pytest()
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     second = None

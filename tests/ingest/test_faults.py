@@ -34,7 +34,7 @@ from tests.ingest.helpers import (
 )
 from tests.services import endpoint, free_port, make_state_dir
 
-AMR = str(Path(sys.executable).parent / "amr")
+AMR = [sys.executable, "-m", "app"]  # the `amr` command, run by the test's interpreter
 
 
 @pytest.fixture()
@@ -61,7 +61,7 @@ def _ingest_cli(server: DatabaseServer, broker: LocalMosquitto, cwd: Path, *args
         "AMR_DB_DATA_DIR": str(s.db.data_dir), "AMR_MQTT_PORT": str(broker.port),
     }  # fmt: skip
     return subprocess.Popen(
-        [AMR, "ingest", "--no-live", "--status-dir", str(cwd / "status"), *args],
+        [*AMR, "ingest", "--no-live", "--status-dir", str(cwd / "status"), *args],
         cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=open(cwd / "ingest.log", "ab"),
     )  # fmt: skip
 

@@ -64,7 +64,7 @@ REDELIVERY_WAIT_S = 0.7
 # Tables a fuzz example writes; emptied before each example so its expectations are absolute.
 TABLES = ("readings", "meter_events", "dead_letters", "collector_status", "meter_comm_stats", "meter_last_seen")
 OPTIONAL_TABLES = ("ingest_poison",)  # the poison ledger, where the schema has it
-AMR = str(Path(sys.executable).parent / "amr")
+AMR = [sys.executable, "-m", "app"]  # the `amr` command, run by the test's interpreter
 # The recursion limit a worker process runs with (ingest does not change Python's default). Hypothesis raises the
 # interpreter-wide limit while a test runs, which let the in-process worker survive nesting that kills `amr
 # ingest` (measured on the old decoder: 2,000 levels decoded and stored under hypothesis, RecursionError in a
@@ -465,7 +465,7 @@ def _ingest_cli(server: DatabaseServer, broker: LocalMosquitto, cwd: Path, name:
         "AMR_DB_DATA_DIR": str(s.db.data_dir), "AMR_MQTT_PORT": str(broker.port),
     }  # fmt: skip
     return subprocess.Popen(
-        [AMR, "ingest", "--no-live", "--status-dir", str(cwd / "status"), "--name", name, "--workers", "2"],
+        [*AMR, "ingest", "--no-live", "--status-dir", str(cwd / "status"), "--name", name, "--workers", "2"],
         cwd=cwd, env=env, stdout=open(cwd / "ingest.out", "ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
 

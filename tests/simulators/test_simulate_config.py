@@ -60,3 +60,14 @@ def test_a_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         read_simulate_config(cfg, {})
     assert err.value.source == f"{cfg}:6" and "not valid TOML" in str(err.value), str(err.value)
+
+
+def test_bad_simulate_config_names_file_and_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "sim.toml"
+    cfg.write_text("[simulate]\nmeters_per_gateway = 300\n")
+    with pytest.raises(ConfigError) as err:
+        read_simulate_config(cfg, {})
+    assert str(cfg) in str(err.value) and "simulate.meters_per_gateway" in str(err.value)
+    cfg.write_text("[simulate.faults]\nmeltdown = 0.1\n")
+    with pytest.raises(ConfigError, match="unknown fault 'meltdown'"):
+        read_simulate_config(cfg, {})
