@@ -28,11 +28,12 @@ from rich.table import Table
 
 from amr.db.server import DatabaseServer, Role
 from amr.settings import DatabaseSettings, Settings
+from billing.cycles import BillingPeriod
 from billing.run import run_period
 from billing.synthetic import copy_readings, register_reads
 
 HCMC_CUSTOMERS = 2_500_000
-PERIOD = "2026-10"
+PERIOD = BillingPeriod(2026, 10)
 FIRST_DAY = date(2026, 8, 17)  # 14 history days before the 2026-09-01 .. 2026-10-01 cycle
 DAYS = 45
 GEN_CHUNK = 50_000  # customers generated and copied at a time (~2.3 M rows)
@@ -109,7 +110,7 @@ def run(quick: bool, customers: int | None = None) -> dict[str, Any]:
         rows = fill(db, n)
         t_fill = time.perf_counter() - t
         floor_s = copy_out_floor(db)
-        summary = run_period(db, period=PERIOD, out_dir=out)
+        summary = run_period(db.conninfo(Role.BILLING), period=PERIOD, out_dir=out)
         total = summary.seconds["total"]
         figures: dict[str, Any] = {
             "customers": n,

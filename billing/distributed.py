@@ -1,8 +1,9 @@
 """Billing partitions on a Dask cluster (dask.distributed): the same meter-range partitions, the same kernels.
 
 ``address`` is a scheduler address (``tcp://host:8786``, as ``dask scheduler`` prints) or ``"local"`` for a
-LocalCluster on this machine. Every worker must reach the database with the billing role's connection string
-(each partition reads its own meters' readings with binary COPY and writes its own daily rows), and have this
+LocalCluster on this machine. Every worker must reach the database with the connection string the run was given
+(the billing role's, carried in each partition job: each partition reads its own meters' readings with binary COPY
+and writes its own daily rows), and have this
 project installed (the same version as the client: Dask pickles the partition jobs by reference to
 ``billing.run._run_partition``).
 """

@@ -1,6 +1,9 @@
 """A billing (or VEE-only) run for one period: meters -> partitions by meter id -> readings (binary COPY) ->
 VEE kernels -> daily consumption and exceptions -> determinants per customer -> tariffs -> bills, exports and a
-billing_runs record, held when a data-quality threshold is exceeded unless overridden."""
+billing_runs record, held when a data-quality threshold is exceeded unless overridden.
+
+Orchestration only: the stages live in billing.load, billing.vee, billing.store, billing.pricing and
+billing.export. The caller passes the billing role's connection string and a parsed BillingPeriod."""
 
 from __future__ import annotations
 
@@ -16,24 +19,16 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from amr.db.server import DatabaseServer, Role
+from amr.timebase import DAY_S
 from billing import flags as F
-from billing.charges import household_charges, price_flags, round_half_up_div, tou_charges, vat_vnd
-from billing.cycles import cycles, parse_period
+from billing.cycles import BillingPeriod
 from billing.export import write_exports
 from billing.load import PARTITION_METERS, MeterTable, fetch_meters, fetch_readings
+from billing.pricing import BILL_DB_COLUMNS, Determinants, determinants, price_bills
 from billing.rules import DEFAULT_RULES_FILE, VeeRules, read_vee_rules, rules_sha256
 from billing.store import copy_frame, finish_run, insert_run, write_daily, write_exceptions
-from billing.tariff_book import TariffBook, read_tariff_book
-from billing.vee import (
-    CLOCK_CHANNEL,
-    ENERGY_CHANNELS,
-    RATE_CHANNELS,
-    TOTAL_CHANNEL,
-    PeriodWindow,
-    VeeResult,
-    validate_estimate,
-)
+from billing.tariff_book import read_tariff_book
+from billing.vee import CLOCK_CHANNEL, ENERGY_CHANNELS, PeriodWindow, validate_estimate
 
 ProgressFn = Callable[[int, int, str], None]  # (meters done, meters in total, stage)
 # Partitions can run in parallel processes (each keeps one PostgreSQL backend streaming COPY; numba runs one
@@ -56,7 +51,7 @@ class _PartitionJob:
 
 @dataclass(kw_only=True)
 class _PartitionResult:
-    determinants: _Determinants
+    determinants: Determinants
     exceptions: pd.DataFrame
     readings: int
     seconds: dict[str, float]
@@ -127,7 +122,7 @@ def _run_jobs(
 class RunSummary:
     run_id: int
     kind: str
-    period: str
+    period: BillingPeriod
     status: str
     customers: int = 0
     billed: int = 0
@@ -147,203 +142,18 @@ class RunSummary:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(kw_only=True)
-class _Determinants:
-    """Per meter of one partition, over its own cycle, after the multiplier [kWh]."""
-
-    total_kwh: np.ndarray
-    rate_kwh: np.ndarray  # (n, 3) normal, peak, off-peak; NaN without the register
-    estimated_kwh: np.ndarray
-    n_measured: np.ndarray
-    n_estimated: np.ndarray
-    flags: np.ndarray  # uint32
-
-
-def vee_window(period: str, meters: MeterTable) -> tuple[PeriodWindow, np.ndarray, np.ndarray]:
+def vee_window(period: BillingPeriod, meters: MeterTable) -> tuple[PeriodWindow, np.ndarray, np.ndarray]:
     """The local days covering every meter's cycle, and each meter's cycle (start, end) as datetime64[D]."""
-    start, end = cycles(period, meters.read_day if len(meters) else np.array([1]))
+    start, end = period.cycles(meters.read_day if len(meters) else np.array([1]))
     first = start.min()
     n_days = int((end.max() - first).astype(int))
     return PeriodWindow(first_day=first.item(), n_days=n_days), start[: len(meters)], end[: len(meters)]
 
 
-def determinants(vee: VeeResult, meters: MeterTable, start: np.ndarray, end: np.ndarray) -> _Determinants:
-    n = len(meters)
-    out = _Determinants(
-        total_kwh=np.full(n, np.nan),
-        rate_kwh=np.full((n, 3), np.nan),
-        estimated_kwh=np.zeros(n),
-        n_measured=np.zeros(n, np.int64),
-        n_estimated=np.zeros(n, np.int64),
-        flags=np.zeros(n, np.uint32),
-    )
-    if vee.series_meter.size == 0:
-        return out
-    row = np.searchsorted(meters.meter_id, vee.series_meter)
-    first = np.datetime64(vee.window.first_day, "D")
-    s_idx = (start[row] - first).astype(np.int64)
-    e_idx = (end[row] - first).astype(np.int64)
-    ar = np.arange(row.shape[0])
-
-    def cycle_sum(a: np.ndarray) -> np.ndarray:
-        cum = np.concatenate([np.zeros((a.shape[0], 1), a.dtype), np.cumsum(a, axis=1)], axis=1)
-        return cum[ar, e_idx] - cum[ar, s_idx]
-
-    mult = meters.multiplier[row]
-    energy = cycle_sum(vee.measured + vee.estimated) * mult
-    estimated = cycle_sum(vee.estimated) * mult
-    n_meas = cycle_sum(vee.n_measured.astype(np.int64))
-    n_est = cycle_sum(vee.n_estimated.astype(np.int64))
-    series_flags = vee.series_flags.copy()
-    days = np.arange(vee.day_flags.shape[1])
-    for d in days:
-        inside = (d >= s_idx) & (d < e_idx)
-        series_flags |= np.where(inside, vee.day_flags[:, d], 0).astype(np.uint32)
-    np.bitwise_or.at(out.flags, row, series_flags)
-    total = vee.series_channel == TOTAL_CHANNEL
-    out.total_kwh[row[total]] = energy[total]
-    out.estimated_kwh[row[total]] = estimated[total]
-    out.n_measured[row[total]] = n_meas[total]
-    out.n_estimated[row[total]] = n_est[total]
-    for k, ch in enumerate(RATE_CHANNELS):
-        m = vee.series_channel == ch
-        out.rate_kwh[row[m], k] = energy[m]
-    # Without a total register, the rate registers' sum is the total.
-    no_total = np.isnan(out.total_kwh) & ~np.isnan(out.rate_kwh).any(axis=1)
-    out.total_kwh[no_total] = out.rate_kwh[no_total].sum(axis=1)
-    return out
-
-
-def _kwh_int(x: np.ndarray) -> np.ndarray:
-    """Billed integer kWh, rounded half up (NaN -> 0)."""
-    milli = np.round(np.nan_to_num(x) * 1000).astype(np.int64)
-    return np.asarray(round_half_up_div(np.maximum(milli, 0), 1000), dtype=np.int64)
-
-
-def price_bills(
-    meters: MeterTable, det: _Determinants, start: np.ndarray, end: np.ndarray, book: TariffBook
-) -> pd.DataFrame:
-    """One row per customer with determinants, amounts and quality flags."""
-    n = len(meters)
-    kwh = _kwh_int(det.total_kwh)
-    rates = np.stack([_kwh_int(det.rate_kwh[:, k]) for k in range(3)], axis=1)
-    amount = np.zeros(n, np.int64)
-    vat = np.zeros(n, np.int64)
-    vat_pct = np.zeros(n, np.float64)
-    versions = np.full(n, "", dtype=object)
-    provisional = np.zeros(n, bool)
-    status = np.full(n, "billed", dtype=object)
-    extra_flags = np.full(n, "", dtype=object)
-    has_data = ~np.isnan(det.total_kwh)
-    status[~has_data] = "no_data"
-    key = pd.DataFrame({"cls": meters.tariff_class, "start": start, "end": end, "h": meters.households})
-    groups: dict[tuple[str, Any, Any, int], np.ndarray] = key.groupby(  # type: ignore[assignment]
-        ["cls", "start", "end", "h"]
-    ).indices
-    for (cls, c_start, c_end, households), idx in groups.items():
-        idx = idx[has_data[idx]]
-        if idx.size == 0:
-            continue
-        cycle_start, cycle_end = pd.Timestamp(c_start).date(), pd.Timestamp(c_end).date()
-        if cls in book.tiered:
-            ch = household_charges(
-                kwh[idx],
-                tariff=book.tiered[cls],
-                cycle_start=cycle_start,
-                cycle_end=cycle_end,
-                households=int(households),
-            )
-        elif (prices := book.tou_prices(cls)) is not None:
-            r = rates[idx].copy()
-            missing = np.isnan(det.rate_kwh[idx]).any(axis=1)
-            # no rate registers: the whole energy at the normal rate, flagged for review
-            r[missing] = np.stack(
-                [kwh[idx][missing], np.zeros(missing.sum(), np.int64), np.zeros(missing.sum(), np.int64)], axis=1
-            )
-            extra_flags[idx[missing]] = "NO_TOU_REGISTERS"
-            ch = tou_charges(r[:, 0], r[:, 1], r[:, 2], prices=prices, cycle_start=cycle_start, cycle_end=cycle_end)
-        else:
-            status[idx] = "no_tariff"
-            continue
-        # Provisional or outdated prices are named on the bill (quality flags) and counted in the run summary.
-        flagged = price_flags(ch.parts, book.price_rounds)
-        provisional[idx] = F.PROVISIONAL_PRICE in flagged
-        if flagged:
-            extra_flags[idx] = [",".join([*filter(None, [e]), *flagged]) for e in extra_flags[idx]]
-        rate = book.vat_on(cycle_end)
-        amount[idx] = ch.amount_vnd
-        vat[idx] = vat_vnd(ch.amount_vnd, rate.basis_points)
-        vat_pct[idx] = rate.percent
-        versions[idx] = f"{cls}:{ch.versions_label}"
-    billed = status == "billed"
-    kwh = np.where(billed, kwh, 0)
-    quality = [
-        ",".join([*F.flag_codes(int(f)), *([e] if e else [])]) for f, e in zip(det.flags, extra_flags, strict=True)
-    ]
-    share = np.divide(
-        det.n_estimated, det.n_measured + det.n_estimated, out=np.zeros(n), where=(det.n_measured + det.n_estimated) > 0
-    )
-    return pd.DataFrame(
-        {
-            "meter_id": meters.meter_id,
-            "serial": meters.serial,
-            "customer_code": meters.customer_code,
-            "city": meters.city,
-            "power_company": meters.power_company,
-            "tariff_class": meters.tariff_class,
-            "cycle_start": pd.to_datetime(start).date,
-            "cycle_end": pd.to_datetime(end).date,
-            "days": (end - start).astype(np.int64),
-            "households": meters.households,
-            "multiplier": meters.multiplier,
-            "energy_kwh": kwh,
-            "normal_kwh": np.where(billed & ~np.isnan(det.rate_kwh[:, 0]), rates[:, 0], 0),
-            "peak_kwh": np.where(billed & ~np.isnan(det.rate_kwh[:, 1]), rates[:, 1], 0),
-            "offpeak_kwh": np.where(billed & ~np.isnan(det.rate_kwh[:, 2]), rates[:, 2], 0),
-            "estimated_kwh": np.round(det.estimated_kwh, 3),
-            "estimated_share": np.round(share, 4),
-            "amount_vnd": amount,
-            "vat_percent": vat_pct,
-            "vat_vnd": vat,
-            "total_vnd": amount + vat,
-            "tariff_versions": versions,
-            "provisional_prices": provisional,
-            "quality_flags": quality,
-            "status": status,
-        }
-    )
-
-
-_BILL_DB_COLUMNS = [
-    "meter_id",
-    "customer_code",
-    "city",
-    "power_company",
-    "tariff_class",
-    "cycle_start",
-    "cycle_end",
-    "days",
-    "households",
-    "multiplier",
-    "energy_kwh",
-    "normal_kwh",
-    "peak_kwh",
-    "offpeak_kwh",
-    "estimated_kwh",
-    "amount_vnd",
-    "vat_percent",
-    "vat_vnd",
-    "total_vnd",
-    "tariff_versions",
-    "quality_flags",
-    "status",
-]
-
-
 def run_period(
-    db: DatabaseServer,
+    conninfo: str,
     *,
-    period: str,
+    period: BillingPeriod,
     kind: str = "bill",
     city: str | None = None,
     power_company: str | None = None,
@@ -357,20 +167,20 @@ def run_period(
     dask_scheduler: str | None = None,
     on_progress: ProgressFn | None = None,
 ) -> RunSummary:
-    """VEE (kind='vee') or VEE + billing (kind='bill') for one period; see the module docstring.
+    """VEE (kind='vee') or VEE + billing (kind='bill') for one period, on the database at `conninfo` (the billing
+    role's: every partition connects with it too); see the module docstring.
     Partitions of partition_meters meters run in `workers` processes (1: in this process), or on the Dask
     cluster at `dask_scheduler` ('local': a LocalCluster); the per-stage seconds add up the workers' time."""
-    parse_period(period)
     rules: VeeRules = read_vee_rules(rules_file)
     book = read_tariff_book(tariff_dir)
     clock: dict[str, float] = {}
     t0 = time.perf_counter()
-    with psycopg.connect(db.conninfo(Role.BILLING), autocommit=True) as conn:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
         meters = fetch_meters(conn, city=city, power_company=power_company, read_day=read_day)
         run_id = insert_run(
             conn,
             kind=kind,
-            period=period,
+            period=period.label,
             city=city,
             power_company=power_company,
             rules_sha256=rules_sha256(rules_file or DEFAULT_RULES_FILE),
@@ -389,10 +199,10 @@ def run_period(
                 return summary
             clock["meters"] = time.perf_counter() - t0
             window, start, end = vee_window(period, meters)
-            from_s = window.day0_s - rules.history.days * 86400
+            from_s = window.day0_s - rules.history.days * DAY_S
             jobs = [
                 _PartitionJob(
-                    conninfo=db.conninfo(Role.BILLING),
+                    conninfo=conninfo,
                     meters=meters.take(slice(lo, lo + partition_meters)),
                     start=start[lo : lo + partition_meters],
                     end=end[lo : lo + partition_meters],
@@ -419,7 +229,7 @@ def run_period(
             summary.exceptions_by_rule = (
                 {str(k): int(v) for k, v in all_exc["rule"].value_counts().sort_index().items()} if len(all_exc) else {}
             )
-            det = _concat(parts_det, len(meters))
+            det = Determinants.concat(parts_det, len(meters))
             n_int = det.n_measured.sum() + det.n_estimated.sum()
             summary.estimated_share = float(det.n_estimated.sum() / n_int) if n_int else 0.0
             summary.no_data_share = float(np.isnan(det.total_kwh).mean()) if len(meters) else 0.0
@@ -432,7 +242,7 @@ def run_period(
                 clock["price"] = time.perf_counter() - t
                 t = time.perf_counter()
                 copy_frame(
-                    conn, "bills", bills[["run_id", *_BILL_DB_COLUMNS]], not_null=("tariff_versions", "quality_flags")
+                    conn, "bills", bills[["run_id", *BILL_DB_COLUMNS]], not_null=("tariff_versions", "quality_flags")
                 )
                 clock["store_bills"] = time.perf_counter() - t
                 billed = bills["status"] == "billed"
@@ -452,7 +262,7 @@ def run_period(
                 summary.status, summary.hold_reason = status, reason
                 if out_dir is not None:
                     t = time.perf_counter()
-                    run_dir = out_dir / f"{period}_run{run_id}"
+                    run_dir = out_dir / f"{period.label}_run{run_id}"
                     summary.files = write_exports(
                         run_dir, bills=bills, exceptions=all_exc.assign(run_id=run_id), summary=summary_items(summary)
                     )
@@ -506,23 +316,10 @@ def _hold(summary: RunSummary, rules: VeeRules, override: bool) -> tuple[str, st
     return ("overridden" if override else "held"), "; ".join(reasons)
 
 
-def _concat(parts: list[_Determinants], n: int) -> _Determinants:
-    if not parts:
-        return _Determinants(
-            total_kwh=np.full(n, np.nan),
-            rate_kwh=np.full((n, 3), np.nan),
-            estimated_kwh=np.zeros(n),
-            n_measured=np.zeros(n, np.int64),
-            n_estimated=np.zeros(n, np.int64),
-            flags=np.zeros(n, np.uint32),
-        )
-    return _Determinants(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in _Determinants.__annotations__})
-
-
 def summary_items(s: RunSummary) -> dict[str, Any]:
     items: dict[str, Any] = {
         "run": s.run_id,
-        "period": s.period,
+        "period": s.period.label,
         "status": s.status,
         "customers": s.customers,
         "billed": s.billed,

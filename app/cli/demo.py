@@ -25,13 +25,14 @@ def demo(
     """Database + broker, a generated fleet, simulators of every protocol, collector, ingest, a simulated billing
     period, VEE and bills with exports, then the dashboards (Ctrl-C stops everything)."""
     from app.demo.run import DemoOptions, run_demo
+    from billing.cycles import BillingPeriod
 
     if step_min < 15 or 1440 % step_min:
         raise ConfigError("must divide a day into whole steps of at least 15 minutes", key="--step-min")
     opts = DemoOptions(
         scale=scale,
         seed=seed,
-        period=period,
+        period=BillingPeriod.parse(period),
         step_min=step_min,
         baud=baud,
         faults=DemoOptions().faults if faults else {},

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
-from billing.cycles import cycles
+from amr.timebase import local_midnight
+from billing.cycles import BillingPeriod
 
-LOCAL = timezone(timedelta(hours=7))
 MODBUS_KINDS = {"modbus-tcp": "tcp", "modbus-rtu-tcp": "rtu-tcp", "modbus-rtu": "rtu-serial"}
 SIM_TARIFF = {
     "household": "household",
@@ -58,16 +58,16 @@ def group_gateways(meters: list[LiveMeter]) -> list[GatewayPlan]:
     return sorted(groups.values(), key=lambda g: (g.protocol, g.name))
 
 
-def period_days(period: str, read_days: list[int]) -> tuple[date, date]:
+def period_days(period: BillingPeriod, read_days: list[int]) -> tuple[date, date]:
     """First and last local day whose midnight read some live meter's billing cycle needs (inclusive)."""
-    start, end = cycles(period, np.asarray(read_days or [1], dtype=np.int64))
+    start, end = period.cycles(np.asarray(read_days or [1], dtype=np.int64))
     return start.min().astype(date), end.max().astype(date)
 
 
 def local_midnights(first: date, last: date, step_min: int) -> list[datetime]:
     """UTC instants from local midnight of `first` to local midnight of `last`, every `step_min` minutes."""
-    t = datetime(first.year, first.month, first.day, tzinfo=LOCAL).astimezone(UTC)
-    end = datetime(last.year, last.month, last.day, tzinfo=LOCAL).astimezone(UTC)
+    t = local_midnight(first).astimezone(UTC)
+    end = local_midnight(last).astimezone(UTC)
     out = []
     while t <= end:
         out.append(t)

@@ -29,12 +29,14 @@ from amr.db.server import DatabaseServer, Role
 from amr.errors import ServiceError
 from app.demo.plan import collector_toml, count_by_protocol, group_gateways, local_midnights, period_days
 from app.demo.world import fetch_live_meters, start_world
+from billing.cycles import BillingPeriod
 from collectors.config import parse_collector_config
 from collectors.runner import Collector
 from simulators.clock import SimClock
 
 DEFAULT_FAULTS = {"no_answer": 0.02, "drift": 0.05, "spikes": 0.02, "stuck": 0.01, "power_down": 0.02}
 STEP_WAIT_S = 5.0  # the longest one simulated instant waits for every meter's poll (a dead meter: one timeout)
+DEMO_PERIOD = BillingPeriod(2026, 10)  # the billing month the demo simulates and bills by default
 DRAIN_QUIET_S = 3.0  # ingest is done when the stored row count has not moved for this long
 
 
@@ -42,7 +44,7 @@ DRAIN_QUIET_S = 3.0  # ingest is done when the stored row count has not moved fo
 class DemoOptions:
     scale: float = 0.00002
     seed: int = 1
-    period: str = "2026-10"
+    period: BillingPeriod = DEMO_PERIOD
     step_min: int = 1440
     baud: int = 19200
     faults: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FAULTS))
@@ -173,7 +175,7 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
 
         console.rule(f"VEE and billing, period {opts.period}")
         bill = run_period(
-            db,
+            db.conninfo(Role.BILLING),
             period=opts.period,
             kind="bill",
             out_dir=db.settings.state_dir / "exports",

@@ -12,7 +12,7 @@ import pytest
 from amr.errors import ConfigError
 from billing import flags as F
 from billing.charges import household_charges, price_flags, round_half_up_div, split_kwh, tou_charges, vat_vnd
-from billing.cycles import cycle, cycles, parse_period
+from billing.cycles import BillingPeriod
 from billing.tariff_book import TieredFile, TouFile, TouPrice, read_tariff_book, read_tariff_file
 
 BOOK = read_tariff_book()
@@ -189,14 +189,24 @@ def test_bad_tariff_files_are_refused_naming_the_key(tmp_path: Path) -> None:
 
 
 def test_billing_cycles_follow_the_read_day() -> None:
-    assert cycle("2026-10", 1) == (date(2026, 9, 1), date(2026, 10, 1))
-    assert cycle("2026-03", 31) == (date(2026, 2, 28), date(2026, 3, 31))
-    assert cycle("2026-01", 15) == (date(2025, 12, 15), date(2026, 1, 15))
-    start, end = cycles("2026-10", np.array([1, 31]))
+    october = BillingPeriod.parse("2026-10")
+    assert october == BillingPeriod(2026, 10) and str(october) == october.label == "2026-10"
+    assert october.cycle(1) == (date(2026, 9, 1), date(2026, 10, 1))
+    assert BillingPeriod.parse("2026-03").cycle(31) == (date(2026, 2, 28), date(2026, 3, 31))
+    assert BillingPeriod.parse(" 2026-01 ").cycle(15) == (date(2025, 12, 15), date(2026, 1, 15))
+    start, end = october.cycles(np.array([1, 31]))
     assert start.tolist() == [date(2026, 9, 1), date(2026, 9, 30)]
     assert end.tolist() == [date(2026, 10, 1), date(2026, 10, 31)]
+    # the period spans every read day's cycle; its UTC bounds are the local (UTC+7) midnights
+    assert (october.start_day, october.end_day) == (date(2026, 9, 1), date(2026, 10, 31))
+    assert october.start_utc_s == 1_788_195_600  # 2026-08-31T17:00:00Z
+    assert october.end_utc_s - october.start_utc_s == 60 * 86400
     with pytest.raises(ConfigError, match="--period"):
-        parse_period("2026-13")
+        BillingPeriod.parse("2026-13")
+    with pytest.raises(ConfigError, match="not YYYY-MM"):
+        BillingPeriod.parse("10/2026", source="--period")
+    with pytest.raises(ConfigError, match="no billing period"):
+        BillingPeriod(2026, 0)
 
 
 # --- TOU prices of the 2023-2025 rounds ----------------------------------------------------------------------

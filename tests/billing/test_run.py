@@ -16,13 +16,16 @@ import psycopg
 import pytest
 
 from amr.db.server import DatabaseServer, Role
+from amr.timebase import DAY_S, local_midnight_utc_s
 from billing.charges import household_charges, tou_charges, vat_vnd
+from billing.cycles import BillingPeriod
 from billing.run import run_period, summary_items
-from billing.synthetic import concat, copy_readings, local_midnight_s, register_reads
+from billing.synthetic import concat, copy_readings, register_reads
 from billing.tariff_book import TARIFF_DIR, read_tariff_book
 from billing.vee import ReadingArrays
 
 PERIOD = "2026-10"
+OCTOBER = BillingPeriod.parse(PERIOD)
 FIRST = date(2026, 8, 10)  # reads from well before the cycle (history window) ...
 DAYS = 67  # ... to 2026-10-16, past the last read day
 CYCLE = (date(2026, 9, 1), date(2026, 10, 1))  # read day 1
@@ -74,7 +77,7 @@ def fleet(make_database: Callable[[str], DatabaseServer]) -> DatabaseServer:
         _meter(4, "HCM", "PE0200", "administrative"),
         _meter(5, "HCM", "PE0100", "household", read_day=15),
     ] + [_meter(10 + k, "HN", "PD0100", "household") for k in range(4)]
-    day = 86400
+    day = DAY_S  # daily reads
     parts = [
         register_reads(
             meter_ids=np.array([1, 4, 5]),
@@ -113,9 +116,9 @@ def fleet(make_database: Callable[[str], DatabaseServer]) -> DatabaseServer:
         ),
     ]
     r = concat(parts)
-    r = _drop(r, 2, [local_midnight_s(date(2026, 9, 12))])
+    r = _drop(r, 2, [local_midnight_utc_s(date(2026, 9, 12))])
     # HN: a third of meter 10-12's reads in the cycle are missing (meter 13 has none): too much estimation
-    hn_days = [local_midnight_s(date(2026, 9, d)) for d in range(3, 30, 3)]
+    hn_days = [local_midnight_utc_s(date(2026, 9, d)) for d in range(3, 30, 3)]
     for m in (10, 11, 12):
         r = _drop(r, m, hn_days)
     with psycopg.connect(db.conninfo(Role.OWNER), autocommit=True) as conn:
@@ -131,14 +134,14 @@ def _register_delta(db: DatabaseServer, meter: int, channel: int, a: date, b: da
             conn.execute(
                 "SELECT extract(epoch from ts)::bigint, value FROM readings WHERE meter_id = %s AND channel_id = %s "
                 "AND ts IN (to_timestamp(%s), to_timestamp(%s))",
-                (meter, channel, local_midnight_s(a), local_midnight_s(b)),
+                (meter, channel, local_midnight_utc_s(a), local_midnight_utc_s(b)),
             ).fetchall()
         )
-    return (rows[local_midnight_s(b)] - rows[local_midnight_s(a)]) % 10**digits
+    return (rows[local_midnight_utc_s(b)] - rows[local_midnight_utc_s(a)]) % 10**digits
 
 
 def test_bill_run_exports_records_and_prices(fleet: DatabaseServer, tmp_path: Path) -> None:
-    summary = run_period(fleet, period=PERIOD, city="HCM", out_dir=tmp_path, partition_meters=2, workers=2)
+    summary = run_period(_billing(fleet), period=OCTOBER, city="HCM", out_dir=tmp_path, partition_meters=2, workers=2)
     assert summary.status == "released", summary.hold_reason
     assert summary.customers == 5
     names = sorted(p.name for p in summary.files)
@@ -231,7 +234,7 @@ def _run_detail(db: DatabaseServer, run_id: int) -> dict[str, object]:
 def test_bills_on_provisional_or_outdated_prices_say_so(fleet: DatabaseServer, tmp_path: Path) -> None:
     # The shipped tariffs in 2026-09: households on the provisional 2025-05-10 household prices, the business
     # customer (meter 3) on Decision 1279/QD-BCT prices read in a source.
-    summary = run_period(fleet, period=PERIOD, city="HCM")
+    summary = run_period(_billing(fleet), period=OCTOBER, city="HCM")
     flags = _bill_flags(fleet, summary.run_id)
     assert set(flags) == {1, 2, 3, 5}
     assert all("PROVISIONAL_PRICE" in flags[m] for m in (1, 2, 5))
@@ -250,12 +253,26 @@ def test_bills_on_provisional_or_outdated_prices_say_so(fleet: DatabaseServer, t
     tou = (TARIFF_DIR / "tou.toml").read_text(encoding="utf-8")
     head, _, rest = tou.partition("[[groups.business_lt6kv]]\neffective_from = 2023-05-04")
     (stale / "tou.toml").write_text(head + rest[rest.index("[[groups.business_ge22kv]]") :], encoding="utf-8")
-    summary = run_period(fleet, period=PERIOD, city="HCM", tariff_dir=stale)
+    summary = run_period(_billing(fleet), period=OCTOBER, city="HCM", tariff_dir=stale)
     flags = _bill_flags(fleet, summary.run_id)
     assert "OUTDATED_PRICE" in flags[3] and "PROVISIONAL_PRICE" not in flags[3]
     assert summary.price_flags == {"PROVISIONAL_PRICE": 3, "OUTDATED_PRICE": 1}
     items = summary_items(summary)
     assert (items["bills on provisional prices"], items["bills on outdated prices"]) == (3, 1)
+
+
+def _billing(db: DatabaseServer) -> str:
+    """What run_period takes: the billing role's connection string (the caller picks the role)."""
+    return db.conninfo(Role.BILLING)
+
+
+def test_a_run_uses_the_connection_string_it_is_given(fleet: DatabaseServer) -> None:
+    # the reader role may not record a billing run: the run fails on the database it was pointed at, before any
+    # partition starts, and leaves no run behind
+    runs_before = _run_count(fleet)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        run_period(fleet.conninfo(Role.READER), period=OCTOBER, city="HCM")
+    assert _run_count(fleet) == runs_before
 
 
 def test_billing_role_cannot_write_readings(fleet: DatabaseServer) -> None:
@@ -323,7 +340,7 @@ def _run_count(db: DatabaseServer) -> int:
 
 def test_a_run_without_customers_is_empty_not_released(fleet: DatabaseServer, tmp_path: Path) -> None:
     # PE1600 is a known power company without a meter in this fleet.
-    summary = run_period(fleet, period=PERIOD, power_company="PE1600", out_dir=tmp_path)
+    summary = run_period(_billing(fleet), period=OCTOBER, power_company="PE1600", out_dir=tmp_path)
     assert (summary.customers, summary.total_vnd, summary.status, summary.files) == (0, 0, "empty", [])
     assert list(tmp_path.iterdir()) == []
     with psycopg.connect(fleet.conninfo(Role.OWNER)) as conn:
@@ -381,9 +398,14 @@ def _bills_of(db: DatabaseServer, run_id: int) -> pd.DataFrame:
 
 
 def test_partitions_on_a_dask_cluster_give_the_same_bills(fleet: DatabaseServer, tmp_path: Path) -> None:
-    single = run_period(fleet, period=PERIOD, city="HCM", out_dir=tmp_path / "single", partition_meters=2)
+    single = run_period(_billing(fleet), period=OCTOBER, city="HCM", out_dir=tmp_path / "single", partition_meters=2)
     on_dask = run_period(
-        fleet, period=PERIOD, city="HCM", out_dir=tmp_path / "dask", partition_meters=2, dask_scheduler="local"
+        _billing(fleet),
+        period=OCTOBER,
+        city="HCM",
+        out_dir=tmp_path / "dask",
+        partition_meters=2,
+        dask_scheduler="local",
     )
     assert on_dask.run_id != single.run_id
     assert (on_dask.billed, on_dask.total_vnd, on_dask.energy_kwh) == (
