@@ -103,36 +103,48 @@ class FixedRows:
             fields += [(_LENGTH_FIELD_PREFIX + name, ">i4"), (name, FIXED_WIRE_DTYPES[pg_type])]
         self.dtype = np.dtype(fields)
         self.widths: dict[str, int] = {name: np.dtype(FIXED_WIRE_DTYPES[t]).itemsize for name, t in columns}
+        # The bytes of one record holding the field count and every length, copied into all rows by one broadcast
+        # byte copy (a Python-level assignment per length field, or a structured copy, costs several times more
+        # on small batches; this encoder is ingest's hot path).
+        constant = np.zeros(1, dtype=self.dtype)
+        constant["n_fields"] = len(columns)
+        for name, width in self.widths.items():
+            constant[_LENGTH_FIELD_PREFIX + name] = width
+        self._constant_bytes = constant.view(np.uint8)
+        self._header = np.frombuffer(HEADER, dtype=np.uint8)
+        self._trailer = np.frombuffer(TRAILER, dtype=np.uint8)
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
 
-    def _fill(self, records: np.ndarray, values: Mapping[str, npt.ArrayLike]) -> None:
-        records["n_fields"] = len(self.columns)
-        for name, width in self.widths.items():
-            records[_LENGTH_FIELD_PREFIX + name] = width
-            records[name] = values[name]
-
     def _row_count(self, values: Mapping[str, npt.ArrayLike]) -> int:
-        if set(values) != set(self.widths):
+        try:
+            lengths = [len(values[name]) for name in self.widths]  # type: ignore[arg-type]
+        except KeyError:
+            lengths = []
+        if len(lengths) != len(self.widths) or len(values) != len(self.widths):
             missing, extra = set(self.widths) - set(values), set(values) - set(self.widths)
             raise ValueError(f"COPY columns {list(self.names)}: missing {sorted(missing)}, unknown {sorted(extra)}")
-        lengths = {name: len(np.asarray(v)) for name, v in values.items()}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"column arrays differ in length: {lengths}")
-        return next(iter(lengths.values()))
+        if min(lengths) != max(lengths):
+            raise ValueError(f"column arrays differ in length: {dict(zip(self.widths, lengths, strict=True))}")
+        return lengths[0]
+
+    def _fill(self, records: np.ndarray, values: Mapping[str, npt.ArrayLike]) -> None:
+        np.copyto(records.view(np.uint8).reshape(len(records), self.dtype.itemsize), self._constant_bytes)
+        for name in self.widths:
+            records[name] = values[name]
 
     def encode(self, values: Mapping[str, npt.ArrayLike]) -> bytes:
         """The complete stream (HEADER, one tuple per row, TRAILER) for equal-length arrays, one per column."""
         n = self._row_count(values)
-        body = n * self.dtype.itemsize
+        start, end = len(HEADER), len(HEADER) + n * self.dtype.itemsize
         # One buffer for the whole stream, filled in place: the bytes are copied once (by tobytes), not three
         # times as header + rows + trailer concatenation would.
-        buf = np.empty(len(HEADER) + body + len(TRAILER), dtype=np.uint8)
-        buf[: len(HEADER)] = np.frombuffer(HEADER, dtype=np.uint8)
-        buf[len(buf) - len(TRAILER) :] = np.frombuffer(TRAILER, dtype=np.uint8)
-        self._fill(buf[len(HEADER) : len(HEADER) + body].view(self.dtype), values)
+        buf = np.empty(end + len(TRAILER), dtype=np.uint8)
+        buf[:start] = self._header
+        buf[end:] = self._trailer
+        self._fill(buf[start:end].view(self.dtype), values)
         return buf.tobytes()
 
     def encode_tuples(self, values: Mapping[str, npt.ArrayLike]) -> bytes:

@@ -56,7 +56,7 @@ def local_today() -> date:
 
 def local_day_and_second_s(t_s: float) -> tuple[int, float]:
     """(local day number since 1970-01-01, seconds into that local day [s]) of UTC epoch seconds `t_s`."""
-    local_s = t_s + LOCAL_UTC_OFFSET_S
+    local_s = float(t_s) + LOCAL_UTC_OFFSET_S
     day = math.floor(local_s / DAY_S)
     return day, local_s - day * DAY_S
 

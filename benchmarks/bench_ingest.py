@@ -42,7 +42,7 @@ from amr.broker.publish import WindowedPublisher
 from amr.broker.topics import readings_topic
 from amr.db.server import DatabaseServer, Role
 from amr.messages import Reading, ReadingBatch, columnar_from_readings, encode
-from ingest.copy_binary import unix_s_to_pg_us
+from amr.pgcopy import unix_s_to_pg_us
 from ingest.metrics import read_status_files
 from ingest.worker import WorkerConfig, run_worker
 from ingest.writer import ReadingColumns, Strategy, prepare_session, write_readings

@@ -22,8 +22,9 @@ from numba import njit, prange
 from rich.console import Console
 from rich.table import Table
 
+from amr.timebase import DAY_S
 from billing.flags import RULES
-from billing.kernels import DAY_S, VEE_CHUNKS, new_day_arrays, new_series_arrays, vee_kernel
+from billing.kernels import VEE_CHUNKS, new_day_arrays, new_series_arrays, vee_kernel
 from billing.rules import kernel_thresholds, read_vee_rules
 from billing.synthetic import register_reads
 from billing.vee import PeriodWindow, ReadingArrays, series_segments, validate_estimate

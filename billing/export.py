@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 import xlsxwriter
 
+from amr.timebase import LOCAL_TZ_NAME
+
 XLSX_BILLS_MAX_ROWS = 200_000  # a power company has at most ~150 k customers: its bills fit one sheet
 XLSX_SHEET_MAX_ROWS = 1_048_575  # Excel's limit, less the header
 
@@ -43,7 +45,7 @@ def _cells(frame: pd.DataFrame) -> list[list[Any]]:
     for name in frame.columns:
         s = frame[name]
         if isinstance(s.dtype, pd.DatetimeTZDtype):
-            s = s.dt.tz_convert("Asia/Ho_Chi_Minh").dt.tz_localize(None)
+            s = s.dt.tz_convert(LOCAL_TZ_NAME).dt.tz_localize(None)
             cols.append([None if pd.isna(v) else v.to_pydatetime() for v in s])
             continue
         values = s.tolist()

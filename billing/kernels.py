@@ -28,12 +28,12 @@ import numpy as np
 from numba import njit, prange
 
 from amr.errors import AmrError
+
+# Plain int module globals: numba freezes them into the compiled kernels.
+from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S, UNIX_EPOCH_WEEKDAY
 from billing import flags as F
 from billing.rules import VeeThresholds
 
-DAY_S = 86400
-LOCAL_OFFSET_S = 7 * 3600  # Asia/Ho_Chi_Minh is UTC+7, no DST
-EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 WEEKDAYS = 7
 
 _DUPLICATE = np.uint32(F.DUPLICATE)
@@ -179,9 +179,9 @@ def _empty_profile(interval_s: int) -> LikeDayProfile:
 @njit(cache=True)
 def _profile_index(t_start: int, interval_s: int, n_slots: int) -> int:
     """Like-day profile cell (weekday x slot of the local day) of an interval starting at t_start."""
-    loc = t_start + LOCAL_OFFSET_S
+    loc = t_start + LOCAL_UTC_OFFSET_S
     slot = (loc % DAY_S) // interval_s if n_slots > 1 else 0
-    return ((loc // DAY_S + EPOCH_WEEKDAY) % WEEKDAYS) * n_slots + slot
+    return ((loc // DAY_S + UNIX_EPOCH_WEEKDAY) % WEEKDAYS) * n_slots + slot
 
 
 @njit(cache=True)

@@ -1,7 +1,8 @@
 """Reading a period's readings and the meter registry out of TimescaleDB into numpy arrays.
 
-Readings come through binary COPY (fixed-width rows, no NULLs) parsed with one ``np.frombuffer`` on a structured
-big-endian dtype: no Python work per row. Batches are meter-id ranges so memory stays bounded.
+Readings come through binary COPY (fixed-width rows, no NULLs) parsed by ``amr.pgcopy.FixedRows``: one
+``np.frombuffer`` on a structured big-endian dtype, no Python work per row. Batches are meter-id ranges so memory
+stays bounded.
 """
 
 from __future__ import annotations
@@ -14,59 +15,26 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from amr.errors import AmrError
+from amr import pgcopy
 from billing.vee import ReadingArrays
 
 # Meters per partition: a month and two weeks of daily reads on 4 channels is ~180 reads per meter, so 50,000
 # meters keep one partition's COPY buffer near 400 MB at 42 bytes a row; interval data needs fewer meters.
 PARTITION_METERS = 50_000
-PG_EPOCH_S = 946_684_800  # 2000-01-01 UTC, PostgreSQL's binary timestamp epoch
-_PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-_ROW = np.dtype(
-    [
-        ("n_fields", ">i2"),
-        ("len_meter", ">i4"),
-        ("meter_id", ">i4"),
-        ("len_channel", ">i4"),
-        ("channel_id", ">i2"),
-        ("len_ts", ">i4"),
-        ("ts_us", ">i8"),  # timestamptz: microseconds since 2000-01-01 UTC
-        ("len_value", ">i4"),
-        ("value", ">f8"),
-        ("len_quality", ">i4"),
-        ("quality", ">i2"),
-    ]
+# The readings as billing reads and writes them (billing.synthetic writes test data in the same layout).
+READING_ROWS = pgcopy.FixedRows(
+    ("meter_id", "int4"), ("channel_id", "int2"), ("ts", "timestamptz"), ("value", "float8"), ("quality", "int2")
 )
-_EXPECTED_LENGTHS = {"len_meter": 4, "len_channel": 2, "len_ts": 8, "len_value": 8, "len_quality": 2}
-
-
-class CopyFormatError(AmrError):
-    """A binary COPY stream does not have the layout the parser expects."""
 
 
 def parse_binary_readings(buf: bytes | bytearray | memoryview) -> ReadingArrays:
     """Parse a PostgreSQL binary COPY of (meter_id int4, channel_id int2, ts timestamptz, value float8,
-    quality int2) into native arrays."""
-    view = memoryview(buf)
-    if bytes(view[:11]) != _PGCOPY_SIGNATURE:
-        raise CopyFormatError("not a PGCOPY binary stream")
-    ext = int.from_bytes(view[15:19], "big")
-    body = view[19 + ext :]
-    if len(body) < 2 or bytes(body[-2:]) != b"\xff\xff":
-        raise CopyFormatError("binary COPY stream has no trailer")
-    body = body[:-2]
-    if len(body) % _ROW.itemsize:
-        raise CopyFormatError(
-            f"binary COPY body of {len(body)} bytes is not whole {_ROW.itemsize}-byte rows "
-            "(a NULL or a different column type?)"
-        )
-    rows = np.frombuffer(body, dtype=_ROW)
-    if rows.size and ((rows["n_fields"] != 5).any() or any((rows[k] != n).any() for k, n in _EXPECTED_LENGTHS.items())):
-        raise CopyFormatError("binary COPY rows do not have the expected field count and widths")
+    quality int2) into native arrays (amr.pgcopy.CopyFormatError when the stream has another layout)."""
+    rows = READING_ROWS.decode(buf)
     return ReadingArrays(
         meter_id=rows["meter_id"].astype(np.int32),
         channel_id=rows["channel_id"].astype(np.int16),
-        ts_s=rows["ts_us"].astype(np.int64) // 1_000_000 + PG_EPOCH_S,
+        ts_s=pgcopy.pg_us_to_unix_s(rows["ts"]),
         value=rows["value"].astype(np.float64),
         quality=rows["quality"].astype(np.int16),
     )
@@ -78,7 +46,7 @@ def fetch_readings(
     """Readings of the given meters (sorted ids) and channels with from_s < ts <= to_s [UTC epoch s], sorted by
     (meter_id, channel_id, ts)."""
     if meter_ids.size == 0:
-        return parse_binary_readings(_PGCOPY_SIGNATURE + bytes(8) + b"\xff\xff")
+        return parse_binary_readings(pgcopy.HEADER + pgcopy.TRAILER)
     lo, hi = int(meter_ids[0]), int(meter_ids[-1])
     dense = meter_ids.size == hi - lo + 1
     where: list[sql.Composable] = [
@@ -89,9 +57,8 @@ def fetch_readings(
     if not dense:  # a filtered fleet (city, power company): only its meters within the range
         where.append(sql.SQL("meter_id = ANY({}::integer[])").format(sql.Literal([int(m) for m in meter_ids])))
     query = sql.SQL(
-        "COPY (SELECT meter_id, channel_id, ts, value, quality FROM readings WHERE {} "
-        "ORDER BY meter_id, channel_id, ts) TO STDOUT (FORMAT BINARY)"
-    ).format(sql.SQL(" AND ").join(where))
+        "COPY (SELECT {} FROM readings WHERE {} ORDER BY meter_id, channel_id, ts) TO STDOUT (FORMAT BINARY)"
+    ).format(sql.SQL(", ").join(sql.Identifier(c) for c in READING_ROWS.names), sql.SQL(" AND ").join(where))
     buf = bytearray()
     with conn.cursor() as cur, cur.copy(query) as copy:
         for chunk in copy:

@@ -13,6 +13,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from amr.obis import STATUS_BITS
+from amr.timebase import DAY_S
 from amr.tomlfile import load_toml
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("vee_rules.toml")
@@ -32,7 +33,7 @@ class IntervalRules(_Strict):
     @classmethod
     def _divides_day(cls, v: list[int]) -> list[int]:
         for s in v:
-            if s <= 0 or (86400 % s != 0 and s % 86400 != 0):
+            if s <= 0 or (DAY_S % s != 0 and s % DAY_S != 0):
                 raise ValueError(f"{s} s neither divides a day nor is a whole number of days")
         return sorted(v)
 

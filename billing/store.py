@@ -11,46 +11,21 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from amr import pgcopy
 from billing.vee import VeeResult
 
-PG_EPOCH_DAY = np.datetime64("2000-01-01", "D")
 COPY_CHUNK_ROWS = 1_000_000  # rows per COPY write: bounds the temporary big-endian buffer to ~50 MB
-_DAILY = np.dtype(
-    [
-        ("n_fields", ">i2"),
-        ("l1", ">i4"),
-        ("meter_id", ">i4"),
-        ("l2", ">i4"),
-        ("channel_id", ">i2"),
-        ("l3", ">i4"),
-        ("day", ">i4"),
-        ("l4", ">i4"),
-        ("measured_kwh", ">f8"),
-        ("l5", ">i4"),
-        ("estimated_kwh", ">f8"),
-        ("l6", ">i4"),
-        ("n_measured", ">i4"),
-        ("l7", ">i4"),
-        ("n_estimated", ">i4"),
-        ("l8", ">i4"),
-        ("flags", ">i4"),
-        ("l9", ">i4"),
-        ("methods", ">i2"),
-        ("l10", ">i4"),
-        ("vee_run_id", ">i8"),
-    ]
-)
-_DAILY_COLUMNS = (
-    "meter_id",
-    "channel_id",
-    "day",
-    "measured_kwh",
-    "estimated_kwh",
-    "n_measured",
-    "n_estimated",
-    "flags",
-    "methods",
-    "vee_run_id",
+DAILY_ROWS = pgcopy.FixedRows(
+    ("meter_id", "int4"),
+    ("channel_id", "int2"),
+    ("day", "date"),
+    ("measured_kwh", "float8"),
+    ("estimated_kwh", "float8"),
+    ("n_measured", "int4"),
+    ("n_estimated", "int4"),
+    ("flags", "int4"),
+    ("methods", "int2"),
+    ("vee_run_id", "int8"),
 )
 
 
@@ -95,30 +70,29 @@ def write_daily(conn: psycopg.Connection, vee: VeeResult, *, multiplier: np.ndar
         "DELETE FROM daily_consumption WHERE meter_id = ANY(%s) AND day >= %s AND day < %s",
         ([int(m) for m in np.unique(vee.series_meter)], days[0].item(), (days[-1] + 1).item()),
     )
-    rows = np.zeros(s_count * d_count, dtype=_DAILY)
-    rows["n_fields"] = len(_DAILY_COLUMNS)
-    for k, width in zip([f"l{i}" for i in range(1, 11)], (4, 2, 4, 8, 8, 4, 4, 4, 2, 8), strict=True):
-        rows[k] = width
-    rows["meter_id"] = np.repeat(vee.series_meter, d_count)
-    rows["channel_id"] = np.repeat(vee.series_channel, d_count)
-    rows["day"] = np.tile((days - PG_EPOCH_DAY).astype(np.int32), s_count)
     mult = np.asarray(multiplier, dtype=np.float64)[:, None]
-    rows["measured_kwh"] = (vee.measured * mult).ravel()
-    rows["estimated_kwh"] = (vee.estimated * mult).ravel()
-    rows["n_measured"] = vee.n_measured.ravel()
-    rows["n_estimated"] = vee.n_estimated.ravel()
-    rows["flags"] = vee.day_flags.ravel().astype(np.int32)
-    rows["methods"] = vee.day_methods.ravel()
-    rows["vee_run_id"] = run_id
+    columns = {
+        "meter_id": np.repeat(vee.series_meter, d_count),
+        "channel_id": np.repeat(vee.series_channel, d_count),
+        "day": np.tile(pgcopy.unix_days_to_pg_days(days), s_count),
+        "measured_kwh": (vee.measured * mult).ravel(),
+        "estimated_kwh": (vee.estimated * mult).ravel(),
+        "n_measured": vee.n_measured.ravel(),
+        "n_estimated": vee.n_estimated.ravel(),
+        "flags": vee.day_flags.ravel().astype(np.int32),
+        "methods": vee.day_methods.ravel(),
+        "vee_run_id": np.full(s_count * d_count, run_id, dtype=np.int64),
+    }
+    n_rows = s_count * d_count
     query = sql.SQL("COPY daily_consumption ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in _DAILY_COLUMNS)
+        sql.SQL(", ").join(sql.Identifier(c) for c in DAILY_ROWS.names)
     )
     with conn.cursor() as cur, cur.copy(query) as copy:
-        copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
-        for lo in range(0, rows.shape[0], COPY_CHUNK_ROWS):
-            copy.write(rows[lo : lo + COPY_CHUNK_ROWS].tobytes())
-        copy.write(b"\xff\xff")
-    return int(rows.shape[0])
+        copy.write(pgcopy.HEADER)
+        for lo in range(0, n_rows, COPY_CHUNK_ROWS):
+            copy.write(DAILY_ROWS.encode_tuples({k: v[lo : lo + COPY_CHUNK_ROWS] for k, v in columns.items()}))
+        copy.write(pgcopy.TRAILER)
+    return n_rows
 
 
 def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame, *, not_null: tuple[str, ...] = ()) -> int:

@@ -6,16 +6,16 @@ Cumulative registers wrap at 10**digits like real ones; TOU rate registers (norm
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 
 import numpy as np
 import psycopg
 
-from billing.load import PG_EPOCH_S
+from amr import pgcopy
+from amr.timebase import DAY_S, local_midnight_utc_s, local_second_of_day_s, local_weekday
+from billing.load import READING_ROWS
 from billing.vee import ReadingArrays
 
-DAY_S = 86400
-_LOCAL = timezone(timedelta(hours=7))
 # Household evening-heavy shape per hour of day (relative), from the consumption notes: peak 20:00-23:00.
 HOURLY_SHAPE = np.array(
     [
@@ -47,15 +47,10 @@ HOURLY_SHAPE = np.array(
 )
 
 
-def local_midnight_s(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=_LOCAL).timestamp())
-
-
 def tou_rate_of(ts_start_s: np.ndarray) -> np.ndarray:
     """0 normal, 1 peak, 2 off-peak for intervals starting at these UTC instants (2019 windows)."""
-    loc = ts_start_s + 7 * 3600
-    minute = (loc % DAY_S) // 60
-    weekday = (loc // DAY_S + 3) % 7
+    minute = local_second_of_day_s(ts_start_s) // 60
+    weekday = local_weekday(ts_start_s)
     peak = (((minute >= 570) & (minute < 690)) | ((minute >= 1020) & (minute < 1200))) & (weekday != 6)
     off = (minute >= 1320) | (minute < 240)
     return np.where(peak, 1, np.where(off, 2, 0)).astype(np.int8)
@@ -77,10 +72,10 @@ def register_reads(
     midnight), sorted by (meter, channel, ts). Channels: 1 (total), plus 2/3/4 when tou."""
     n_m = meter_ids.shape[0]
     steps = n_days * DAY_S // interval_s
-    t0 = local_midnight_s(first_day)
+    t0 = local_midnight_utc_s(first_day)
     ts = t0 + np.arange(steps + 1, dtype=np.int64) * interval_s
     starts = ts[:-1]
-    hour = ((starts + 7 * 3600) % DAY_S) // 3600
+    hour = local_second_of_day_s(starts) // 3600
     shape = HOURLY_SHAPE[hour] if interval_s < DAY_S else np.ones(steps)
     shape = shape / shape.mean() * interval_s / DAY_S
     inc = (kwh_per_day[:, None] * shape[None, :]) * rng.gamma(8.0, 1 / 8.0, size=(n_m, steps))
@@ -106,21 +101,6 @@ def register_reads(
     )
 
 
-_COPY_ROW = np.dtype(
-    [
-        ("n", ">i2"),
-        ("l1", ">i4"),
-        ("meter_id", ">i4"),
-        ("l2", ">i4"),
-        ("channel_id", ">i2"),
-        ("l3", ">i4"),
-        ("ts_us", ">i8"),
-        ("l4", ">i4"),
-        ("value", ">f8"),
-        ("l5", ">i4"),
-        ("quality", ">i2"),
-    ]
-)
 COPY_CHUNK_ROWS = 1_000_000  # rows per write: a ~42 MB buffer
 
 
@@ -128,21 +108,20 @@ def copy_readings(conn: psycopg.Connection, r: ReadingArrays) -> int:
     """Binary COPY into readings (needs INSERT on readings: the owner or ingest role)."""
     with (
         conn.cursor() as cur,
-        cur.copy("COPY readings (meter_id, channel_id, ts, value, quality) FROM STDIN (FORMAT BINARY)") as copy,
+        cur.copy(f"COPY readings ({', '.join(READING_ROWS.names)}) FROM STDIN (FORMAT BINARY)") as copy,
     ):
-        copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
+        copy.write(pgcopy.HEADER)
         for lo in range(0, len(r), COPY_CHUNK_ROWS):
             hi = min(lo + COPY_CHUNK_ROWS, len(r))
-            rows = np.zeros(hi - lo, dtype=_COPY_ROW)
-            rows["n"] = 5
-            rows["l1"], rows["l2"], rows["l3"], rows["l4"], rows["l5"] = 4, 2, 8, 8, 2
-            rows["meter_id"] = r.meter_id[lo:hi]
-            rows["channel_id"] = r.channel_id[lo:hi]
-            rows["ts_us"] = (r.ts_s[lo:hi] - PG_EPOCH_S) * 1_000_000
-            rows["value"] = r.value[lo:hi]
-            rows["quality"] = r.quality[lo:hi]
-            copy.write(rows.tobytes())
-        copy.write(b"\xff\xff")
+            columns = {
+                "meter_id": r.meter_id[lo:hi],
+                "channel_id": r.channel_id[lo:hi],
+                "ts": pgcopy.unix_s_to_pg_us(r.ts_s[lo:hi]),
+                "value": r.value[lo:hi],
+                "quality": r.quality[lo:hi],
+            }
+            copy.write(READING_ROWS.encode_tuples(columns))
+        copy.write(pgcopy.TRAILER)
     return len(r)
 
 

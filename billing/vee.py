@@ -24,12 +24,13 @@ Rules (thresholds in billing/vee_rules.toml), per series = one meter's cumulativ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
+from amr.timebase import DAY_S, local_midnight_utc_s
 from billing import flags as F
 from billing import kernels as K
 from billing.kernels import VeeInputError, check_array
@@ -40,7 +41,6 @@ RATE_CHANNELS = (2, 3, 4)  # 1.0.1.8.1/2/3: normal, peak, off-peak [kWh]
 ENERGY_CHANNELS = (1, 2, 3, 4)
 CLOCK_CHANNEL = 20  # 0.0.1.0.0.255 clock offset [s]
 DEFAULT_REGISTER_DIGITS = 6  # the meters table's default
-_LOCAL = timezone(timedelta(hours=7))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,11 +76,11 @@ class PeriodWindow:
     @property
     def day0_s(self) -> int:
         """UTC epoch [s] of the first day's local midnight."""
-        return int(datetime(self.first_day.year, self.first_day.month, self.first_day.day, tzinfo=_LOCAL).timestamp())
+        return local_midnight_utc_s(self.first_day)
 
     @property
     def end_s(self) -> int:
-        return self.day0_s + self.n_days * K.DAY_S
+        return self.day0_s + self.n_days * DAY_S
 
     def days(self) -> np.ndarray:
         return np.datetime64(self.first_day, "D") + np.arange(self.n_days)
@@ -328,7 +328,7 @@ def _flag_clock_days(
     hit = np.flatnonzero(clock_flags)
     if hit.size == 0 or series_meter.size == 0:
         return
-    day = (clock.ts_s[hit] - day0_s) // K.DAY_S
+    day = (clock.ts_s[hit] - day0_s) // DAY_S
     keep = (day >= 0) & (day < n_days)
     hit, day = hit[keep], day[keep]
     meters = clock.meter_id[hit]
@@ -455,12 +455,12 @@ def _day_exceptions(
     series_meter: np.ndarray, series_channel: np.ndarray, days: K.DayArrays, window: PeriodWindow
 ) -> _Columns:
     s, d = np.nonzero(days.flags & _DAY_RULES)
-    start = window.day0_s + d.astype(np.int64) * K.DAY_S
+    start = window.day0_s + d.astype(np.int64) * DAY_S
     return _rows(
         series_meter[s],
         series_channel[s],
         start,
-        start + K.DAY_S,
+        start + DAY_S,
         days.flags[s, d] & _DAY_RULES,
         days.measured_kwh[s, d] + days.estimated_kwh[s, d],
     )

@@ -9,9 +9,8 @@ from typing import Any
 import pandas as pd
 from dash import dash_table, dcc, html
 
+from amr.timebase import LOCAL_TZ
 from dashboards.reference import CITIES, CITY_NAMES
-
-LOCAL_TZ = dt.timezone(dt.timedelta(hours=7), "ICT")  # Asia/Ho_Chi_Minh, no DST
 
 # DejaVu Sans has every Vietnamese precomposed letter; DataTable would otherwise use a monospace font.
 FONT_FAMILY = '"DejaVu Sans", "Noto Sans", "Liberation Sans", Arial, sans-serif'

@@ -15,6 +15,8 @@ import pandas as pd
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from amr.timebase import LOCAL_TZ_NAME
+
 log = logging.getLogger(__name__)
 
 # Dash serves callbacks from a few threads; more connections than that only idle on the server.
@@ -36,7 +38,7 @@ class DataSource:
                 "autocommit": True,
                 # Belt and braces on top of the amr_reader role: this pool never writes.
                 "options": f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS}"
-                " -c TimeZone=Asia/Ho_Chi_Minh",
+                f" -c TimeZone={LOCAL_TZ_NAME}",
             },
             open=True,
             name="amr-dashboards",

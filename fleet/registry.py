@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from amr.pgcopy import Column
 from fleet.calibration import (
     AREA_SPREAD_KM,
     AREA_TARIFF_MIX,
@@ -38,7 +39,6 @@ from fleet.calibration import (
     PROTOCOLS,
     TARIFF_CLASSES,
 )
-from fleet.copy_binary import Column
 from fleet.rollout import NEVER, CityRollout, day_number, fleet_rollout
 
 HOUSEHOLD, BUSINESS, PRODUCTION, ADMINISTRATIVE = range(4)

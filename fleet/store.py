@@ -19,8 +19,8 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from amr.errors import AmrError
+from amr.pgcopy import HEADER, TRAILER, encode_rows
 from fleet.calibration import COMPANIES, HORIZON
-from fleet.copy_binary import COPY_HEADER, COPY_TRAILER, encode_rows
 from fleet.counts import Coverage
 from fleet.registry import Fleet
 
@@ -157,13 +157,13 @@ def write_fleet(
             conn.cursor() as cur,
             cur.copy(f"COPY meters ({names}) FROM STDIN ({options})", writer=QueuedLibpqWriter(cur)) as copy,
         ):
-            copy.write(COPY_HEADER)
+            copy.write(HEADER)
             for start in range(0, n, ROWS_PER_BLOCK):
                 rows = np.arange(start, min(n, start + ROWS_PER_BLOCK), dtype=np.int64)
                 copy.write(encode_rows(columns, rows))
                 if progress is not None:
                     progress(len(rows))
-            copy.write(COPY_TRAILER)
+            copy.write(TRAILER)
         phase("copy")
         for name, statement in restore:  # rebuild indexes, re-validate foreign keys in one pass each
             conn.execute(statement.encode())

@@ -10,10 +10,11 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
-_PG_EPOCH_SQL = "timestamptz '2000-01-01 00:00:00+00'"
+from amr.pgcopy import PG_EPOCH_SQL
+
 UPSERT_SQL = (
     "INSERT INTO meter_last_seen (meter_id, last_reading_ts, last_received_at)"
-    f" SELECT m, {_PG_EPOCH_SQL} + t * interval '1 microsecond', now()"
+    f" SELECT m, {PG_EPOCH_SQL} + t * interval '1 microsecond', now()"
     # Text array literals: psycopg dumps a Python list item by item in Python, ~10x slower than str.join.
     " FROM unnest(%s::text::integer[], %s::text::bigint[]) AS u(m, t)"
     " ON CONFLICT (meter_id) DO UPDATE SET"

@@ -15,16 +15,43 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg import errors
 
 from amr.messages import ClientStatus
-from ingest.copy_binary import COPY_READINGS_SQL, encode_readings, sort_order, unix_s_to_pg_us
+from amr.pgcopy import FixedRows, unix_s_to_pg_us
 from ingest.decode import Validated, clean_text, column_rows_to_arrays
 from ingest.last_seen import write_last_seen
 from ingest.poison import message_digest, settle
 
 STAGING_TABLE = "ingest_staging"
+# Every reading field is NOT NULL and fixed-width, so a row is one 46-byte numpy record (amr.pgcopy.FixedRows).
+READING_ROWS = FixedRows(
+    ("ts", "timestamptz"), ("meter_id", "int4"), ("channel_id", "int2"), ("value", "float8"), ("quality", "int2")
+)
+COPY_READINGS_SQL = f"COPY {{table}} ({', '.join(READING_ROWS.names)}) FROM STDIN (FORMAT BINARY)"
+
+
+def sort_order(
+    meter_id: npt.NDArray[np.int32], channel_id: npt.NDArray[np.int16], ts_us: npt.NDArray[np.int64]
+) -> npt.NDArray[np.intp]:
+    """Row order of the unique index (meter, channel, ts): B-tree inserts touch neighbouring pages, and two
+    workers inserting overlapping keys take their locks in the same order (no deadlock)."""
+    return np.lexsort((ts_us, channel_id, meter_id))
+
+
+def encode_readings(
+    ts_us: npt.NDArray[np.int64],
+    meter_id: npt.NDArray[np.int32],
+    channel_id: npt.NDArray[np.int16],
+    value: npt.NDArray[np.float64],
+    quality: npt.NDArray[np.int16],
+) -> bytes:
+    """The complete COPY stream (header, rows, trailer) for equal-length column arrays; ts_us [µs since 2000]."""
+    return READING_ROWS.encode(
+        {"ts": ts_us, "meter_id": meter_id, "channel_id": channel_id, "value": value, "quality": quality}
+    )
 
 
 class Strategy(StrEnum):

@@ -51,9 +51,9 @@ from datetime import UTC, datetime
 import numpy as np
 
 from amr.obis import STATUS_BITS
+from amr.timebase import DAY_S, local_day_and_second_s
 from simulators.faults import NO_FAULTS, Faults
 from simulators.shapes import (
-    LOCAL_UTC_OFFSET_S,
     DayShape,
     day_shape,
     daytype_factors,
@@ -122,13 +122,6 @@ class _Day:
     month_start_day: int
 
 
-def _local_day(t_s: float) -> tuple[int, float]:
-    """(local day number since 1970-01-01, seconds into that local day)."""
-    local = t_s + LOCAL_UTC_OFFSET_S
-    day = math.floor(local / 86400.0)
-    return day, local - day * 86400.0
-
-
 def _interp(arr: tuple[float, ...], x_min: float) -> float:
     i = int(x_min)
     if i >= len(arr) - 1:
@@ -178,7 +171,7 @@ class SimulatedMeter:
         self.faults = faults
         self.installed = installed or DEFAULT_INSTALLED
         self._installed_s = _ts(self.installed)
-        self._install_day, _ = _local_day(self._installed_s)
+        self._install_day, _ = local_day_and_second_s(self._installed_s)
         self._modulus = float(10**register_digits)
 
         p = lambda k: uniform(self.seed, _S_PARAM, k)  # noqa: E731 - per-meter parameter draws
@@ -349,7 +342,7 @@ class SimulatedMeter:
         """True cumulative energy since installation (r1, r2, r3, export) [kWh] at t."""
         if t_s <= self._installed_s:
             return (0.0, 0.0, 0.0, 0.0)
-        day, sec = _local_day(t_s)
+        day, sec = local_day_and_second_s(t_s)
         rec = self._day(day)
         x = sec / 60.0
         s = rec.shape
@@ -383,7 +376,7 @@ class SimulatedMeter:
         if not self.faults.drift_s_per_day:
             return 0.0
         since = self._replaced_s if self._replaced_s is not None and t_s >= self._replaced_s else self._installed_s
-        return self.faults.drift_s_per_day * max(0.0, t_s - since) / 86400.0
+        return self.faults.drift_s_per_day * max(0.0, t_s - since) / DAY_S
 
     def meter_clock(self, at: datetime) -> datetime:
         """What the meter's own clock shows at true time ``at``."""
@@ -391,7 +384,7 @@ class SimulatedMeter:
 
     def in_outage(self, at: datetime) -> bool:
         """Whether the meter is without supply at ``at`` (power-down fault)."""
-        day, sec = _local_day(_ts(at))
+        day, sec = local_day_and_second_s(_ts(at))
         rec = self._day(day)
         return rec.outage is not None and rec.outage[0] <= sec / 60.0 < rec.outage[1]
 
@@ -462,7 +455,7 @@ class SimulatedMeter:
     def read_registers_ts(self, t_s: float) -> dict[str, float]:
         """:meth:`read_registers` from UTC epoch seconds."""
         out = self._energy_registers(t_s)
-        day, sec = _local_day(t_s)
+        day, sec = local_day_and_second_s(t_s)
         rec = self._day(day)
         m = self.multiplier
         x = sec / 60.0
@@ -502,7 +495,7 @@ class SimulatedMeter:
         today_kw = rec.energy * rec.shape.hh_running_max[int(sec // 1800)] * 2.0
         md = max(rec.md_before_kw, today_kw) if not before_install else 0.0
         if replaced_today and self._replaced_s is not None:
-            r_day, _ = _local_day(self._replaced_s)
+            r_day, _ = local_day_and_second_s(self._replaced_s)
             md = today_kw if r_day == day else md if r_day < rec.month_start_day else max(today_kw, md)
         out[OBIS_MAX_DEMAND] = md / m
         out[OBIS_STATUS] = float(self._status_bits(t_s, rec, sec))
@@ -520,7 +513,7 @@ class SimulatedMeter:
         rows: list[tuple[datetime, dict[str, float]]] = []
         while t <= e:
             regs = self._energy_registers(float(t))
-            day, sec = _local_day(float(t))
+            day, sec = local_day_and_second_s(float(t))
             regs[OBIS_STATUS] = float(self._status_bits(float(t), self._day(day), sec))
             rows.append((datetime.fromtimestamp(t, tz=UTC), regs))
             t += interval_s

@@ -22,7 +22,6 @@ import numpy as np
 TariffClass = Literal["household", "business", "production"]
 City = Literal["HN", "HCM"]
 
-LOCAL_UTC_OFFSET_S = 7 * 3600  # Asia/Ho_Chi_Minh has been UTC+7 without DST since 1975
 MINUTES_PER_DAY = 1440
 HALF_HOURS_PER_DAY = 48
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from amr.errors import ProtocolError, ServiceError
 from amr.messages import Reading
 from amr.obis import CHANNELS
+from amr.timebase import LOCAL_TZ  # Vietnamese meters keep local time
 from collectors.dlms import decode
 from collectors.dlms.session import DlmsMeterSession
 
@@ -24,7 +25,6 @@ CLASS_CLOCK = 8
 SERIAL_OBIS = "0.0.96.1.0.255"
 LOAD_PROFILE_OBIS = "1.0.99.1.0.255"
 
-VIETNAM_TZ = timezone(timedelta(hours=7))
 # Without a previous read, fetch this much load profile: a day covers a missed daily read without pulling a
 # meter's whole buffer (weeks of entries) over a slow link.
 DEFAULT_PROFILE_LOOKBACK = timedelta(days=1)
@@ -56,7 +56,7 @@ def fetch_dlms_meter(
     serial: str | None = None,
     registers: Sequence[str] = DEFAULT_REGISTERS,
     read_profile: bool = True,
-    meter_tz: timezone = VIETNAM_TZ,
+    meter_tz: timezone = LOCAL_TZ,
     attempts: int = 3,
     retry_pause_s: float = 1.0,
     now: Callable[[], datetime] | None = None,

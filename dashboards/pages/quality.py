@@ -13,9 +13,9 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 from plotly.subplots import make_subplots
 
+from amr.timebase import LOCAL_TZ, local_day_bounds, local_today
 from dashboards import queries
 from dashboards.components import (
-    LOCAL_TZ,
     as_of_note,
     city_control,
     data_table,
@@ -224,8 +224,7 @@ def render_drilldown(
     if meter.empty:
         return None, f"no meter with serial {serial}"
     meter_id = int(meter.iloc[0]["meter_id"])
-    start = dt.datetime.combine(first_day, dt.time(), LOCAL_TZ)
-    end = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(), LOCAL_TZ)
+    start, end = local_day_bounds(first_day, last_day)
     readings = queries.fetch_meter_readings(src, meter_id, start, end)
     exceptions = queries.fetch_meter_exceptions(src, meter_id, start, end)
     daily = queries.fetch_meter_daily(src, meter_id, first_day, last_day + dt.timedelta(days=1))
@@ -242,7 +241,7 @@ def render_drilldown(
 # -- layout and callbacks -----------------------------------------------------------------------------------------
 def layout(src: DataSource, query: str = "") -> html.Div:
     periods = queries.fetch_vee_periods(src)
-    today = dt.datetime.now(LOCAL_TZ).date()
+    today = local_today()
     return html.Div(
         [
             html.H2("Data quality (VEE)"),
@@ -362,7 +361,7 @@ def register(app: dash.Dash, src: DataSource) -> None:
         Input("quality-days", "end_date"),
     )
     def _drill(serial: str | None, start: str | None, end: str | None) -> tuple[Any, Any, Any]:
-        today = dt.datetime.now(LOCAL_TZ).date()
+        today = local_today()
         first = dt.date.fromisoformat(start[:10]) if start else today - dt.timedelta(days=DRILLDOWN_DEFAULT_DAYS)
         last = dt.date.fromisoformat(end[:10]) if end else today
         fig, note = render_drilldown(src, serial, first, last)

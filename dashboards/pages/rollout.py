@@ -18,9 +18,9 @@ from dash import Input, Output, State, dcc, html
 from plotly.subplots import make_subplots
 
 from amr.rollout_figures import TARGET_DATE, PublishedFigure
+from amr.timebase import local_today
 from dashboards import queries
 from dashboards.components import (
-    LOCAL_TZ,
     as_of_note,
     city_control,
     companies_control,
@@ -73,10 +73,6 @@ def day_to_index(day: dt.date) -> int:
 
 def index_to_day(index: int | float) -> dt.date:
     return EPOCH + dt.timedelta(days=int(index))
-
-
-def today_local() -> dt.date:
-    return dt.datetime.now(LOCAL_TZ).date()
 
 
 # -- pure computation -------------------------------------------------------------------------------------------
@@ -193,7 +189,7 @@ def progress_figure(
         height=380,
         yaxis={"title": "share of customers [%]", "range": [0, 105]},
         legend={"orientation": "h", "y": -0.15},
-        xaxis={"range": [pd.Timestamp(DEFAULT_START), pd.Timestamp(max(today_local(), day))]},
+        xaxis={"range": [pd.Timestamp(DEFAULT_START), pd.Timestamp(max(local_today(), day))]},
         template="plotly_white",
     )
     return fig
@@ -339,7 +335,7 @@ def step_date(
 def _slider_bounds(src: DataSource) -> tuple[int, int]:
     first, last = queries.fetch_rollout_span(src)
     start = min(first or DEFAULT_START, DEFAULT_START)
-    end = max(last or today_local(), today_local())
+    end = max(last or local_today(), local_today())
     return day_to_index(dt.date(start.year, 1, 1)), day_to_index(end)
 
 

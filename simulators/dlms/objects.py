@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from dlms_cosem import dlms_data, time, utils
 from dlms_cosem.enumerations import DataAccessResult
 
+from amr.timebase import LOCAL_TZ  # Vietnamese meters keep local time
 from simulators.dlms.source import MeterSource
 
 CLASS_DATA = 1
@@ -36,8 +37,6 @@ SERIAL_OBIS = "0.0.96.1.0.255"
 STATUS_OBIS = "0.0.96.10.1.255"
 LOAD_PROFILE_OBIS = "1.0.99.1.0.255"
 
-# Vietnamese meters keep local time; DLMS deviation is minutes from local time to UTC (-420 for UTC+7).
-METER_TZ = timezone(timedelta(hours=7))
 
 # DLMS unit codes (IEC 62056-62, the Blue Book's unit table) used here.
 UNIT_SECOND = 7
@@ -123,7 +122,7 @@ def obis_str(raw: bytes) -> str:
 
 def encode_datetime(at: datetime) -> bytes:
     """A-XDR date-time octet string (12 bytes) in meter local time."""
-    return time.datetime_to_bytes(at.astimezone(METER_TZ))
+    return time.datetime_to_bytes(at.astimezone(LOCAL_TZ))
 
 
 def decode_datetime(raw: bytes) -> datetime:
@@ -135,7 +134,7 @@ def decode_datetime(raw: bytes) -> datetime:
     year = int.from_bytes(raw[0:2], "big")
     month, day, _weekday, hour, minute, second, hundredths = raw[2:9]
     deviation = int.from_bytes(raw[9:11], "big", signed=True)
-    tz = METER_TZ if deviation == -0x8000 else timezone(timedelta(minutes=-deviation))
+    tz = LOCAL_TZ if deviation == -0x8000 else timezone(timedelta(minutes=-deviation))
     try:
         local = datetime(year, month, day, hour, minute, second, (hundredths % 100) * 10_000, tzinfo=tz)
     except ValueError:
@@ -291,7 +290,8 @@ class CosemMeter:
             meter_time = now + timedelta(seconds=self.source.clock_offset_s(now))
             return dlms_data.OctetStringData(encode_datetime(meter_time)).to_bytes()
         if attribute == 3:
-            offset = METER_TZ.utcoffset(None)
+            # DLMS deviation is minutes from local time to UTC (-420 for UTC+7).
+            offset = LOCAL_TZ.utcoffset(None)
             return dlms_data.LongData(-int(offset.total_seconds() // 60)).to_bytes()
         raise AccessError(DataAccessResult.OBJECT_UNDEFINED)
 

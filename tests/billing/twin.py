@@ -9,12 +9,10 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from amr.obis import STATUS_BITS
+from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S, UNIX_EPOCH_WEEKDAY
 from billing import flags as F
 from billing.kernels import SPIKE_LOOKAHEAD_READS
 from billing.rules import VeeRules
-
-DAY = 86400
-LOCAL = 7 * 3600
 
 
 @dataclass
@@ -47,7 +45,7 @@ class SeriesOut:
 
 
 def _day(t_end: int, day0: int) -> int:
-    return math.floor((t_end - 1 - day0) / DAY)
+    return math.floor((t_end - 1 - day0) / DAY_S)
 
 
 def twin_series(
@@ -170,7 +168,7 @@ def twin_validate(
         if not math.isnan(d) and ts[i] <= day0:
             hist_kwh += d
             hist_s += ts[i] - out.start[i]
-    out.hist = hist_kwh / hist_s * DAY if hist_s > 0 else math.nan
+    out.hist = hist_kwh / hist_s * DAY_S if hist_s > 0 else math.nan
     return out
 
 
@@ -189,14 +187,14 @@ def twin_days(ts: list[int], v: TwinValidation, *, rules: VeeRules, day0: int, n
         if math.isnan(d):
             continue
         if ts[i] - out.start[i] == interval:
-            loc = out.start[i] + LOCAL
-            key = ((loc // DAY + 3) % 7, (loc % DAY) // interval if interval < DAY else 0)
+            loc = out.start[i] + LOCAL_UTC_OFFSET_S
+            key = ((loc // DAY_S + UNIX_EPOCH_WEEKDAY) % 7, (loc % DAY_S) // interval if interval < DAY_S else 0)
             prof.setdefault(key, []).append(d)
 
     def like_day(st: int, length: int) -> float | None:
-        loc = st + LOCAL
-        wd = (loc // DAY + 3) % 7
-        slot = (loc % DAY) // interval if interval < DAY else 0
+        loc = st + LOCAL_UTC_OFFSET_S
+        wd = (loc // DAY_S + UNIX_EPOCH_WEEKDAY) % 7
+        slot = (loc % DAY_S) // interval if interval < DAY_S else 0
         if (wd, slot) in prof:
             vals = prof[(wd, slot)]
             return sum(vals) / len(vals) * length / interval

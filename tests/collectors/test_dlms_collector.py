@@ -10,9 +10,9 @@ import pytest
 
 from amr.errors import ProtocolError, ServiceError
 from amr.obis import BY_OBIS
+from amr.timebase import LOCAL_TZ
 from collectors.dlms import DlmsAssociationRefused, fetch_dlms_meter
 from collectors.dlms.decode import ScalerUnit, clock_offset_s, decode_cosem_datetime, scaled_value
-from collectors.dlms.fetch import VIETNAM_TZ
 from simulators.clock import SimClock
 from simulators.dlms import REGISTERS, start_dlms_server
 from simulators.faults import Faults
@@ -141,7 +141,7 @@ def test_decoding_is_pure() -> None:
         scaled_value("1.0.1.8.0.255", 1, ScalerUnit(scaler=0, unit_code=35))
     utc = bytes.fromhex("07ea0504ff0f29070000" + "0000")  # 2026-05-04 15:41:07, deviation 0 = UTC
     local = bytes.fromhex("07ea0504ff16290700" + "800000")  # 22:41:07, deviation not specified
-    assert decode_cosem_datetime(utc, VIETNAM_TZ) == AT
-    assert decode_cosem_datetime(local, VIETNAM_TZ) == AT
+    assert decode_cosem_datetime(utc, LOCAL_TZ) == AT
+    assert decode_cosem_datetime(local, LOCAL_TZ) == AT
     sent = AT
     assert clock_offset_s(AT + timedelta(seconds=10.5), sent, sent + timedelta(seconds=1)) == 10.0

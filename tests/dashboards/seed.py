@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import psycopg
 
 from amr.rollout_figures import MINISTRY_REPORT_DATE, published
+from amr.timebase import local_midnight
 
 REFERENCE_DAY = MINISTRY_REPORT_DATE
 CUSTOMERS_PER_CITY = 1000
@@ -194,7 +195,7 @@ VEE_RULES = ("GAP", "SPIKE", "NEGATIVE", "FLAT_LINE")
 def seed_billing(conninfo_owner: str, export_dir: str) -> dict[str, int]:
     """A finished VEE run for 2024-05 with exceptions and daily consumption, 14 days of 30-min register reads for
     one meter (DRILL_SERIAL), and a held bill run whose export_dir holds a CSV; then refresh the aggregates."""
-    start = dt.datetime(2024, 5, 1, tzinfo=dt.UTC) - dt.timedelta(hours=7)
+    start = local_midnight(dt.date(2024, 5, 1)).astimezone(dt.UTC)
     with psycopg.connect(conninfo_owner, autocommit=True) as conn, conn.transaction():
         ids = [
             r[0]

@@ -12,6 +12,7 @@ import pytest
 
 from amr.db.server import DatabaseServer, Role
 from amr.errors import AmrError
+from amr.pgcopy import HEADER, PG_EPOCH_UNIX_DAYS, TRAILER, Column, encode_rows
 from amr.rollout_figures import (
     COMPLETION_DATE,
     HANOI_ALL_ELECTRONIC_DATE,
@@ -22,7 +23,6 @@ from amr.rollout_figures import (
     published,
 )
 from fleet.calibration import CALIBRATION_DATE, CITIES, COMPANIES, HORIZON
-from fleet.copy_binary import COPY_HEADER, COPY_TRAILER, Column, encode_rows
 from fleet.counts import city_coverage_series, count_fleet
 from fleet.registry import Fleet, build_fleet
 from fleet.rollout import NEVER, day_number
@@ -145,7 +145,9 @@ def test_binary_copy_encodes_nulls_empty_and_variable_text(fleet_db: DatabaseSer
             null=np.array([False, False, True, False]),
         ),
         Column(name="i", pg_type="int4", values=np.array([1, -2, 3, 2**31 - 1]), null=np.array([0, 1, 0, 0], bool)),
-        Column(name="d", pg_type="date", values=np.array([day_number(date(1999, 12, 31)), 0, 10957, 20000])),
+        Column(
+            name="d", pg_type="date", values=np.array([day_number(date(1999, 12, 31)), 0, PG_EPOCH_UNIX_DAYS, 20000])
+        ),
         Column(name="f", pg_type="float8", values=np.array([0.1, -1e300, np.pi, 2.5])),
         Column(name="b", pg_type="bool", values=np.array([True, False, True, False])),
         Column(name="s", pg_type="int2", values=np.array([1, 2, 3, -4])),
@@ -153,7 +155,7 @@ def test_binary_copy_encodes_nulls_empty_and_variable_text(fleet_db: DatabaseSer
     with psycopg.connect(fleet_db.conninfo(Role.OWNER)) as conn:
         conn.execute("CREATE TEMP TABLE enc (t text, i int4, d date, f float8, b bool, s int2)")
         with conn.cursor() as cur, cur.copy("COPY enc FROM STDIN (FORMAT BINARY)") as copy:
-            copy.write(COPY_HEADER + encode_rows(columns, np.arange(4)) + COPY_TRAILER)
+            copy.write(HEADER + encode_rows(columns, np.arange(4)) + TRAILER)
         rows = conn.execute("SELECT t, i, d, f, b, s FROM enc ORDER BY s").fetchall()
         stored_order = [r[0] for r in conn.execute("SELECT s FROM enc ORDER BY ctid")]
     assert stored_order == [1, 2, 3, -4]  # rows are written in the order given, whatever their layout

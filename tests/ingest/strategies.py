@@ -24,7 +24,7 @@ import copy
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 from amr.broker.topics import dcu_uplink_topic, events_topic, readings_topic, status_topic
 from amr.obis import CHANNELS, Channel
+from amr.timebase import LOCAL_TZ
 from ingest.limits import MAX_PAYLOAD_BYTES
 from tests.ingest.helpers import METERS, serial
 
@@ -366,7 +367,7 @@ def _slot_time(draw: st.DrawFn, slots: Slots) -> tuple[datetime, str]:
     if style == 1:
         dt += timedelta(microseconds=draw(st.sampled_from((1, 250_000, 500_000, 999_999))))
     if style == 2:
-        return dt, dt.astimezone(timezone(timedelta(hours=7))).isoformat()
+        return dt, dt.astimezone(LOCAL_TZ).isoformat()
     return dt, dt.isoformat().replace("+00:00", "Z")
 
 

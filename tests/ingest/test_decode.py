@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from amr.errors import PayloadError
 from amr.messages import ColumnarReadingBatch, Reading, ReadingBatch, columnar_from_readings, encode, iter_readings
-from ingest.copy_binary import PG_EPOCH_S, SIGNATURE, TRAILER, encode_readings, unix_s_to_pg_us
+from amr.pgcopy import HEADER, PG_EPOCH, PG_EPOCH_UNIX_S, TRAILER, unix_s_to_pg_us
 from ingest.decode import Kind, parse_message, serials_of, topic_kind, validate_message
 from ingest.limits import MAX_PAYLOAD_BYTES
 from ingest.meters import MeterCache
-from ingest.writer import ReadingColumns
+from ingest.writer import ReadingColumns, encode_readings
 
 METER_IDS = {"M1": 1, "M2": 2}
 NOW_S = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
@@ -106,7 +106,7 @@ def test_limits_and_topics() -> None:
 
 def _twin_encode(rows: list[tuple[int, int, int, float, int]]) -> bytes:
     """Plain-Python twin of encode_readings, straight from the PostgreSQL binary COPY format description."""
-    out = bytearray(SIGNATURE)
+    out = bytearray(HEADER)
     for ts_us, meter, channel, value, quality in rows:
         out += struct.pack(">hiqiiihidih", 5, 8, ts_us, 4, meter, 2, channel, 8, value, 2, quality)
     return bytes(out + TRAILER)
@@ -131,9 +131,8 @@ def test_copy_encoding_matches_python_twin(rows: list[tuple[int, int, int, float
 def test_timestamp_conversion_is_exact_to_the_microsecond() -> None:
     ts = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
     got = unix_s_to_pg_us(np.array([ts.timestamp()]))[0]
-    exact_us = (ts - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)  # integer arithmetic
+    exact_us = (ts - PG_EPOCH) // timedelta(microseconds=1)  # integer arithmetic
     assert got == exact_us
-    assert PG_EPOCH_S == 946_684_800.0
 
 
 def test_meter_cache_rate_limits_misses() -> None:
@@ -235,7 +234,7 @@ def test_columnar_good_and_bad_readings_split() -> None:
     cols = ReadingColumns.from_validated([part])
     assert cols.meter_id.tolist() == [1, 2] and cols.channel_id.tolist() == [1, 10]
     assert cols.value.tolist() == [5.0, 230.1] and cols.quality.tolist() == [0, 0]
-    assert cols.ts_us.tolist() == [int((1780185600 - PG_EPOCH_S) * 1e6), int((1780185600.25 - PG_EPOCH_S) * 1e6)]
+    assert cols.ts_us.tolist() == [int((t - PG_EPOCH_UNIX_S) * 1e6) for t in (1780185600, 1780185600.25)]
 
 
 def test_columnar_whole_message_problems() -> None:

@@ -11,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from amr.db.server import DatabaseServer, Role
+from amr.pgcopy import PG_EPOCH_SQL, US_PER_S
+from amr.timebase import DAY_S
 from ingest.last_seen import PendingLastSeen, newest_per_meter, write_last_seen
 from tests.ingest.helpers import add_test_meters, serial
 
@@ -54,13 +56,13 @@ def test_upsert_keeps_the_newest(make_database: Callable[[str], DatabaseServer])
             conn.execute("SELECT meter_id FROM meters WHERE serial = %s", (serial(i),)).fetchone()[0]  # type: ignore[index]
             for i in (41, 42)
         ]
-    day_us = 86_400 * 10**6
+    day_us = DAY_S * US_PER_S
     with psycopg.connect(db.conninfo(Role.INGEST), autocommit=True) as conn:
         for newest in ([9000 * day_us, 9000 * day_us], [9001 * day_us, 8000 * day_us]):  # meter 42 goes back
             with conn.transaction(), conn.cursor() as cur:
                 write_last_seen(cur, np.array(ids, dtype=np.int32), np.array(newest, dtype=np.int64))
         got = conn.execute(
-            "SELECT meter_id, (extract(epoch FROM last_reading_ts - timestamptz '2000-01-01 00:00:00+00') / 86400)::int"
+            f"SELECT meter_id, (extract(epoch FROM last_reading_ts - {PG_EPOCH_SQL}) / {DAY_S})::int"
             " FROM meter_last_seen WHERE meter_id = ANY(%s) ORDER BY meter_id",
             (ids,),
         ).fetchall()

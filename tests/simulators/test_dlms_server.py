@@ -14,6 +14,7 @@ from dlms_cosem.cosem.selective_access import CaptureObject, RangeDescriptor
 from dlms_cosem.io import BlockingTcpIO, TcpTransport
 from dlms_cosem.security import LowLevelSecurityAuthentication, NoSecurityAuthentication
 
+from amr.timebase import LOCAL_UTC_OFFSET_S
 from simulators.clock import SimClock
 from simulators.dlms import start_dlms_server
 from simulators.dlms.server import DlmsServerHandle
@@ -75,7 +76,7 @@ def test_clock_shows_the_meter_drift(server: DlmsServerHandle, meters: list[Simu
     drift = meters[0].clock_offset_s(AT)
     assert abs(drift) > 60  # years of 12 s/day since installation
     assert (shown - AT).total_seconds() == pytest.approx(drift, abs=0.011)
-    assert shown.utcoffset() == timedelta(hours=7)
+    assert shown.utcoffset() == timedelta(seconds=LOCAL_UTC_OFFSET_S)  # the meter keeps local time
 
 
 def test_load_profile_range_by_time(server: DlmsServerHandle, meters: list[SimulatedMeter]) -> None:

@@ -9,12 +9,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from amr.obis import BY_OBIS, STATUS_BITS
+from amr.timebase import LOCAL_TZ_NAME
 from simulators.clock import SimClock
 from simulators.faults import Faults
 from simulators.meter import OBIS_IMPORT, OBIS_RATE, SimulatedMeter
 from simulators.shapes import HOUSEHOLD_BUCKET_SHARES, tou_rate_at
 
-HCM = ZoneInfo("Asia/Ho_Chi_Minh")
+HCM = ZoneInfo(LOCAL_TZ_NAME)  # the tz database, not the fixed offset the meter uses
 T0 = datetime(2025, 3, 3, tzinfo=UTC)  # a Monday
 ENERGY = ("1.0.1.8.0.255", *OBIS_RATE, "1.0.2.8.0.255", "1.0.3.8.0.255", "1.0.4.8.0.255")
 
