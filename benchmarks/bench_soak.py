@@ -96,6 +96,8 @@ KILL_GAP_S = PAUSE_S[1] + 2.0  # between two kills of the same part: it is back 
 START_TIMEOUT_S = 60.0
 NO_MATCHING_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason code
 # The sources' publisher counters summed over the run (collectors.publisher.MqttPublisher)
+INGEST_COUNTERS = ("messages", "rows", "duplicates", "dead_letters", "staging_flushes", "confirmations", "poison",
+                   "restarts", "queue_depth", "lag_s", "broker_connects", "db", "state")  # fmt: skip
 PUBLISHER_COUNTERS = ("sent", "resent_unconfirmed", "unrouted", "rejected", "confirmations", "connects")
 STOP_TIMEOUT_S = 30.0
 
@@ -415,6 +417,10 @@ class Soak:
         self.unexpected_exits: list[str] = []
         self.kills: list[Kill] = []
         self.t0 = 0.0
+        self.timeline = work / "timeline.jsonl"  # one line a second: every source's and worker's status
+        self._next_sample_s = 0.0
+        self.peak_spool_depth = 0  # messages in all spools together, sampled once a second
+        self.peak_ingest_lag_s = 0.0  # as the workers report it
         env = {k: v for k, v in os.environ.items() if not k.startswith("AMR_")}
         env |= {
             "AMR_CONFIG": str(work / "no-amr.toml"),  # no amr.toml of the working directory
@@ -532,6 +538,27 @@ class Soak:
                 self.console.print(f"[red]{child.name} exited ({code}) unasked[/red]\n{child.log_tail()}")
                 child.start()
 
+    def _sample(self) -> None:
+        """Append the statuses to the timeline (kept with the logs), once a second."""
+        if self.elapsed() < self._next_sample_s:
+            return
+        self._next_sample_s = self.elapsed() + 1.0
+        keys = ("depth", "max_id", "min_id", "inflight", "connected", *PUBLISHER_COUNTERS)
+        sources = {n: {k: s[k] for k in keys} if s else None for n, s in self.statuses().items()}
+        workers = {s["worker"]: {k: s.get(k) for k in INGEST_COUNTERS} for s in self._ingest_statuses()}
+        line = {
+            "t_s": round(self.elapsed(), 2),
+            "load": os.getloadavg()[0],
+            "down": sorted(self.down),
+            "sources": sources,
+            "ingest": workers,
+        }
+        with self.timeline.open("a") as out:
+            out.write(json.dumps(line) + "\n")
+        self.peak_spool_depth = max(self.peak_spool_depth, sum(int(v["depth"]) for v in sources.values() if v))
+        lags = [float(v["lag_s"] or 0.0) for v in workers.values()]
+        self.peak_ingest_lag_s = max([self.peak_ingest_lag_s, *lags])
+
     def _check_caught_up(self) -> None:
         statuses = self.statuses()
         now = self.elapsed()
@@ -567,6 +594,7 @@ class Soak:
                     self._restart(kill)
             self._supervise()
             self._check_caught_up()
+            self._sample()
             time.sleep(LOOP_S)
         stop_s = self.elapsed()
         self.console.print(f"{stop_s:6.1f} s  traffic stops; waiting for every spool to empty")
@@ -577,6 +605,7 @@ class Soak:
         while self.elapsed() < deadline:
             self._supervise()
             self._check_caught_up()
+            self._sample()
             statuses = self.statuses()
             if all(s is not None and not s["generating"] and s["depth"] == 0 and s["connected"]
                    and s["updated_at"] > time.time() - 1.0 for s in statuses.values()):  # fmt: skip
@@ -754,6 +783,8 @@ def run(quick: bool, *, seed: int = 11, workers: int = 1, traffic_s: float | Non
         "drain_after_last_kill_s": last.caught_up_s if last else None,
         "drain_after_traffic_stop_s": round(drained_s - outcome["stop_s"], 2) if drained_s is not None else None,
         "spool_depth_left": sum(outcome["depth"].values()),
+        "peak_spool_depth": soak.peak_spool_depth,
+        "peak_ingest_lag_s": round(soak.peak_ingest_lag_s, 2),
         **{f"publishers_{k}": soak.publisher_counts[k] for k in PUBLISHER_COUNTERS},
         "traffic_s": profile.traffic_s,
         "workers": workers,
@@ -786,6 +817,8 @@ def run(quick: bool, *, seed: int = 11, workers: int = 1, traffic_s: float | Non
         ("drain after the last kill, s", "", f"{result['drain_after_last_kill_s']}"),
         ("drain after the traffic stopped, s", "", f"{result['drain_after_traffic_stop_s']}"),
         ("spool depth left", "0", f"{result['spool_depth_left']}"),
+        ("peak spool depth (all sources) / peak ingest lag s", "", f"{result['peak_spool_depth']:,} / "
+                                                                   f"{result['peak_ingest_lag_s']}"),
         ("publishers: sends / re-sends after a confirm timeout", "", f"{result['publishers_sent']:,} / "
                                                                      f"{result['publishers_resent_unconfirmed']:,}"),
         ("publishers: PUBACKs 'no matching subscribers'", "", f"{result['publishers_unrouted']:,}"),
