@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import dash
+import flask
 from dash import Input, Output, State, dcc, html
 
 from dashboards.auth import BasicAuth
@@ -68,3 +69,19 @@ def create_app(conninfo: str, *, auth: BasicAuth | None, source: DataSource | No
         auth.install(app.server)
     app.server.config["AMR_DATA_SOURCE"] = src
     return app
+
+
+class Guard(Protocol):
+    """What guards the app: dashboards.auth.BasicAuth or dashboards.proxy_auth.ProxyHeaderAuth."""
+
+    def install(self, server: flask.Flask) -> None: ...
+
+
+def wsgi_server(conninfo: str, *, guard: Guard | None) -> flask.Flask:
+    """The WSGI entry a production server (gunicorn, app/services/web.py) serves: built in each worker process
+    after the fork, so every worker has its own connection pool. `guard` None serves without authentication."""
+    app = create_app(conninfo, auth=None)
+    if guard is not None:
+        guard.install(app.server)
+    server: flask.Flask = app.server
+    return server
