@@ -28,6 +28,7 @@ from rich.table import Table
 
 from amr.db.server import DatabaseServer, Role
 from amr.settings import DatabaseSettings, Settings
+from amr.timebase import DAY_S
 from billing.cycles import BillingPeriod
 from billing.run import run_period
 from billing.synthetic import copy_readings, register_reads
@@ -72,7 +73,7 @@ def fill(db: DatabaseServer, n: int, seed: int = 3) -> int:
                     continue
                 kwh = rng.lognormal(np.log(5.5), 0.6, sel.size) * (2 if tou else 1)
                 r = register_reads(
-                    meter_ids=sel, first_day=FIRST_DAY, n_days=DAYS, interval_s=86400, kwh_per_day=kwh, rng=rng, tou=tou
+                    meter_ids=sel, first_day=FIRST_DAY, n_days=DAYS, interval_s=DAY_S, kwh_per_day=kwh, rng=rng, tou=tou
                 )
                 r = r.take(rng.random(len(r)) > 0.003)
                 rows += copy_readings(conn, r)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from amr.errors import ConfigError
+from amr.timebase import DAY_S
 from billing import flags as F
 from billing.charges import household_charges, price_flags, round_half_up_div, split_kwh, tou_charges, vat_vnd
 from billing.cycles import BillingPeriod
@@ -200,7 +201,7 @@ def test_billing_cycles_follow_the_read_day() -> None:
     # the period spans every read day's cycle; its UTC bounds are the local (UTC+7) midnights
     assert (october.start_day, october.end_day) == (date(2026, 9, 1), date(2026, 10, 31))
     assert october.start_utc_s == 1_788_195_600  # 2026-08-31T17:00:00Z
-    assert october.end_utc_s - october.start_utc_s == 60 * 86400
+    assert october.end_utc_s - october.start_utc_s == 60 * DAY_S
     with pytest.raises(ConfigError, match="--period"):
         BillingPeriod.parse("2026-13")
     with pytest.raises(ConfigError, match="not YYYY-MM"):

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amr.obis import STATUS_BITS
+from amr.timebase import DAY_S
 from billing import flags as F
 from billing import kernels as K
 from billing.rules import kernel_thresholds, read_vee_rules
@@ -47,12 +48,12 @@ def _run(ts: list[int], values: list[float], quality: list[int] | None = None, d
 
 @st.composite
 def series(draw: st.DrawFn) -> tuple[list[int], list[float], list[int], int]:
-    interval = draw(st.sampled_from([3600, 86400]))
+    interval = draw(st.sampled_from([3600, DAY_S]))
     digits = draw(st.sampled_from([4, 6]))
     modulus = 10.0**digits
     span_days = 10 + 5  # 5 history days before the window
-    n = span_days * 86400 // interval + 1
-    t0 = DAY0 - 5 * 86400
+    n = span_days * DAY_S // interval + 1
+    t0 = DAY0 - 5 * DAY_S
     rate = draw(st.floats(0.0, 3.0 if interval == 3600 else 60.0))
     value = draw(st.floats(0, modulus - 1)) // 1
     ts, values, quality = [], [], []
@@ -197,7 +198,7 @@ def test_each_kernel_pass_matches_its_twin(data: tuple[list[int], list[float], l
 
 
 def test_series_wrappers_refuse_what_the_kernels_cannot_take() -> None:
-    ts = np.array([DAY0, DAY0 + 86400, DAY0 + 2 * 86400], np.int64)
+    ts = np.array([DAY0, DAY0 + DAY_S, DAY0 + 2 * DAY_S], np.int64)
     value = np.array([1.0, 2.0, 3.0])
     quality = np.zeros(3, np.int16)
     kw = {"modulus": 1e6, "thresholds": THRESHOLDS, "allowed_s": ALLOWED_S, "day0_s": DAY0}
@@ -212,8 +213,8 @@ def test_series_wrappers_refuse_what_the_kernels_cannot_take() -> None:
     with pytest.raises(VeeInputError, match="allowed_s: at least one"):
         K.validate_series(ts, value, quality, **(kw | {"allowed_s": np.zeros(0, np.int64)}))  # type: ignore[arg-type]
     val = K.validate_series(ts, value, quality, **kw)  # type: ignore[arg-type]
-    assert val.profile.interval_s == 86400 and val.verdicts.delta_kwh[1:].tolist() == [1.0, 1.0]
-    end = DAY0 + 2 * 86400
+    assert val.profile.interval_s == DAY_S and val.verdicts.delta_kwh[1:].tolist() == [1.0, 1.0]
+    end = DAY0 + 2 * DAY_S
     with pytest.raises(VeeInputError, match="flags: length 3, expected 2"):
         K.aggregate_series(ts[:2], val, thresholds=THRESHOLDS, day0_s=DAY0, n_days=2, period_end_s=end)
     with pytest.raises(VeeInputError, match="n_days"):
@@ -228,7 +229,7 @@ def test_series_wrappers_refuse_what_the_kernels_cannot_take() -> None:
 @settings(max_examples=60, deadline=None)
 def test_tou_sum_matches_twin(days: list[tuple[float, float, float, float]]) -> None:
     n = len(days) + 1
-    ts = [DAY0 + k * 86400 for k in range(n)]
+    ts = [DAY0 + k * DAY_S for k in range(n)]
     series = []
     for ch in range(4):
         cum = [1000.0]
@@ -254,7 +255,7 @@ def test_tou_sum_matches_twin(days: list[tuple[float, float, float, float]]) -> 
 
 
 def _daily(values: list[float], start: int = -3) -> tuple[list[int], list[float]]:
-    return [DAY0 + (start + k) * 86400 for k in range(len(values))], values
+    return [DAY0 + (start + k) * DAY_S for k in range(len(values))], values
 
 
 def test_rollover_replacement_and_negative_are_told_apart() -> None:
@@ -292,8 +293,8 @@ def test_short_gap_interpolated_long_gap_like_day_and_scaled() -> None:
 
 def test_gap_over_the_maximum_is_an_exception_not_an_estimate() -> None:
     ts, values = _daily([100.0, 110.0, 120.0, 130.0, 240.0, 250.0])
-    ts[4] = ts[3] + 11 * 86400  # 11 days without a read (maximum 8)
-    ts[5] = ts[4] + 86400
+    ts[4] = ts[3] + 11 * DAY_S  # 11 days without a read (maximum 8)
+    ts[5] = ts[4] + DAY_S
     res = _run(ts, values)
     assert res.reading_flags[4] & F.GAP_TOO_LONG
     assert res.estimated.sum() == 0
@@ -333,7 +334,7 @@ def test_status_bits_and_clock_drift() -> None:
     ts, values = _daily([100.0, 110.0, 120.0, 130.0, 140.0, 150.0])
     quality = [0, 0, 0, 0, STATUS_BITS["DATA_NOT_VALID"], STATUS_BITS["POWER_DOWN"]]
     energy = _one_series(ts, values, quality)
-    clock = _one_series([DAY0 + 3600, DAY0 + 86400 + 3600], [45.0, 900.0], channel=20)
+    clock = _one_series([DAY0 + 3600, DAY0 + DAY_S + 3600], [45.0, 900.0], channel=20)
     r = ReadingArrays(
         **{
             k: np.concatenate([getattr(energy, k), getattr(clock, k)])

@@ -24,6 +24,7 @@ import pytest
 from amr.db.server import DatabaseServer, Role
 from amr.obis import BY_OBIS
 from amr.settings import Settings
+from amr.timebase import DAY_S
 from simulators.dlms.objects import PROFILE_REGISTER_COLUMNS
 from simulators.tcpproxy import TcpProxy
 from tests.e2e.dlms_sim import e2e_meters
@@ -110,7 +111,7 @@ def test_every_profile_entry_is_stored_exactly_once_through_faults(own_services,
             )
     env = _env(settings)
     # The simulated run starts 20 days ago (ingest refuses readings from the future), on an interval boundary.
-    sim_start = datetime.fromtimestamp((time.time() - 20 * 86400) // PROFILE_INTERVAL_S * PROFILE_INTERVAL_S, UTC)
+    sim_start = datetime.fromtimestamp((time.time() - 20 * DAY_S) // PROFILE_INTERVAL_S * PROFILE_INTERVAL_S, UTC)
     anchor_real = time.time()
     sim_port = free_port()
     sim_args = [

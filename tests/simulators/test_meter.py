@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from amr.obis import BY_OBIS, STATUS_BITS
-from amr.timebase import LOCAL_TZ_NAME
+from amr.timebase import DAY_S, LOCAL_TZ_NAME
 from simulators.clock import SimClock
 from simulators.faults import Faults
 from simulators.meter import OBIS_IMPORT, OBIS_RATE, SimulatedMeter
@@ -131,7 +131,7 @@ def test_stuck_register_and_clock_drift() -> None:
     b = m.read_registers(frm + timedelta(hours=20))[OBIS_IMPORT]
     c = m.read_registers(until + timedelta(hours=1))[OBIS_IMPORT]
     assert a == b < c
-    days = (T0 - m.installed).total_seconds() / 86400
+    days = (T0 - m.installed).total_seconds() / DAY_S
     assert m.clock_offset_s(T0) == pytest.approx(30.0 * days)
     assert m.read_registers(T0)["0.0.96.10.1.255"] == float(STATUS_BITS["CLOCK_INVALID"])
     assert meter().clock_offset_s(T0) == 0.0
