@@ -15,9 +15,12 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from amr.broker.mosquitto import LocalMosquitto, acl_file_text
+from amr.broker.mosquitto import PERSISTENCE, LocalMosquitto, acl_file_text
 from amr.broker.probe import fetch_connect_result, fetch_publish_result, new_client
+from amr.broker.publish import WindowedPublisher
 from amr.broker.topics import confirm_topic, dcu_uplink_topic, events_topic, readings_topic, status_topic
 from amr.settings import Settings
 from tests.services import endpoint, own_broker
@@ -25,6 +28,11 @@ from tests.services import endpoint, own_broker
 ALLOWED = ("Success", "No matching subscribers")
 DENIED = "Not authorized"
 WAIT_S = 10.0
+SESSION_EXPIRY_S = 3600
+PERSISTED_MESSAGES = 50
+# Mosquitto saves once more than autosave_interval whole seconds have passed since the last save (+1 s); its loop
+# wakes at least once a second, and a save of 50 small messages takes milliseconds (+1 s margin)
+LOSS_WINDOW_S = 7.0
 
 
 def _name(prefix: str) -> str:
@@ -112,21 +120,38 @@ def test_documented_limits_of_the_acl(broker: LocalMosquitto) -> None:
 
 
 class _Listener:
-    """A connected client with `account`'s credentials and `client_id`, recording the topics it receives."""
+    """A connected client with `account`'s credentials and `client_id`, recording the topics it receives;
+    `persistent`: a session that outlives the connection (the broker queues for it while it is away)."""
 
-    def __init__(self, broker: LocalMosquitto, account: str, client_id: str, filters: list[str]) -> None:
+    def __init__(
+        self,
+        broker: LocalMosquitto,
+        account: str,
+        client_id: str,
+        filters: list[str],
+        *,
+        persistent: bool = False,
+        subscribe: bool = True,
+    ) -> None:
         ep = endpoint(broker, account)
+        self.client_id = client_id
         self.topics: list[str] = []
         self.received = threading.Condition()
-        self.subscribed = threading.Event()
+        self.ready = threading.Event()
         self.client = new_client(client_id)
         self.client.username_pw_set(ep.username, ep.password)
-        self.client.on_connect = lambda c, *_a: c.subscribe([(f, 1) for f in filters])
-        self.client.on_subscribe = lambda *_a: self.subscribed.set()
+        if subscribe:
+            self.client.on_connect = lambda c, *_a: c.subscribe([(f, 1) for f in filters])
+            self.client.on_subscribe = lambda *_a: self.ready.set()
+        else:
+            self.client.on_connect = lambda *_a: self.ready.set()
         self.client.on_message = self._on_message
-        self.client.connect(ep.host, ep.port, keepalive=10)
+        props = Properties(PacketTypes.CONNECT)
+        if persistent:
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self.client.connect(ep.host, ep.port, keepalive=10, clean_start=not persistent, properties=props)
         self.client.loop_start()
-        assert self.subscribed.wait(WAIT_S), f"{client_id} not subscribed"
+        assert self.ready.wait(WAIT_S), f"{client_id} not ready"
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with self.received:
@@ -136,6 +161,11 @@ class _Listener:
     def wait_for(self, topic: str) -> list[str]:
         with self.received:
             assert self.received.wait_for(lambda: topic in self.topics, WAIT_S), f"{topic} never arrived"
+            return list(self.topics)
+
+    def wait_count(self, count: int) -> list[str]:
+        with self.received:
+            self.received.wait_for(lambda: len(self.topics) >= count, WAIT_S)
             return list(self.topics)
 
     def close(self) -> None:
@@ -170,6 +200,31 @@ def test_generated_acl_file_is_the_tables_and_private(broker: LocalMosquitto, se
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert "collector:" in (broker.base_dir / "passwd").read_text()
     assert broker.credentials.mqtt_password("collector") not in (broker.base_dir / "passwd").read_text()
+
+
+def test_acknowledged_messages_survive_kill_9_after_one_autosave(broker: LocalMosquitto) -> None:
+    """The chosen persistence (PERSISTENCE, autosave every 5 s) really runs: messages acknowledged LOSS_WINDOW_S
+    before a kill -9 are still queued for an absent persistent session after the restart (with the former
+    autosave_interval 30 they were all lost)."""
+    assert not PERSISTENCE.on_changes and PERSISTENCE.autosave_interval + 1 < LOSS_WINDOW_S
+    me = _name("coll")
+    with own_broker(broker.credentials, prefix="amr-broker-persist-") as mine:
+        queue = _Listener(mine, "ingest", _name("queue"), [readings_topic(me)], persistent=True)
+        queue.close()
+        with WindowedPublisher(endpoint(mine, "collector"), client_id=me) as pub:
+            sent = pub.publish_all((readings_topic(me), f"{i}".encode()) for i in range(PERSISTED_MESSAGES))
+            assert sent == PERSISTED_MESSAGES and not pub.rejected
+        time.sleep(LOSS_WINDOW_S)
+        pid = mine.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid)
+        assert mine.start() is True
+        back = _Listener(mine, "ingest", queue.client_id, [], persistent=True, subscribe=False)
+        try:
+            assert back.wait_count(PERSISTED_MESSAGES) == [readings_topic(me)] * PERSISTED_MESSAGES
+        finally:
+            back.close()
 
 
 @pytest.fixture()
