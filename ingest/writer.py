@@ -11,7 +11,6 @@ then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in index order. No path ev
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from amr.pgcopy import FixedRows, unix_s_to_pg_us
 from ingest.decode import Validated, clean_text, column_rows_to_arrays
 from ingest.last_seen import write_last_seen
 from ingest.poison import message_digest, settle
+from ingest.strategy import Strategy
 
 STAGING_TABLE = "ingest_staging"
 # Every reading field is NOT NULL and fixed-width, so a row is one 46-byte numpy record (amr.pgcopy.FixedRows).
@@ -52,12 +52,6 @@ def encode_readings(
     return READING_ROWS.encode(
         {"ts": ts_us, "meter_id": meter_id, "channel_id": channel_id, "value": value, "quality": quality}
     )
-
-
-class Strategy(StrEnum):
-    SAVEPOINT = "savepoint"  # direct COPY, staging only for a batch that holds a duplicate (the default)
-    STAGING = "staging"  # always staging + INSERT ... ON CONFLICT DO NOTHING
-    RAW = "raw"  # plain COPY, NOT idempotent: the ceiling the benchmark compares against
 
 
 @dataclass(kw_only=True)

@@ -10,7 +10,7 @@ from amr.db.roles import Role
 from amr.errors import ConfigError
 from app.cli.context import console, database, settings
 from ingest import limits
-from ingest.writer import Strategy
+from ingest.strategy import Strategy
 
 
 def ingest(
