@@ -12,7 +12,7 @@ import sys
 import typer
 
 from amr.errors import AmrError
-from app.cli import bill, broker, collect, dashboard, db, demo, fleet, ingest, simulate
+from app.cli import bill, broker, collect, dashboard, db, demo, fleet, ingest, services, simulate
 from app.cli.context import err_console
 
 app = typer.Typer(
@@ -30,6 +30,9 @@ app.command(name="collect")(collect.collect)
 app.command(name="ingest")(ingest.ingest)
 app.command(name="simulate")(simulate.simulate)
 app.command(name="demo")(demo.demo)
+app.command(name="up")(services.up)
+app.command(name="down")(services.down)
+app.command(name="status")(services.status)
 
 
 def main() -> None:

@@ -1,0 +1,123 @@
+"""What `amr up` runs: the `[services]` table of a services file (default ``amr-services.toml`` in the working
+directory, or the file named by ``--config`` / ``AMR_SERVICES_CONFIG``), read by :func:`amr.tomlfile.load_toml`
+into the strict model below; with no file, the defaults (one ingest worker, the aggregate refresh, the dashboards).
+
+The services file is separate from ``amr.toml`` (the settings file), whose strict model refuses unknown tables;
+where the database and broker are is still decided by the settings (``AMR_DATABASE_URL`` / ``AMR_MQTT_URL``).
+
+Example::
+
+    [services]
+    ingest_workers = 2
+    collectors = ["/etc/amr/collector-hn-1.toml"]   # relative paths: from the services file's folder
+    refresh_every_s = 300                           # 0: no aggregate refresh service
+
+    [services.dashboards]
+    enabled = true
+    host = "127.0.0.1"
+    port = 8050
+    workers = 2
+    threads = 4
+
+    [services.restart]
+    backoff_initial_s = 1.0
+    backoff_max_s = 60.0
+    reset_after_s = 60.0
+
+    [services.logs]
+    max_bytes = 10_000_000
+    backups = 3
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from amr.errors import ConfigError
+from amr.tomlfile import key_error, load_toml
+
+DEFAULT_FILE = "amr-services.toml"
+CONFIG_VAR = "AMR_SERVICES_CONFIG"
+SECTION = "services"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class DashboardService(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"  # loopback: a reverse proxy in front publishes it (deploy/README.md)
+    port: int = Field(default=8050, ge=1, le=65535)
+    workers: int = Field(default=2, ge=1, le=64)  # gunicorn worker processes
+    threads: int = Field(default=4, ge=1, le=64)  # threads per worker (gthread): callbacks wait on the database
+    trust_proxy_header: bool = False
+
+
+class RestartPolicy(_Strict):
+    # 1 s, 2 s, 4 s ... up to a minute: a crash loop (database down) costs little, a one-off crash little time.
+    backoff_initial_s: float = Field(default=1.0, gt=0.0)
+    backoff_max_s: float = Field(default=60.0, gt=0.0)
+    # a child that stayed up this long is healthy again: its next crash restarts it after backoff_initial_s
+    reset_after_s: float = Field(default=60.0, gt=0.0)
+    # SIGTERM, then this long for a clean stop (ingest commits its batch, collectors drain), then SIGKILL
+    stop_timeout_s: float = Field(default=30.0, gt=0.0)
+
+
+class LogPolicy(_Strict):
+    max_bytes: int = Field(default=10_000_000, ge=1_000)  # per file; a few files per service
+    backups: int = Field(default=3, ge=1, le=50)
+
+
+class ServicesConfig(_Strict):
+    ingest_workers: int = Field(default=1, ge=0, le=64, description="one supervised `amr ingest` process each")
+    ingest_name: str = Field(default="", pattern=r"^[A-Za-z0-9_.\-]{0,40}$", description="client id prefix")
+    collectors: list[str] = Field(default_factory=list, description="collector config files")
+    refresh_every_s: float = Field(default=300.0, ge=0.0, description="dashboard aggregates; 0 = no service")
+    # Slot for the continuous VEE service, which does not exist yet (VEE runs inside `amr bill`): only false is
+    # accepted, so a config written for it fails loudly instead of silently running nothing.
+    vee: bool = False
+    dashboards: DashboardService = DashboardService()
+    restart: RestartPolicy = RestartPolicy()
+    logs: LogPolicy = LogPolicy()
+
+    @field_validator("vee")
+    @classmethod
+    def _no_vee_yet(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("there is no continuous VEE service yet (VEE runs in `amr bill run`); set vee = false")
+        return value
+
+
+def services_file(explicit: Path | None, environ: dict[str, str] | None = None) -> Path | None:
+    """The services file to read: `explicit`, else $AMR_SERVICES_CONFIG, else ./amr-services.toml when it exists;
+    None means the defaults. A named file that does not exist is an error."""
+    env = os.environ if environ is None else environ
+    named = explicit or (Path(env[CONFIG_VAR]) if env.get(CONFIG_VAR) else None)
+    if named is not None:
+        if not named.is_file():
+            raise ConfigError("file not found", source=str(named))
+        return named
+    default = Path(DEFAULT_FILE)
+    return default if default.is_file() else None
+
+
+def read_services_config(path: Path | None) -> ServicesConfig:
+    """The [services] table of `path` (collector paths made absolute from the file's folder), or the defaults."""
+    if path is None:
+        return ServicesConfig()
+    config = load_toml(path, ServicesConfig, section=SECTION)
+    base = path.resolve().parent
+    collectors = [str(base / c) for c in config.collectors]  # an absolute `c` stays as it is
+    for collector in map(Path, collectors):
+        if not collector.is_file():
+            raise key_error(
+                f"collector config file not found: {collector}",
+                source=str(path),
+                text=path.read_text(encoding="utf-8"),
+                key=f"{SECTION}.collectors",
+            )
+    return config.model_copy(update={"collectors": collectors})

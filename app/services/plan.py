@@ -1,0 +1,123 @@
+"""The services `amr up` runs, from the services config and the settings: the local database and broker (unless
+AMR_DATABASE_URL / AMR_MQTT_URL name external ones), N ingest workers, the collectors, the aggregate refresh, the
+dashboards. The continuous VEE service has a slot here (:data:`VEE_SLOT`) and no process: it does not exist yet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from amr.settings import Settings
+from app.services.config import ServicesConfig
+from app.services.supervisor import ChildSpec, DaemonSpec
+
+VEE_SLOT = "vee"  # shown by `amr status` as "no service yet": VEE runs inside `amr bill run` today
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    children: list[ChildSpec]
+    daemons: list[DaemonSpec]
+    external: dict[str, str]  # service -> where it runs (host:port), for the status table
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.hostname:
+        return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+    # a libpq keyword string (host=... port=...)
+    fields = dict(part.split("=", 1) for part in url.split() if "=" in part)
+    return f"{fields.get('host', '?')}:{fields.get('port', '5432')}"
+
+
+def _postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        first = (data_dir / "postmaster.pid").read_text().splitlines()[0].strip()
+    except (OSError, IndexError):
+        return None
+    if not first.isdigit() or not Path(f"/proc/{first}").exists():
+        return None
+    return int(first)
+
+
+def daemon_specs(settings: Settings) -> tuple[list[DaemonSpec], dict[str, str]]:
+    from amr.broker.mosquitto import LocalMosquitto
+    from amr.credentials import read_or_create_credentials
+    from amr.db.server import DatabaseServer
+
+    daemons: list[DaemonSpec] = []
+    external: dict[str, str] = {}
+    db = DatabaseServer.from_settings(settings)
+    if db.cluster is None:
+        external["database"] = _where(settings.db.url or "")
+    else:
+        cluster = db.cluster
+
+        def db_pid() -> int | None:
+            return _postmaster_pid(cluster.data_dir)
+
+        daemons.append(DaemonSpec(name="database", start=db.up, stop=cluster.stop, pid=db_pid, kind="daemon"))
+    if settings.mqtt.url:
+        external["broker"] = _where(settings.mqtt.url)
+    else:
+        broker = LocalMosquitto(
+            base_dir=settings.state_dir / "mosquitto",
+            port=settings.mqtt.port,
+            host=settings.mqtt.host,
+            credentials=read_or_create_credentials(settings.credentials_file),
+        )
+        daemons.append(DaemonSpec(name="broker", start=broker.start, stop=broker.stop, pid=broker.pid, kind="daemon"))
+    return daemons, external
+
+
+def child_specs(config: ServicesConfig) -> list[ChildSpec]:
+    from collectors.config import read_collector_config
+    from ingest.supervisor import default_name
+
+    children: list[ChildSpec] = []
+    prefix = config.ingest_name or default_name()
+    for i in range(1, config.ingest_workers + 1):
+        name = f"{prefix}-{i}"
+        # one worker per supervised process: a crash or kill -9 costs one worker, and its pid is the worker's
+        children.append(
+            ChildSpec(
+                name=f"ingest-{i}",
+                args=("ingest", "--workers", "1", "--name", name, "--no-live"),
+                kind="ingest",
+                status_key=f"{name}-0",  # ingest.supervisor.worker_configs: <name>-<index>
+            )
+        )
+    for path in config.collectors:
+        collector = read_collector_config(Path(path))  # a bad collector config fails `amr up`, not a restart loop
+        children.append(
+            ChildSpec(
+                name=f"collector-{collector.collector_id}",
+                args=("collect", "--config", path, "--quiet"),
+                kind="collector",
+                status_key=collector.collector_id,
+            )
+        )
+    if config.refresh_every_s > 0:
+        children.append(
+            ChildSpec(
+                name="dashboard-refresh",
+                args=("dashboard", "refresh", "--every", f"{config.refresh_every_s:g}"),
+                kind="refresh",
+            )
+        )
+    # VEE_SLOT: the continuous VEE service goes here once it exists (ServicesConfig.vee refuses true until then).
+    web = config.dashboards
+    if web.enabled:
+        args = ["dashboard", "--host", web.host, "--port", str(web.port)]
+        args += ["--workers", str(web.workers), "--threads", str(web.threads)]
+        if web.trust_proxy_header:
+            args.append("--trust-proxy-header")
+        children.append(ChildSpec(name="dashboards", args=tuple(args), kind="dashboards", status_key=str(web.port)))
+    return children
+
+
+def make_plan(settings: Settings, config: ServicesConfig) -> Plan:
+    children = child_specs(config)
+    daemons, external = daemon_specs(settings)
+    return Plan(children=children, daemons=daemons, external=external)

@@ -1,0 +1,226 @@
+"""`amr up` / `amr status` / `amr down` as an operator runs them, with the session's database and broker as
+external servers: every service runs, a `kill -9` of the ingest worker is followed by its restart (new pid,
+restarts 1) and every reading published meanwhile is stored, and `amr down` leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from amr.broker.mosquitto import LocalMosquitto
+from amr.broker.topics import readings_topic
+from amr.db.server import DatabaseServer, Role
+from amr.messages import Reading, columnar_from_readings, encode
+from amr.settings import Settings
+from app.services.config import ServicesConfig, read_services_config
+from app.services.supervisor import RotatingLog, backoff_s
+from tests.app.platform_env import ROOT, external_env, free_port, http_get
+from tests.ingest.helpers import drop_session, publish_paho
+from tests.services import endpoint
+
+pytestmark = pytest.mark.fault
+
+METERS = 20
+READINGS_PER_BATCH = 100
+BATCHES_BEFORE, BATCHES_DURING = 5, 15  # before the kill, and while the worker is dead / restarting
+USER, PASSWORD = "ops", "a-test-password-of-some-length"
+TIMEOUT_S = 120.0
+
+
+def _amr(env: dict[str, str], *args: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def _status(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    done = _amr(env, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    return {row["name"]: row for row in json.loads(done.stdout)["services"]}
+
+
+def _wait(pred: Callable[[], bool], what: str, timeout_s: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _processes_of(state_dir: Path) -> list[int]:
+    """Every process started with this state dir in its environment (the supervisor, its children, theirs)."""
+    marker = f"AMR_STATE_DIR={state_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                stat = (entry / "stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _add_meters(db: DatabaseServer, prefix: str) -> None:
+    with psycopg.connect(db.conninfo(Role.OWNER), autocommit=True) as conn:
+        company = conn.execute("SELECT code FROM power_companies ORDER BY code LIMIT 1").fetchone()
+        assert company is not None
+        conn.execute(
+            "INSERT INTO meters (serial, city, power_company, tariff_class, meter_kind, remote_read, protocol)"
+            " SELECT %s || lpad(g::text, 4, '0'), 'HN', %s, 'household', 'smart', true, 'dcu-mqtt'"
+            " FROM generate_series(1, %s) g",
+            (prefix, company[0], METERS),
+        )
+
+
+def _batch(source: str, seq: int, prefix: str, start: datetime) -> bytes:
+    readings = [
+        Reading(
+            meter=f"{prefix}{1 + k % METERS:04d}",
+            obis="1.0.1.8.0.255",
+            ts=start + timedelta(minutes=15 * (k // METERS)),
+            value=float(k),
+            unit="kWh",
+        )
+        for k in range(seq * READINGS_PER_BATCH, (seq + 1) * READINGS_PER_BATCH)
+    ]
+    columnar = columnar_from_readings(source, seq, readings)
+    assert columnar is not None
+    return encode(columnar)
+
+
+def _stored(db: DatabaseServer, prefix: str) -> int:
+    with psycopg.connect(db.conninfo(Role.OWNER), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM readings r JOIN meters m USING (meter_id) WHERE m.serial LIKE %s", (prefix + "%",)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_up_status_kill_restart_down(
+    db: DatabaseServer, broker: LocalMosquitto, settings: Settings, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    state = tmp_path / "state"
+    env = external_env(db, broker, settings, state) | {
+        "AMR_DASHBOARD_USER": USER,
+        "AMR_DASHBOARD_PASSWORD": PASSWORD,
+        "COLUMNS": "200",  # the status table unwrapped
+    }
+    web_port = free_port()
+    config = tmp_path / "amr-services.toml"
+    config.write_text(
+        "[services]\n"
+        "ingest_workers = 1\n"
+        f'ingest_name = "svc-{tag}"\n'
+        "refresh_every_s = 60\n"
+        "[services.dashboards]\n"
+        f"port = {web_port}\nworkers = 1\nthreads = 2\n"
+        "[services.restart]\n"
+        "backoff_initial_s = 0.5\n"
+    )
+    prefix = f"SVC-{tag}-"
+    _add_meters(db, prefix)
+    source = f"svc-col-{tag}"
+    topic = readings_topic(source)
+    start = datetime.fromtimestamp((time.time() - 2 * 86_400) // 900 * 900, UTC)  # the past, on a 15-min boundary
+    messages = [(topic, _batch(source, seq, prefix, start)) for seq in range(BATCHES_BEFORE + BATCHES_DURING)]
+    publisher = endpoint(broker, "collector")
+    ingest_client = f"svc-{tag}-1-0"
+    total = (BATCHES_BEFORE + BATCHES_DURING) * READINGS_PER_BATCH
+    try:
+        up = _amr(env, "up", "--config", str(config))
+        assert up.returncode == 0, up.stdout + up.stderr
+        table = _amr(env, "status").stdout
+        for name in ("ingest-1", "dashboard-refresh", "dashboards"):
+            assert name in table
+        assert "external" in table and "vee" in table
+        services = _status(env)
+        for name in ("ingest-1", "dashboard-refresh", "dashboards"):
+            assert services[name]["state"] == "running", services
+            assert services[name]["pid"]
+        assert services["database"]["state"].startswith("external")
+        assert http_get(f"http://127.0.0.1:{web_port}/", user=USER, password=PASSWORD)[0] == 200
+        # the worker reports its throughput once it runs (its status file): it is subscribed
+        _wait(lambda: _status(env)["ingest-1"]["throughput"] != "", "the ingest worker's status")
+
+        publish_paho(publisher, messages[:BATCHES_BEFORE])
+        _wait(lambda: _stored(db, prefix) == BATCHES_BEFORE * READINGS_PER_BATCH, "the first readings")
+
+        old_pid = int(services["ingest-1"]["pid"])
+        os.kill(old_pid, signal.SIGKILL)
+        publish_paho(publisher, messages[BATCHES_BEFORE:])  # while the worker is dead or restarting
+
+        def restarted() -> bool:
+            row = _status(env)["ingest-1"]
+            return row["state"] == "running" and row["pid"] not in (None, old_pid)
+
+        _wait(restarted, "the ingest worker's restart")
+        row = _status(env)["ingest-1"]
+        assert row["restarts"] == 1
+        assert row["last_exit"] == "killed by SIGKILL"
+        _wait(lambda: _stored(db, prefix) == total, f"all {total} readings stored")
+        assert "killed by SIGKILL" in (state / "logs" / "ingest-1.log").read_text()
+        assert len(_processes_of(state)) >= 4  # supervisor, ingest, refresh, gunicorn master and worker
+    finally:
+        down = _amr(env, "down")
+        drop_session(broker, ingest_client)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert _processes_of(state) == []
+    after = _status(env)
+    assert all(not row["pid"] for row in after.values()), after
+    time.sleep(1.0)
+    assert _stored(db, prefix) == total  # nothing stored twice after the stop either
+
+
+def test_backoff_doubles_up_to_its_maximum() -> None:
+    policy = ServicesConfig().restart.model_copy(update={"backoff_initial_s": 1.0, "backoff_max_s": 10.0})
+    assert [backoff_s(policy, n) for n in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_logs_rotate_by_size_keeping_a_few_files(tmp_path: Path) -> None:
+    policy = ServicesConfig().logs.model_copy(update={"max_bytes": 1_000, "backups": 2})
+    log = RotatingLog(tmp_path / "x.log", policy)
+    line = b"x" * 99 + b"\n"
+    for _ in range(50):  # 5,000 bytes through a 1,000-byte file
+        log.write(line)
+    log.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["x.log", "x.log.1", "x.log.2"]
+    assert all(p.stat().st_size <= 1_000 for p in tmp_path.iterdir())
+
+
+def test_services_file_errors_name_file_line_and_key(tmp_path: Path) -> None:
+    from amr.errors import ConfigError
+
+    path = tmp_path / "amr-services.toml"
+    path.write_text("[services]\ningest_workers = 1\nvee = true\n")
+    with pytest.raises(ConfigError) as caught:
+        read_services_config(path)
+    assert f"{path}:3" in str(caught.value) and "vee" in str(caught.value) and "no continuous VEE" in str(caught.value)
+    path.write_text('[services]\ncollectors = ["missing.toml"]\n')
+    with pytest.raises(ConfigError) as caught:
+        read_services_config(path)
+    assert f"{path}:2" in str(caught.value) and "missing.toml" in str(caught.value)
