@@ -68,21 +68,22 @@ class Persistence:
 
 
 # Chosen by benchmarks/bench_broker_persistence.py (QoS 1 reading batches of 3.7 KB into an absent persistent
-# session, kill -9 right after a PUBACK; 2-core machine shared with other jobs, so +-30 % between runs):
-#   queue short (0-5,000 messages, ingest keeping up): time-based saves cost nothing measurable (0.8-1.3 x the
-#     no-persistence rate, ~1,500-4,500 msgs/s); autosave_on_changes 1000 0.3-0.7 x, 100: 0.03-0.3 x.
-#   queue of 100,000 messages (~400 MB, ingest away for long): one save takes 2.0-2.6 s, during which the broker
-#     serves nobody. Rate: baseline 3,056/s; interval 30: 1,692/s; interval 5: 988/s (0.32 x); interval 1 never
-#     got the backlog in (17 min, saving back to back).
-#   loss at kill -9 (the window is the interval + 1 s + one save): interval 30 lost every message of 5-25 s runs
-#     (up to 33 s); interval 5 lost 1.0-5.0 s of messages (bound 6-8.6 s); interval 1 0.9-1.8 s; on_changes 1000
-#     at most 1,000 messages.
-# Interval 5 cuts the window from ~31 s to ~6 s where the broker spends its life (a short queue) for nothing
-# measurable; in a long ingest outage it costs two thirds of the broker's peak rate (still ~1,000 msgs/s, far above
-# what collectors send) and rewrites the database every ~9 s. Not less: interval 1 saves back to back once the queue
-# is long, and a count of changes multiplies the saves with the traffic. Not more: end-to-end confirmations
-# (docs/delivery.md) are the guarantee for collectors and DCUs that send them, the broker's persistence is what
-# protects sources that do not, and a shorter window means fewer re-sends after a crash.
+# session, kill -9 right after a PUBACK). Measured on a 2-core machine shared with other jobs (load 6-40), so
+# rates vary by 2x between runs; ratios are to the no-persistence baseline of the same run, 4 quick runs:
+#   queue short (0-8,000 messages, ingest keeping up): autosave_interval 30 and 5 within that noise (0.6-2.1 x),
+#     interval 1 0.5-1.7 x; autosave_on_changes 1000 0.2-1.6 x, on_changes 100 0.03-1.0 x (mostly below 0.4).
+#   queue of 100,000 messages (~400 MB, ingest away for long): one save takes 2.0-2.6 s during which the broker
+#     serves nobody. Baseline 3,056 msgs/s, interval 30 1,692, interval 5 988 (0.32 x); interval 1 had not taken
+#     the backlog in after 17 min (saving back to back).
+#   loss at kill -9 (bound: interval + 1 s + one save): interval 30 lost everything in every run (all < 31 s);
+#     interval 5 lost 0.6-5.0 s of messages (and everything in runs shorter than 6 s); interval 1 0.3-1.8 s;
+#     on_changes 1000 at most 1,000 messages, on_changes 100 at most 67.
+# Interval 5 cuts the window from ~31 s to ~6 s where the broker spends its life (a short queue) at no cost we can
+# tell from noise; in a long ingest outage it costs two thirds of the broker's peak rate (still ~1,000 msgs/s, far
+# above what collectors send) and rewrites the database every ~9 s. Not shorter: interval 1 saves back to back once
+# the queue is long, and a count of changes multiplies the saves with the traffic. End-to-end confirmations
+# (docs/delivery.md) are the guarantee for sources that send them; the broker's persistence protects sources that
+# do not, and a shorter window means fewer re-sends after a crash.
 PERSISTENCE = Persistence(autosave_interval=5)
 # Mosquitto saves its whole database when it gets SIGTERM: with a long queue (about 400 MB for 100,000 queued reading
 # batches) on a busy disk that took longer than the 10 s we used to wait, and the SIGKILL that followed lost every
