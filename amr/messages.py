@@ -55,6 +55,13 @@ import msgspec
 
 FORMAT_VERSION = 1
 
+# The largest payload of any message ingest accepts (ingest.guard refuses larger ones before decoding). A collector
+# batch carries about 100 readings (~3 KB in v2, ~12 KB in v1); 256 KiB leaves room for ~2,000 readings or a large
+# DCU uplink and bounds an ingest worker's memory at Receive Maximum x this (256 MiB) in the worst case. The broker's
+# maximum packet size is set from it (amr.broker.mosquitto), so publishers, which read that limit from the CONNACK,
+# split their batches below what ingest accepts instead of sending what it would dead-letter.
+MAX_PAYLOAD_BYTES = 256 * 1024
+
 
 class Reading(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     meter: str

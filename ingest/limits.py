@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-# A collector message carries about 100 readings (~12 KB of JSON); 256 KiB leaves room for ~2,000 readings or a
-# large DCU uplink, and bounds worker memory at RECEIVE_MAXIMUM x MAX_PAYLOAD_BYTES (256 MiB) in the worst case.
-MAX_PAYLOAD_BYTES = 256 * 1024
+from amr.messages import MAX_PAYLOAD_BYTES  # noqa: F401  (the wire formats' limit, defined with them)
 
 # Rows per COPY: large enough that per-transaction costs (commit, savepoint, upserts of meter_last_seen) are
 # small beside the COPY itself, small enough that a commit (and the acks behind it) follows within ~50 ms.

@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 
 from amr.broker.topics import confirm_topic
 from amr.errors import AmrError, PayloadError
+from amr.messages import MAX_PAYLOAD_BYTES
 
 CONFIRMATION_VERSION = 1
 # The first re-send of a message whose commit was not confirmed. Ingest confirms within about a second of
@@ -35,9 +36,11 @@ MAX_MESSAGE_ID_DIGITS = len(str(MAX_MESSAGE_ID))
 # The largest packet MQTT can frame (remaining length 268,435,455 in a 4-byte varint, plus the header byte):
 # the limit when the broker announces none.
 PROTOCOL_MAX_PACKET_BYTES = 268_435_455 + 5
-# What amr/broker/mosquitto.py configures (`max_packet_size 4194304`): a publisher's limit until a CONNACK
-# tells it the real one.
-DEFAULT_MAX_PACKET_BYTES = 4 * 1024 * 1024
+# Room in a PUBLISH packet beside its payload: fixed header, topic (~100 bytes at most here), packet id and the
+# confirmation properties (response topic, 19-digit correlation data).
+PACKET_OVERHEAD_BYTES = 1024
+# What amr/broker/mosquitto.py configures: a publisher's limit until a CONNACK tells it the real one.
+DEFAULT_MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + PACKET_OVERHEAD_BYTES
 
 
 class PacketTooLarge(AmrError):

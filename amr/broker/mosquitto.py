@@ -36,9 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from amr.broker.confirm import PACKET_OVERHEAD_BYTES
 from amr.broker.topics import ACL, ACL_PATTERNS
 from amr.credentials import MQTT_ACCOUNTS, Credentials
 from amr.errors import ConfigError, ServiceError
+from amr.messages import MAX_PAYLOAD_BYTES
 from amr.proc import chown_tree, require_program, service_user_ids
 from amr.settings import Settings
 
@@ -48,7 +50,9 @@ MOSQUITTO_USER = "mosquitto"
 MAX_QUEUED_MESSAGES = 1_000_000
 # Messages in flight to one client: enough to keep a batching ingest worker busy between its commits.
 MAX_INFLIGHT_MESSAGES = 1_000
-MAX_PACKET_SIZE_BYTES = 4 * 1024 * 1024
+# The broker refuses a packet that could not carry a payload ingest accepts: the payload limit plus room for the
+# topic, the MQTT 5 properties (response topic, correlation data) and the fixed header.
+MAX_PACKET_SIZE_BYTES = MAX_PAYLOAD_BYTES + PACKET_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)

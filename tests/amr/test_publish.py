@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from amr.broker.confirm import PacketTooLarge, publish_packet_bytes
-from amr.broker.mosquitto import LocalMosquitto
+from amr.broker.mosquitto import MAX_PACKET_SIZE_BYTES, LocalMosquitto
 from amr.broker.publish import WindowedPublisher
 from amr.broker.topics import readings_topic
 from amr.credentials import read_or_create_credentials
@@ -20,7 +20,7 @@ from tests.services import own_broker as start_own_broker
 
 NAME = "test-publish-limit"  # the client id: the ACL lets a collector write only under its own
 TOPIC = readings_topic(NAME)
-BROKER_LIMIT = 4 * 1024 * 1024  # what amr/broker/mosquitto.py configures
+BROKER_LIMIT = MAX_PACKET_SIZE_BYTES  # what amr/broker/mosquitto.py configures
 
 
 @pytest.fixture()
@@ -41,7 +41,7 @@ def test_a_payload_over_the_broker_limit_raises_before_it_is_sent(own_broker: Lo
             pub.publish_all([(TOPIC, b"before"), (TOPIC, b"x" * 10_000_000), (TOPIC, b"after")], timeout_s=30)
         assert time.monotonic() - started < 5  # not a timeout waiting for an acknowledgement that never comes
         assert raised.value.limit_bytes == BROKER_LIMIT and raised.value.packet_bytes > 10_000_000
-        assert "maximum packet size is 4,194,304 bytes" in str(raised.value)
+        assert f"maximum packet size is {BROKER_LIMIT:,} bytes" in str(raised.value)
         assert wait_until(lambda: recorder.raw(TOPIC) == [b"before"], 10), recorder.raw(TOPIC)[:3]
     finally:
         recorder.stop()
