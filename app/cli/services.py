@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 UP_WAIT_S = 120.0  # the local database's first start (initdb, migrations) takes most of this
 DOWN_WAIT_S = 120.0  # the supervisor's own stop timeout per child (30 s) plus the database's shutdown
 POLL_S = 0.25
+EXIT_WAIT_S = 10.0  # after the supervisor released its lock: its interpreter's exit
 
 
 def up(
@@ -107,6 +108,9 @@ def down(
         if supervisor_pid(state_dir) is not None:
             err_console.print(f"[yellow]the supervisor (pid {pid}) did not stop in {wait_s:.0f} s: SIGKILL[/yellow]")
             os.kill(pid, signal.SIGKILL)
+        # It lets go of its lock a moment before its interpreter has exited: done when the process is gone too.
+        while _is_running(pid) and time.monotonic() < deadline + EXIT_WAIT_S:
+            time.sleep(POLL_S)
     # Children a dead supervisor left behind (killed with -9, or just now): their groups, by the state file.
     left = _kill_leftovers((read_state(state_dir) or {}).get("services", {}))
     if pid is None and not left:
@@ -129,6 +133,15 @@ def _kill_leftovers(services: dict[str, dict[str, object]]) -> int:
         if _is_our_child(pid):
             os.killpg(pid, signal.SIGKILL)
     return count
+
+
+def _is_running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (a container's init may never reap the daemonized supervisor)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _is_our_child(pid: int) -> bool:

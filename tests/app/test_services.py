@@ -188,7 +188,8 @@ def test_up_status_kill_restart_down(
         down = _amr(env, "down")
         drop_session(broker, ingest_client)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert _processes_of(state) == []
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ") for pid in _processes_of(state)}
+    assert left == {}, left
     after = _status(env)
     assert all(not row["pid"] for row in after.values()), after
     time.sleep(1.0)
