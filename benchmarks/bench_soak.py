@@ -17,11 +17,13 @@ The parts, each a real process on throwaway services (tests.services.running_ser
   its final progress. MQTT client id = the source's name (the broker's ACL grants by ``%c``).
 - a hostile publisher (``--role hostile``, client id ``soak-hostile``, never killed): bad payloads, message j a
   pure function of j (`hostile_payload`): nested 2,500 levels, NUL / control character in a serial, truncated,
-  NaN, oversize, another client's name in the payload, unknown meters, a batch mixing valid readings with an
-  unknown meter, and an exact repeat of the previous (mixed) message. It publishes through the same spool and
+  NaN, oversize (over ingest's payload limit, within the broker's packet limit), another client's name in the
+  payload, unknown meters, a batch mixing valid readings with an unknown meter, an exact repeat of the previous
+  (mixed) message, and one too big for the broker's maximum packet size. It publishes through the same spool and
   publisher, so its messages survive broker kills too and leave its spool when ingest confirms their dead letter.
-  Each distinct payload must give exactly one dead letter with a reason naming its fault; the mixed ones must
-  store their valid readings.
+  Each distinct payload that reaches ingest must give exactly one dead letter with a reason naming its fault; the
+  mixed ones must store their valid readings; each one too big for the broker must be refused at the source (the
+  spool's ``refused`` table), never sent and never dropped silently.
 - the broker: the project's LocalMosquitto (amr.broker.mosquitto) of the throwaway services, killed via its pid
   and started again with ``.start()``.
 
@@ -116,7 +118,11 @@ REASON_WORDS: dict[str, tuple[str, ...]] = {
 }
 # Message j of the hostile publisher is of kind HOSTILE_KINDS[j % len]; "repeat" repeats message j - 1 (mixed).
 HOSTILE_KINDS = ("nested", "nul", "truncated", "impostor", "unknown_meter", "mixed", "repeat", "nan", "control",
-                 "oversize")  # fmt: skip
+                 "oversize", "too_big")  # fmt: skip
+# "oversize": this much over ingest's payload limit, well within the broker's packet limit (the limit plus
+# amr.broker.confirm.PACKET_OVERHEAD_BYTES, for the topic and properties): the broker passes it, ingest refuses it.
+OVERSIZE_EXCESS_BYTES = 256
+TOO_BIG_EXCESS_BYTES = 1_024  # "too_big": this much over the broker's maximum packet size
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,9 +193,13 @@ def hostile_payload(j: int) -> bytes:
         return full[: len(full) // 2]
     if kind == "nan":
         return json.dumps(_v2(HOSTILE, j, one, value=float("nan"))).encode()  # the literal NaN
-    if kind == "oversize":
-        pad = "x" * (MAX_PAYLOAD_BYTES + 1_024)
-        return json.dumps({"v": 1, "source": HOSTILE, "seq": j, "readings": [], "pad": pad}).encode()
+    if kind in ("oversize", "too_big"):
+        from amr.broker.mosquitto import MAX_PACKET_SIZE_BYTES
+
+        size = MAX_PAYLOAD_BYTES + OVERSIZE_EXCESS_BYTES if kind == "oversize" else MAX_PACKET_SIZE_BYTES
+        size += 0 if kind == "oversize" else TOO_BIG_EXCESS_BYTES
+        empty = json.dumps({"v": 1, "source": HOSTILE, "seq": j, "readings": [], "pad": ""}).encode()
+        return empty[:-2] + b"x" * (size - len(empty)) + empty[-2:]
     if kind == "impostor":  # valid readings, but the payload speaks for another client than its topic's
         return json.dumps(_v2(source_name(0), j, one)).encode()
     if kind == "unknown_meter":
@@ -199,6 +209,16 @@ def hostile_payload(j: int) -> bytes:
     if kind == "repeat":
         return hostile_payload(j - 1)
     raise AssertionError(kind)
+
+
+def refused_at_source(j: int) -> bool:
+    """Hostile message j is larger than the broker's maximum packet size: its publisher must refuse it."""
+    from amr.broker.confirm import MAX_MESSAGE_ID, publish_packet_bytes, publish_properties
+    from amr.broker.mosquitto import MAX_PACKET_SIZE_BYTES
+    from amr.broker.topics import readings_topic
+
+    props = publish_properties(HOSTILE, MAX_MESSAGE_ID)
+    return publish_packet_bytes(readings_topic(HOSTILE), len(hostile_payload(j)), props) > MAX_PACKET_SIZE_BYTES
 
 
 def hostile_rows(j: int) -> list[tuple[str, int, float]]:
@@ -623,6 +643,7 @@ class Soak:
             child.stop()
         progress, depth = {}, {}
         held: dict[str, list[tuple[str, bytes]]] = {}
+        refused: dict[str, list[tuple[str, bytes, str]]] = {}
         from collectors.spool import Spool
 
         for child in self.all_sources():
@@ -630,11 +651,12 @@ class Soak:
             progress[child.name] = int(spool.get_state(PROGRESS_KEY) or 0)
             depth[child.name] = spool.depth
             held[child.name] = [(r.topic, r.payload) for r in spool.read_after(0, spool.depth + 1)]
+            refused[child.name] = spool.refused()
             spool.close()
         ingest_counters = self._ingest_statuses()
         self.ingest.stop()
         return {"stop_s": stop_s, "drained_s": drained_s, "progress": progress, "depth": depth, "held": held,
-                "final_status": final_status, "ingest": ingest_counters}  # fmt: skip
+                "refused": refused, "final_status": final_status, "ingest": ingest_counters}  # fmt: skip
 
     def shutdown(self) -> None:
         for child in [*self.all_sources(), self.ingest]:
@@ -680,9 +702,15 @@ def held_readings(held: dict[str, list[tuple[str, bytes]]]) -> tuple[set[tuple[s
     return keys, digests
 
 
-def check_database(conninfo: str, progress: dict[str, int], held: dict[str, list[tuple[str, bytes]]]) -> dict[str, Any]:
-    """Compare the database with the expected readings and dead letters. Missing readings that a spool still
-    holds (not confirmed, so to be sent again at the next start) are 'undelivered', not lost."""
+def check_database(
+    conninfo: str,
+    progress: dict[str, int],
+    held: dict[str, list[tuple[str, bytes]]],
+    refused: dict[str, list[tuple[str, bytes, str]]],
+) -> dict[str, Any]:
+    """Compare the database with the expected readings and dead letters, and the spools' refused tables with the
+    messages too big for the broker. Missing readings that a spool still holds (not confirmed, so to be sent
+    again at the next start) are 'undelivered', not lost."""
     import psycopg
 
     sent = {name: n for name, n in progress.items() if name != HOSTILE}
@@ -694,6 +722,7 @@ def check_database(conninfo: str, progress: dict[str, int], held: dict[str, list
     hostile_sent = progress.get(HOSTILE, 0)
     hostile_expected_rows = 0
     letters: dict[bytes, str] = {}
+    refusals_expected: set[bytes] = set()
     topic = f"amr/v1/readings/{HOSTILE}"
     held_keys, held_digests = held_readings(held)
     for j in range(hostile_sent):
@@ -704,8 +733,11 @@ def check_database(conninfo: str, progress: dict[str, int], held: dict[str, list
             expected[(serial, ts_s * 1_000_000)] = value
             if held_j:
                 held_keys.add((serial, ts_s * 1_000_000))
-        kind = hostile_kind(j)
-        letters.setdefault(message_sha256(topic, hostile_payload(j)), kind)  # a repeat is its original's
+        digest = message_sha256(topic, hostile_payload(j))
+        if refused_at_source(j):
+            refusals_expected.add(digest)
+        else:
+            letters.setdefault(digest, hostile_kind(j))  # a repeat is its original's
     with psycopg.connect(conninfo, autocommit=True) as conn:
         channel = conn.execute("SELECT channel_id FROM channels WHERE obis = %s", (OBIS,)).fetchone()
         assert channel is not None
@@ -742,6 +774,8 @@ def check_database(conninfo: str, progress: dict[str, int], held: dict[str, list
         got[d] += 1
         if not any(w in reason for w in REASON_WORDS[letters[d]]):
             wrong_reasons.append(f"{letters[d]}: {reason[:160]}")
+    refusals = Counter(message_sha256(t, payload) for t, payload, _ in refused.get(HOSTILE, []))
+    others_refused = sum(len(rows) for name, rows in refused.items() if name != HOSTILE)
     return {
         "readings_sent_by_sources": sum(sent.values()),
         "readings_sent_by_hostile_mixed": hostile_expected_rows,
@@ -761,6 +795,13 @@ def check_database(conninfo: str, progress: dict[str, int], held: dict[str, list
         "dead_letters_unexpected": len(unexpected),
         "dead_letters_wrong_reason": len(wrong_reasons),
         "poison_ledger_rows_left": int(poison_left[0]) if poison_left else 0,
+        "refused_at_source_expected": len(refusals_expected),
+        "refused_at_source_got": sum(refusals.values()),
+        # expected and not refused, refused twice, refused and not expected, refused valid batches
+        "refused_at_source_wrong": len(refusals_expected - refusals.keys())
+        + sum(n - 1 for n in refusals.values())
+        + len(refusals.keys() - refusals_expected)
+        + others_refused,
         "examples": {
             "unexpected": unexpected[:5],
             "wrong_reasons": wrong_reasons[:5],
@@ -803,7 +844,8 @@ def run(
                     console=console)  # fmt: skip
         try:
             outcome = soak.run()
-            figures = check_database(db.conninfo(Role.OWNER), outcome["progress"], outcome["held"])
+            figures = check_database(db.conninfo(Role.OWNER), outcome["progress"], outcome["held"],
+                                     outcome["refused"])  # fmt: skip
         except BaseException:
             console.print(f"[red]soak failed; logs kept in {work}[/red]")
             raise
@@ -812,7 +854,7 @@ def run(
         failed = bool(figures["lost"] or figures["duplicated"] or figures["wrong_values"]
                       or figures["undelivered_still_spooled"] or figures["dead_letters_missing"]
                       or figures["dead_letters_undelivered_still_spooled"] or figures["dead_letters_unexpected"]
-                      or figures["dead_letters_repeated"])  # fmt: skip
+                      or figures["dead_letters_repeated"] or figures["refused_at_source_wrong"])  # fmt: skip
         if failed or os.environ.get("AMR_KEEP_TEST_STATE"):
             console.print(f"logs kept in {work}")
         else:
@@ -861,6 +903,9 @@ def run(
         ("dead letters unexpected", "0", f"{f['dead_letters_unexpected']}"),
         ("dead letters not naming their fault", "0", f"{f['dead_letters_wrong_reason']}"),
         ("poison ledger rows left", "0", f"{f['poison_ledger_rows_left']}"),
+        ("refused at the source (too big for the broker)", f"{f['refused_at_source_expected']}",
+         f"{f['refused_at_source_got']}"),
+        ("refused at the source: missing, repeated or wrong", "0", f"{f['refused_at_source_wrong']}"),
         ("kills ingest / source / broker", "", f"{result['kills_ingest']} / {result['kills_source']} / "
                                                f"{result['kills_broker']}"),
         ("unexpected exits", "0", f"{len(soak.unexpected_exits)}"),
