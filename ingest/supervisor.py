@@ -14,15 +14,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
+from prometheus_client import start_http_server
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from ingest.metrics import aggregate, read_status_files, render_prometheus
+from ingest.metrics import aggregate, metrics_registry, read_status_files
 from ingest.worker import Worker, WorkerConfig, run_worker
 
 RESTART_DELAY_S = 1.0
@@ -50,24 +51,13 @@ def status_line(status_dir: Path) -> Text:
     return line
 
 
-def serve_metrics(port: int, status_dir: Path) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") not in ("", "/metrics"):
-                self.send_error(404)
-                return
-            body = render_prometheus(read_status_files(status_dir)).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+METRICS_ADDR = "127.0.0.1"  # loopback: expose it further through a reverse proxy or the scraper's host only
 
-        def log_message(self, *_args: Any) -> None:
-            pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def serve_metrics(port: int, status_dir: Path) -> WSGIServer:
+    """Serve the workers' metrics (ingest.metrics.StatusFileCollector) as Prometheus text on 127.0.0.1:`port`
+    (any path, /metrics by convention); returns the server (`.shutdown()` stops it)."""
+    server, _thread = start_http_server(port, addr=METRICS_ADDR, registry=metrics_registry(status_dir))
     return server
 
 

@@ -270,6 +270,7 @@ class Worker:
                     settled = [entry.digest] if entry.digest else []
                     self._with_db(partial(_write_letter, letter=letter, settled=settled), stop)
                     self.counters.dead_letters += 1
+                    self.counters.count_dead_letter(letter.reason)
         self.consumer.ack_many([e.item for e in entries])
         self._confirm(entries)
         now = time.time()
@@ -336,6 +337,8 @@ class Worker:
         c.duplicates += result.duplicates
         c.events += result.events
         c.dead_letters += result.dead_letters
+        for letter in content.dead_letters:
+            c.count_dead_letter(letter.reason)
         c.flushes += 1
         c.staging_flushes += int(result.used_staging)
 
