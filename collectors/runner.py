@@ -28,6 +28,7 @@ from amr.messages import ClientStatus, Reading, encode
 from collectors.batcher import Batcher
 from collectors.config import CollectorConfig, GatewayConfig
 from collectors.dlmspoll import DlmsPoller
+from collectors.metrics import serve_metrics
 from collectors.modbus.bus import BusPoller
 from collectors.modbus.meterread import ModbusMeterReader, read_compiled_map
 from collectors.modbus.transport import ModbusClient, RtuOverTcpClient, SerialRtuClient, TcpClient
@@ -82,6 +83,11 @@ def resolve_endpoint(config: CollectorConfig, project: Callable[[], BrokerEndpoi
             host=config.broker.host, port=config.broker.port, username=ep.username, password=ep.password
         )
     return ep
+
+
+def protocol_of(gw: GatewayConfig) -> str:
+    """The `protocol` label of a gateway's reads in the metrics (collectors.metrics.PROTOCOLS)."""
+    return "modbus_rtu" if gw.transport == "serial" or gw.framer == "rtu" else "modbus_tcp"
 
 
 def make_client(gw: GatewayConfig) -> ModbusClient:
@@ -142,6 +148,7 @@ class Collector:
             )
             for gw in config.gateways
         ]
+        self.bus_protocols = [protocol_of(gw) for gw in config.gateways]
         self.dlms = DlmsPoller(
             meters=list(config.dlms_meters),
             sink=lambda readings, done: self.batcher.add(readings, on_durable=done),
@@ -254,7 +261,22 @@ class Collector:
                 on_tick(self.snapshot())
 
     async def run(
-        self, stop_event: threading.Event, on_tick: Callable[[CollectorSnapshot], None] | None = None
+        self,
+        stop_event: threading.Event,
+        on_tick: Callable[[CollectorSnapshot], None] | None = None,
+        *,
+        metrics_port: int | None = None,
+    ) -> CollectorSnapshot:
+        """Run until `stop_event` is set; with `metrics_port`, serve Prometheus metrics on 127.0.0.1 meanwhile."""
+        metrics = serve_metrics(self, metrics_port) if metrics_port else None
+        try:
+            return await self._run(stop_event, on_tick)
+        finally:
+            if metrics is not None:
+                metrics.shutdown()
+
+    async def _run(
+        self, stop_event: threading.Event, on_tick: Callable[[CollectorSnapshot], None] | None
     ) -> CollectorSnapshot:
         stop = asyncio.Event()
         polling_stop = asyncio.Event()
@@ -291,12 +313,14 @@ def run_collector(
     clock: Callable[[], float] = time.time,
     on_tick: Callable[[CollectorSnapshot], None] | None = None,
     confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
+    metrics_port: int | None = None,
 ) -> CollectorSnapshot:
     """Run a collector until `stop_event` is set; returns the final counters.
 
     `clock` gives the UTC epoch seconds readings are stamped with (a simulator's ``SimClock.now_s`` in tests).
     `endpoint`: the broker, given by the composition layer (:func:`resolve_endpoint`); default: the config's
     [broker], which must then name a password (the collector reads no global settings).
-    `confirm_timeout_s`: how long a sent message waits for its confirmation before it is sent again (doubling)."""
+    `confirm_timeout_s`: how long a sent message waits for its confirmation before it is sent again (doubling).
+    `metrics_port`: serve Prometheus metrics (collectors.metrics) on 127.0.0.1:PORT while it runs."""
     collector = Collector(config, endpoint=endpoint, clock=clock, confirm_timeout_s=confirm_timeout_s)
-    return asyncio.run(collector.run(stop_event, on_tick))
+    return asyncio.run(collector.run(stop_event, on_tick, metrics_port=metrics_port))

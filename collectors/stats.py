@@ -25,6 +25,7 @@ class MeterStats:
     last_error: str | None = None
     last_error_s: float | None = None
     readings: int = 0
+    failures: int = 0  # failed attempts (timeouts included): with successes, the reads' outcomes for /metrics
     timeouts: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -40,6 +41,7 @@ class MeterStats:
 
     def failure(self, now_s: float, error: str, *, timeout: bool = False) -> None:
         self.consecutive_failures += 1
+        self.failures += 1
         self.last_error = error[:500]
         self.last_error_s = now_s
         if timeout:

@@ -47,6 +47,7 @@ def _project_broker() -> BrokerEndpoint:
 def collect(
     config: Path = typer.Option(..., "--config", "-c", help="collector config file (TOML)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live status line (for services and logs)"),
+    metrics_port: int | None = typer.Option(None, help="serve Prometheus metrics on 127.0.0.1:PORT/metrics"),
 ) -> None:
     """Poll Modbus buses and DLMS meters, bridge DCU uplinks, and publish normalized readings (Ctrl-C stops)."""
     from rich.live import Live
@@ -61,10 +62,12 @@ def collect(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if quiet:
-        final = run_collector(cfg, stop, endpoint=endpoint)
+        final = run_collector(cfg, stop, endpoint=endpoint, metrics_port=metrics_port)
     else:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
-            final = run_collector(cfg, stop, endpoint=endpoint, on_tick=lambda s: live.update(_status_table(s)))
+            final = run_collector(
+                cfg, stop, endpoint=endpoint, metrics_port=metrics_port, on_tick=lambda s: live.update(_status_table(s))
+            )
     console.print(_status_table(final))
     if final.spool_depth:
         console.print(f"{final.spool_depth} messages stay in the spool and are sent at the next start")
