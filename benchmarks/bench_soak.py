@@ -273,7 +273,7 @@ async def _source_main(args: argparse.Namespace) -> None:
     will = encode(ClientStatus(source=name, kind="collector", state="offline", ts=datetime.now(UTC)))
     publisher = MqttPublisher(
         endpoint=endpoint, client_id=name, spool=spool, batcher=batcher, window=DEFAULT_PUBLISH_WINDOW,
-        status_topic=status_topic(name), will_payload=will, confirm_timeout_s=SOURCE_CONFIRM_TIMEOUT_S,
+        status_topic=status_topic(name), will_payload=will, confirm_timeout_s=args.confirm_timeout_s,
         max_confirm_timeout_s=MAX_CONFIRM_TIMEOUT_S,
     )  # fmt: skip
     batcher.on_commit = publisher.wake
@@ -425,8 +425,9 @@ def kill_plan(rng: random.Random, profile: Profile, workers: int) -> list[Kill]:
 
 class Soak:
     def __init__(self, *, profile: Profile, seed: int, workers: int, work: Path, db: Any, broker: Any,
-                 settings: Any, console: Any) -> None:  # fmt: skip
+                 settings: Any, console: Any, confirm_timeout_s: float = SOURCE_CONFIRM_TIMEOUT_S) -> None:  # fmt: skip
         self.profile = profile
+        self.confirm_timeout_s = confirm_timeout_s
         self.seed = seed
         self.workers = workers
         self.work = work
@@ -473,7 +474,8 @@ class Soak:
         name = HOSTILE if role == "hostile" else source_name(index)
         argv = [sys.executable, "-m", "benchmarks.bench_soak", "--role", role, "--index", str(index), "--rate",
                 str(rate), "--broker", f"{self.broker.host}:{self.broker.port}", "--spool", str(self.work / name),
-                "--status", str(self.status_file(name))]  # fmt: skip
+                "--status", str(self.status_file(name)),
+                "--confirm-timeout-s", str(self.confirm_timeout_s)]  # fmt: skip
         return Child(name, argv, env, self.work / f"{name}.log")
 
     def status_file(self, name: str) -> Path:
@@ -820,6 +822,7 @@ def run(
     workers: int = 1,
     traffic_s: float | None = None,
     drain_timeout_s: float | None = None,
+    confirm_timeout_s: float = SOURCE_CONFIRM_TIMEOUT_S,
 ) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
@@ -835,13 +838,14 @@ def run(
     console = Console()
     console.print(f"[bold]soak[/bold]: {profile.traffic_s:g} s of traffic, {profile.sources} sources x "
                   f"{profile.readings_per_s:g} readings/s, hostile {profile.hostile_per_s:g} messages/s, "
-                  f"{profile.kills} kill(s) of each part, ingest --workers {workers}, seed {seed}")  # fmt: skip
+                  f"{profile.kills} kill(s) of each part, ingest --workers {workers}, seed {seed}, "
+                  f"first confirm timeout {confirm_timeout_s:g} s")  # fmt: skip
     t_wall = time.perf_counter()
     with running_services() as (db, broker, settings):
         register_meters(db.conninfo(Role.OWNER), profile.sources)
         work = make_state_dir("amr-bench-soak-")
         soak = Soak(profile=profile, seed=seed, workers=workers, work=work, db=db, broker=broker, settings=settings,
-                    console=console)  # fmt: skip
+                    console=console, confirm_timeout_s=confirm_timeout_s)  # fmt: skip
         try:
             outcome = soak.run()
             figures = check_database(db.conninfo(Role.OWNER), outcome["progress"], outcome["held"],
@@ -881,6 +885,7 @@ def run(
         "traffic_s": profile.traffic_s,
         "workers": workers,
         "seed": seed,
+        "confirm_timeout_s": confirm_timeout_s,
         "failed": failed,
     }
     table = Table(title=f"soak: {profile.traffic_s:g} s, seed {seed}, ingest --workers {workers}")
@@ -957,6 +962,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--role", choices=("source", "hostile"), help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--confirm-timeout-s", type=float, default=SOURCE_CONFIRM_TIMEOUT_S,
+                        help="the sources' first confirm timeout (production: 60)")  # fmt: skip
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     parser.add_argument("--spool", help=argparse.SUPPRESS)
     parser.add_argument("--status", help=argparse.SUPPRESS)
@@ -968,7 +975,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_source_main(args))
         return 0
     result = run(args.quick, seed=args.seed, workers=args.workers, traffic_s=args.traffic_s,
-                 drain_timeout_s=args.drain_timeout_s)  # fmt: skip
+                 drain_timeout_s=args.drain_timeout_s, confirm_timeout_s=args.confirm_timeout_s)  # fmt: skip
     return 1 if result["failed"] else 0
 
 
