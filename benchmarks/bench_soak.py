@@ -32,16 +32,27 @@ traffic (so kills of one part are at least KILL_GAP_S apart, while kills of diff
 followed by a pause drawn from PAUSE_S. After the traffic the sources stop generating, the benchmark waits until
 every spool is empty (ingest confirmed every message) or the drain timeout, stops everything and compares the
 database with the expected set:
-- lost: expected (meter, channel, ts) keys missing; wrong values: keys present with another value;
+- lost: expected (meter, channel, ts) keys missing and no longer in any spool; undelivered: missing but still
+  in a spool (the drain timed out: not lost, the source sends it again at its next start); wrong values: keys
+  present with another value;
 - duplicated: rows beyond one per key, and rows not in the expected set (e.g. the impostor's readings);
-- dead letters: expected (one per distinct hostile payload, by its SHA-256 of topic NUL payload) vs got,
-  missing, unexpected (any other dead letter), and reasons that do not name the fault.
+- dead letters: expected (one per distinct hostile payload that reaches ingest, by its SHA-256 of topic NUL
+  payload) vs got, missing, unexpected (any other dead letter), and reasons that do not name the fault;
+- refused at the source: the too-big hostile messages in the spool's refused table, once each.
 Catch-up after a kill: the time from the kill until every message spooled before it (by each source's highest
 spool id at the kill, read from its status file, at most STATUS_EVERY_S old) was confirmed committed. Drain after
 the last kill is that time for the last kill; drain after the traffic stopped is the time to empty spools.
 
-Exit status non-zero when anything was lost or duplicated, or the dead letters are not one per distinct hostile
-payload (reported in the figures as `failed`).
+Reading the publishers' counters: "PUBACKs 'no matching subscribers'" are messages the broker accepted and dropped
+because ingest had no subscription at that moment: Mosquitto (2.0.11, measured) restores a persistent session and
+its queued messages after a restart but not its shared ($share/...) subscriptions, so whatever arrives between
+the broker's start and ingest's re-subscribe is dropped; only the confirm timeout brings it back. The "re-sends
+after a confirm timeout" beyond those mean ingest lagged more than the timeout (a starved machine): each re-send
+queues one more copy behind the broker's FIFO queue for ingest, which then spends its time on duplicates. The
+timeline (timeline.jsonl in the kept work directory: AMR_KEEP_TEST_STATE=1, or any failed run) shows both.
+
+Exit status non-zero when anything was lost, undelivered or duplicated, or the dead letters or refusals are not
+one per distinct hostile payload (reported in the figures as `failed`).
 """
 
 from __future__ import annotations
