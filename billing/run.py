@@ -24,6 +24,7 @@ from billing import flags as F
 from billing.cycles import BillingPeriod
 from billing.export import write_exports
 from billing.load import PARTITION_METERS, MeterTable, fetch_meters, fetch_readings
+from billing.metrics import write_run_textfile
 from billing.pricing import BILL_DB_COLUMNS, Determinants, determinants, price_bills
 from billing.rules import DEFAULT_RULES_FILE, VeeRules, read_vee_rules, rules_sha256
 from billing.store import copy_frame, finish_run, insert_run, write_daily, write_exceptions
@@ -166,14 +167,18 @@ def run_period(
     workers: int = DEFAULT_WORKERS,
     dask_scheduler: str | None = None,
     on_progress: ProgressFn | None = None,
+    metrics_file: Path | None = None,
 ) -> RunSummary:
     """VEE (kind='vee') or VEE + billing (kind='bill') for one period, on the database at `conninfo` (the billing
     role's: every partition connects with it too); see the module docstring.
     Partitions of partition_meters meters run in `workers` processes (1: in this process), or on the Dask
-    cluster at `dask_scheduler` ('local': a LocalCluster); the per-stage seconds add up the workers' time."""
+    cluster at `dask_scheduler` ('local': a LocalCluster); the per-stage seconds add up the workers' time.
+    `metrics_file`: at the end of the run (failed or not), its stage durations as a node_exporter textfile
+    (billing.metrics)."""
     rules: VeeRules = read_vee_rules(rules_file)
     book = read_tariff_book(tariff_dir)
     clock: dict[str, float] = {}
+    partition_seconds: list[dict[str, float]] = []
     t0 = time.perf_counter()
     with psycopg.connect(conninfo, autocommit=True) as conn:
         meters = fetch_meters(conn, city=city, power_company=power_company, read_day=read_day)
@@ -219,6 +224,7 @@ def run_period(
                 results[k] = result
                 done += len(jobs[k].meters)
                 summary.readings += result.readings
+                partition_seconds.append(result.seconds)
                 for stage, seconds in result.seconds.items():
                     clock[stage] = clock.get(stage, 0.0) + seconds
                 if on_progress:
@@ -296,8 +302,20 @@ def run_period(
                 **fields,
             )
         except BaseException:
+            summary.status = "failed"
             finish_run(conn, run_id, status="failed")
             raise
+        finally:
+            if metrics_file is not None:
+                write_run_textfile(
+                    metrics_file,
+                    kind=kind,
+                    status=summary.status,
+                    partition_seconds=partition_seconds,
+                    run_seconds={"total": time.perf_counter() - t0} | clock,  # a failed run's total too
+                    readings=summary.readings,
+                    customers=summary.customers,
+                )
     return summary
 
 

@@ -92,6 +92,7 @@ def _execute(
 
     from amr.db.roles import Role
     from billing.cycles import BillingPeriod
+    from billing.metrics import TEXTFILE_NAME
     from billing.run import run_period, summary_items
 
     billing_period = BillingPeriod.parse(period)  # the one parse: a wrong --period is refused before anything runs
@@ -119,6 +120,7 @@ def _execute(
             workers=workers,
             dask_scheduler=dask_scheduler,
             on_progress=on_progress,
+            metrics_file=settings().state_dir / "metrics" / TEXTFILE_NAME,  # node_exporter's textfile collector
         )
     if summary.status == "empty":
         console.print(
