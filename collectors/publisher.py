@@ -33,6 +33,8 @@ from amr.broker.client import Connack, MqttClient, PublishRefused, Will
 from amr.broker.confirm import (
     CONFIRM_TIMEOUT_S,
     MAX_CONFIRM_TIMEOUT_S,
+    NO_MATCHING_SUBSCRIBERS,
+    NO_SUBSCRIBERS_RETRY_S,
     ResendSchedule,
     parse_confirmation,
     publish_packet_bytes,
@@ -94,6 +96,11 @@ class MqttPublisher:
         self.on_message = on_message
         self.on_connected = on_connected
         self.schedule = ResendSchedule(first_s=confirm_timeout_s, max_s=max_confirm_timeout_s)
+        # Messages the broker acknowledged with "No matching subscribers" (dropped: nobody reads them yet).
+        self.unrouted = ResendSchedule(
+            first_s=min(NO_SUBSCRIBERS_RETRY_S, confirm_timeout_s), max_s=max_confirm_timeout_s
+        )
+        self._unrouted_acks: list[Sent] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acked: list[Sent] = []  # (spool id, attempt) acknowledged, to schedule
         self._confirmed: list[int] = []  # spool ids confirmed, to delete
@@ -103,6 +110,7 @@ class MqttPublisher:
         self.max_packet_bytes = batcher.max_packet_bytes
         self.published = 0  # PUBACKs with success (a re-sent message counts again)
         self.rejected = 0  # PUBACKs with an error reason
+        self.no_subscribers = 0  # PUBACKs saying nobody subscribed (re-sent soon; see NO_SUBSCRIBERS_RETRY_S)
         self.sent = 0  # messages handed to paho (each send counts: after a reconnect every unconfirmed row again)
         self.resent_unconfirmed = 0  # of those, sent again because the confirmation timed out
         self.confirmations = 0  # confirmation messages received
@@ -156,6 +164,9 @@ class MqttPublisher:
 
     def _on_publish(self, sent: Sent, reason: mqtt.ReasonCode) -> None:
         # Also from the event loop itself when the PUBACK came before publish() returned: then it waits its turn.
+        if reason.value == NO_MATCHING_SUBSCRIBERS:
+            self._call(self._on_unrouted, sent)
+            return
         self._call(self._on_ack, sent, reason.is_failure, str(reason))
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
@@ -173,6 +184,7 @@ class MqttPublisher:
             # Send every unconfirmed row again, oldest first: the broker may have lost what it acknowledged.
             self._cursor = 0
             self.schedule.clear()
+            self.unrouted.clear()
             if self.on_connected is not None:
                 self.on_connected()
         self._wake.set()
@@ -184,6 +196,11 @@ class MqttPublisher:
         else:
             self.published += 1
         self._acked.append(sent)
+        self._wake.set()
+
+    def _on_unrouted(self, sent: Sent) -> None:
+        self.no_subscribers += 1
+        self._unrouted_acks.append(sent)
         self._wake.set()
 
     def _on_confirmation(self, message: IncomingMessage) -> None:
@@ -224,6 +241,13 @@ class MqttPublisher:
                 by_attempt.setdefault(attempt, []).append(spool_id)
             for attempt, ids in sorted(by_attempt.items()):
                 self.schedule.add(ids, attempt)
+        if self._unrouted_acks:
+            unrouted, self._unrouted_acks = self._unrouted_acks, []
+            by_attempt = {}
+            for spool_id, attempt in unrouted:
+                by_attempt.setdefault(attempt, []).append(spool_id)
+            for attempt, ids in sorted(by_attempt.items()):
+                self.unrouted.add(ids, attempt)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -256,7 +280,7 @@ class MqttPublisher:
         """Re-send rows whose confirmation timed out; returns the room left."""
         in_paho = {spool_id for spool_id, _ in self.mqtt.pending_tokens()}
         while room > 0:
-            due = self.schedule.due(room)
+            due = self.unrouted.due(room) or self.schedule.due(room)
             if not due:
                 break
             attempts = dict(due)

@@ -31,6 +31,13 @@ CONFIRMATION_VERSION = 1
 CONFIRM_TIMEOUT_S = 60.0
 # The timeout doubles on each re-send up to this: an ingest outage of a day costs each message ~30 re-sends.
 MAX_CONFIRM_TIMEOUT_S = 3600.0
+# A PUBACK with reason 16 "No matching subscribers" means the broker dropped the message at once: nobody reads it.
+# Mosquitto 2.0 forgets shared subscriptions when it restarts (it keeps ingest's session and queue, not its
+# $share subscriptions), so every message between its restart and ingest's re-subscribe (paho backs off 1-10 s)
+# ends so (measured by benchmarks/bench_soak.py: 111-189 messages per quick run). Such a message is re-sent after
+# this first delay, doubled per attempt up to MAX_CONFIRM_TIMEOUT_S, instead of waiting for the confirm timeout.
+NO_SUBSCRIBERS_RETRY_S = 2.0
+NO_MATCHING_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason code
 MAX_MESSAGE_ID = 2**63 - 1  # CorrelationData: a positive int64, at most 19 ASCII digits
 MAX_MESSAGE_ID_DIGITS = len(str(MAX_MESSAGE_ID))
 # The largest packet MQTT can frame (remaining length 268,435,455 in a 4-byte varint, plus the header byte):

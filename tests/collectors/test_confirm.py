@@ -310,3 +310,28 @@ def test_batches_fit_the_packet_limit_the_broker_announces(tmp_path: Path) -> No
     readings = {(r["meter"], r["obis"], r["ts"]) for b in map(as_v1_dict, payloads) for r in b["readings"]}
     assert len(readings) == snap.readings  # every reading arrived (a re-sent batch repeats, not adds)
     assert snap.spool_depth == 0 and snap.refused == 0
+
+
+def test_messages_nobody_subscribed_to_are_sent_again_soon(own_broker: LocalMosquitto, tmp_path: Path) -> None:
+    """A PUBACK 'No matching subscribers' means the broker dropped the message (after a Mosquitto restart, until
+    ingest subscribes again: the broker forgets shared subscriptions). With an hour's confirm timeout, only the
+    short re-send of such messages can deliver them once a reader subscribes."""
+    cid = "test-confirm-unrouted"
+    gw = start_gateway("tcp", "TCUR", [1, 2], SimClock(datetime(2026, 10, 1, tzinfo=UTC)))
+    spool = tmp_path / "spool"
+    running = RunningCollector(
+        make_collector(cid, gw, spool, own_broker.host, own_broker.port, own_broker, confirm_timeout_s=3600.0)
+    )
+    publisher = running.collector.publisher
+    recorder = Recorder(endpoint(own_broker, "ingest"), [readings_topic(cid)], confirm=True)
+    try:
+        assert wait_until(lambda: publisher.no_subscribers >= 5, 30), publisher.no_subscribers
+        unrouted = set(spool_ids(spool))
+        assert unrouted
+        recorder.start()  # ingest subscribes: what was dropped must arrive and be confirmed within seconds
+        assert wait_until(lambda: not unrouted & spool_ids(spool), 30), sorted(unrouted & spool_ids(spool))[:10]
+        assert publisher.resent_unconfirmed >= len(unrouted)
+    finally:
+        running.stop()
+        gw.handle.stop()
+        recorder.stop()
