@@ -186,11 +186,15 @@ def _print_status(state_dir: Path) -> None:
     report = _report(state_dir)
     title = f"services (supervisor pid {report.supervisor_pid})" if report.supervisor_pid else "services (not running)"
     table = Table(title=title)
-    for column in ("service", "state", "pid", "uptime", "restarts", "last exit", "throughput", "lag"):
+    columns = ["service", "state", "pid", "uptime", "restarts", "last exit", "throughput", "lag"]
+    with_metrics = any(row.metrics for row in report.rows)  # no empty column when no service serves metrics
+    if with_metrics:
+        columns.append("metrics")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("pid", "restarts") else "left")
     for row in report.rows:
         style = "green" if row.state == "running" else ("dim" if not row.pid else "yellow")
-        table.add_row(
+        cells = [
             row.name,
             f"[{style}]{escape(row.state)}[/{style}]",
             str(row.pid or ""),
@@ -199,5 +203,6 @@ def _print_status(state_dir: Path) -> None:
             escape(row.last_exit),
             row.throughput,
             row.lag,
-        )
+        ]
+        table.add_row(*cells, *([row.metrics] if with_metrics else []))
     console.print(table)

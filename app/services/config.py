@@ -11,6 +11,8 @@ Example::
     ingest_workers = 2
     collectors = ["/etc/amr/collector-hn-1.toml"]   # relative paths: from the services file's folder
     refresh_every_s = 300                           # 0: no aggregate refresh service
+    ingest_metrics_port = 9310                      # Prometheus: ingest worker i on 127.0.0.1:9310+i
+    collector_metrics_port = 9330                   # collector i (in the order above) on 127.0.0.1:9330+i
 
     [services.dashboards]
     enabled = true
@@ -40,6 +42,7 @@ from amr.errors import ConfigError
 from amr.tomlfile import key_error, load_toml
 
 DEFAULT_FILE = "amr-services.toml"
+MAX_PORT = 65535
 CONFIG_VAR = "AMR_SERVICES_CONFIG"
 SECTION = "services"
 
@@ -77,6 +80,11 @@ class ServicesConfig(_Strict):
     ingest_name: str = Field(default="", pattern=r"^[A-Za-z0-9_.\-]{0,40}$", description="client id prefix")
     collectors: list[str] = Field(default_factory=list, description="collector config files")
     refresh_every_s: float = Field(default=300.0, ge=0.0, description="dashboard aggregates; 0 = no service")
+    # Prometheus endpoints (on 127.0.0.1, like `amr ingest/collect --metrics-port`): ingest worker i (1-based) on
+    # ingest_metrics_port + i, collector i on collector_metrics_port + i. 0 = no endpoint, the default: a port
+    # opened without being asked for may clash with another program on the host, so the operator picks the range.
+    ingest_metrics_port: int = Field(default=0, ge=0, le=MAX_PORT - 1, description="base port; 0 = no endpoint")
+    collector_metrics_port: int = Field(default=0, ge=0, le=MAX_PORT - 1, description="base port; 0 = no endpoint")
     # Slot for the continuous VEE service, which does not exist yet (VEE runs inside `amr bill`): only false is
     # accepted, so a config written for it fails loudly instead of silently running nothing.
     vee: bool = False
@@ -90,6 +98,34 @@ class ServicesConfig(_Strict):
         if value:
             raise ValueError("there is no continuous VEE service yet (VEE runs in `amr bill run`); set vee = false")
         return value
+
+    def ingest_metrics_ports(self) -> list[int]:
+        """The metrics port of each ingest worker (1-based order); empty when off."""
+        base = self.ingest_metrics_port
+        return [base + i for i in range(1, self.ingest_workers + 1)] if base else []
+
+    def collector_metrics_ports(self) -> list[int]:
+        """The metrics port of each collector, in the order of `collectors`; empty when off."""
+        base = self.collector_metrics_port
+        return [base + i for i in range(1, len(self.collectors) + 1)] if base else []
+
+    def port_conflict(self) -> tuple[str, str] | None:
+        """(key, problem) when a metrics port range runs past 65535 or meets another service's port; two services
+        on one port would leave the second failing to bind and restarting forever, so the file is refused."""
+        ranges = {
+            "ingest_metrics_port": self.ingest_metrics_ports(),
+            "collector_metrics_port": self.collector_metrics_ports(),
+        }
+        for key, ports in ranges.items():
+            if ports and ports[-1] > MAX_PORT:
+                return key, f"{key} + {len(ports)} services = {ports[-1]}, above {MAX_PORT}"
+        taken: dict[int, str] = {self.dashboards.port: "dashboards.port"} if self.dashboards.enabled else {}
+        for key, ports in ranges.items():
+            for i, port in enumerate(ports, start=1):
+                if port in taken:
+                    return key, f"{key} + {i} = {port}, the port of {taken[port]} already"
+                taken[port] = f"{key} + {i}"
+        return None
 
 
 def services_file(explicit: Path | None, environ: dict[str, str] | None = None) -> Path | None:
@@ -120,4 +156,8 @@ def read_services_config(path: Path | None) -> ServicesConfig:
                 text=path.read_text(encoding="utf-8"),
                 key=f"{SECTION}.collectors",
             )
+    conflict = config.port_conflict()
+    if conflict is not None:
+        key, problem = conflict
+        raise key_error(problem, source=str(path), text=path.read_text(encoding="utf-8"), key=f"{SECTION}.{key}")
     return config.model_copy(update={"collectors": collectors})

@@ -12,6 +12,7 @@ from amr.settings import Settings
 from app.services.config import ServicesConfig
 from app.services.supervisor import ChildSpec, DaemonSpec
 
+INGEST_STATUS_DIR = "ingest"  # under the state dir, as `amr ingest` uses by default
 VEE_SLOT = "vee"  # shown by `amr status` as "no service yet": VEE runs inside `amr bill run` today
 
 
@@ -71,31 +72,60 @@ def daemon_specs(settings: Settings) -> tuple[list[DaemonSpec], dict[str, str]]:
     return daemons, external
 
 
-def child_specs(config: ServicesConfig) -> list[ChildSpec]:
+def ingest_status_dir(state_dir: Path, service: str) -> Path:
+    """Where the supervised ingest worker `service` (ingest-<i>) writes its status file: a folder of its own, so
+    that its metrics endpoint (which serves every status file of its folder) reports this worker only; with a
+    shared folder each of N endpoints would serve all N workers and a Prometheus sum would count everything N times.
+    `amr status` reads these folders (app.services.status)."""
+    return state_dir / INGEST_STATUS_DIR / service
+
+
+def _metrics_args(port: int | None) -> tuple[str, ...]:
+    return ("--metrics-port", str(port)) if port else ()
+
+
+def child_specs(config: ServicesConfig, state_dir: Path) -> list[ChildSpec]:
     from collectors.config import read_collector_config
     from ingest.supervisor import default_name
 
     children: list[ChildSpec] = []
     prefix = config.ingest_name or default_name()
+    ingest_ports = config.ingest_metrics_ports()
     for i in range(1, config.ingest_workers + 1):
-        name = f"{prefix}-{i}"
+        name, service = f"{prefix}-{i}", f"ingest-{i}"
+        port = ingest_ports[i - 1] if ingest_ports else None
         # one worker per supervised process: a crash or kill -9 costs one worker, and its pid is the worker's
+        status_dir = str(ingest_status_dir(state_dir, service))
         children.append(
             ChildSpec(
-                name=f"ingest-{i}",
-                args=("ingest", "--workers", "1", "--name", name, "--no-live"),
+                name=service,
+                args=(
+                    "ingest",
+                    "--workers",
+                    "1",
+                    "--name",
+                    name,
+                    "--no-live",
+                    "--status-dir",
+                    status_dir,
+                    *_metrics_args(port),
+                ),
                 kind="ingest",
                 status_key=f"{name}-0",  # ingest.supervisor.worker_configs: <name>-<index>
+                metrics_port=port,
             )
         )
-    for path in config.collectors:
+    collector_ports = config.collector_metrics_ports()
+    for i, path in enumerate(config.collectors, start=1):
         collector = read_collector_config(Path(path))  # a bad collector config fails `amr up`, not a restart loop
+        port = collector_ports[i - 1] if collector_ports else None
         children.append(
             ChildSpec(
                 name=f"collector-{collector.collector_id}",
-                args=("collect", "--config", path, "--quiet"),
+                args=("collect", "--config", path, "--quiet", *_metrics_args(port)),
                 kind="collector",
                 status_key=collector.collector_id,
+                metrics_port=port,
             )
         )
     if config.refresh_every_s > 0:
@@ -118,6 +148,6 @@ def child_specs(config: ServicesConfig) -> list[ChildSpec]:
 
 
 def make_plan(settings: Settings, config: ServicesConfig) -> Plan:
-    children = child_specs(config)
+    children = child_specs(config, settings.state_dir)
     daemons, external = daemon_specs(settings)
     return Plan(children=children, daemons=daemons, external=external)

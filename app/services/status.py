@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.services.plan import VEE_SLOT
+from app.services.plan import INGEST_STATUS_DIR, VEE_SLOT
 from app.services.supervisor import read_state, supervisor_pid
 
 # A collector heartbeat older than this is not shown as current throughput (collectors beat every 10 s by default).
 COLLECTOR_STATUS_MAX_AGE_S = 60.0
+METRICS_HOST = "127.0.0.1"  # ingest and collectors bind their endpoints to loopback only
 DB_TIMEOUT_S = 2  # `amr status` must answer quickly even when the database does not
 
 
@@ -26,6 +27,7 @@ class ServiceRow:
     last_exit: str
     throughput: str
     lag: str
+    metrics: str  # its Prometheus endpoint's URL, or ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,10 +39,12 @@ class Report:
 def _ingest_figures(state_dir: Path) -> dict[str, dict[str, Any]]:
     from ingest.metrics import read_status_files
 
-    directory = state_dir / "ingest"
+    directory = state_dir / INGEST_STATUS_DIR
     if not directory.is_dir():
         return {}
-    return {str(s.get("worker")): s for s in read_status_files(directory)}
+    # `amr ingest` run by hand writes here; each worker `amr up` runs, in a folder of its own (plan.ingest_status_dir)
+    folders = [directory, *sorted(p for p in directory.iterdir() if p.is_dir())]
+    return {str(s.get("worker")): s for folder in folders for s in read_status_files(folder)}
 
 
 def _collector_figures(conninfo: str | None, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -90,6 +94,7 @@ def collect_report(state_dir: Path, *, reader_conninfo: str | None) -> Report:
         if state == "backoff" and s.get("next_start_at"):
             state = f"backoff ({max(float(s['next_start_at']) - now, 0):.0f} s)"
         started = s.get("started_at")
+        port = s.get("metrics_port")
         rows.append(
             ServiceRow(
                 name=name,
@@ -100,6 +105,7 @@ def collect_report(state_dir: Path, *, reader_conninfo: str | None) -> Report:
                 last_exit=str(s.get("last_exit") or ""),
                 throughput=throughput,
                 lag=lag,
+                metrics=f"http://{METRICS_HOST}:{port}/metrics" if port else "",
             )
         )
     rows.append(_row(VEE_SLOT, state="no service yet (VEE runs in `amr bill run`)"))
@@ -108,7 +114,7 @@ def collect_report(state_dir: Path, *, reader_conninfo: str | None) -> Report:
 
 def _row(name: str, *, state: str) -> ServiceRow:
     return ServiceRow(
-        name=name, state=state, pid=None, uptime_s=None, restarts=None, last_exit="", throughput="", lag=""
+        name=name, state=state, pid=None, uptime_s=None, restarts=None, last_exit="", throughput="", lag="", metrics=""
     )
 
 

@@ -63,6 +63,7 @@ class ChildSpec:
     args: tuple[str, ...]
     kind: str  # ingest | collector | refresh | dashboards: how `amr status` finds its throughput
     status_key: str = ""  # the ingest client id / the collector id its status is published under
+    metrics_port: int | None = None  # its Prometheus endpoint on 127.0.0.1, if it serves one
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +128,7 @@ class _Run:
     name: str
     kind: str
     status_key: str = ""
+    metrics_port: int | None = None
     state: str = "starting"  # starting | running | backoff | stopping | stopped | failed
     pid: int | None = None
     started_at: float | None = None
@@ -144,6 +146,7 @@ class _Run:
         return {
             "kind": self.kind,
             "status_key": self.status_key,
+            "metrics_port": self.metrics_port,
             "state": self.state,
             "pid": self.pid,
             "started_at": self.started_at,
@@ -323,7 +326,9 @@ class Supervisor:
                 for name, daemon in self.daemons.items():
                     self.runs[name] = _Run(name=name, kind=daemon.kind)
                 for name, child in self.children.items():
-                    self.runs[name] = _Run(name=name, kind=child.kind, status_key=child.status_key)
+                    self.runs[name] = _Run(
+                        name=name, kind=child.kind, status_key=child.status_key, metrics_port=child.metrics_port
+                    )
                 self._write_state(force=True)
                 for name in self.daemons:  # the servers first: ingest and the dashboards need them
                     if not self.stop_event.is_set():

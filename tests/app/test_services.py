@@ -1,6 +1,7 @@
 """`amr up` / `amr status` / `amr down` as an operator runs them, with the session's database and broker as
-external servers: every service runs, a `kill -9` of the ingest worker is followed by its restart (new pid,
-restarts 1) and every reading published meanwhile is stored, and `amr down` leaves no process behind."""
+external servers: every service runs, each ingest worker serves its own Prometheus endpoint, a `kill -9` of an
+ingest worker is followed by its restart (new pid, restarts 1, its endpoint answers again) and every reading
+published meanwhile is stored, and `amr down` leaves no process behind."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from amr.broker.mosquitto import LocalMosquitto
 from amr.broker.topics import readings_topic
@@ -33,6 +36,7 @@ from tests.services import endpoint
 pytestmark = pytest.mark.fault
 
 METERS = 20
+INGEST_WORKERS = 2  # two endpoints: each must report its own worker only
 READINGS_PER_BATCH = 100
 BATCHES_BEFORE, BATCHES_DURING = 5, 15  # before the kill, and while the worker is dead / restarting
 USER, PASSWORD = "ops", "a-test-password-of-some-length"
@@ -119,6 +123,27 @@ def _stored(db: DatabaseServer, prefix: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of a Prometheus text endpoint, parsed by prometheus_client's own parser (a malformed
+    exposition raises)."""
+    status, headers, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200, body[:500]
+    assert headers["Content-Type"].startswith("text/plain"), headers["Content-Type"]
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def _stored_by_worker(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    return {
+        dict(labels)["worker"]: value
+        for (name, labels), value in samples.items()
+        if name == "amr_ingest_readings_stored_total"
+    }
+
+
 def test_up_status_kill_restart_down(
     db: DatabaseServer, broker: LocalMosquitto, settings: Settings, tmp_path: Path
 ) -> None:
@@ -130,11 +155,13 @@ def test_up_status_kill_restart_down(
         "COLUMNS": "200",  # the status table unwrapped
     }
     web_port = free_port()
+    metrics_base = free_port()  # workers on base + 1, base + 2: free in practice (ephemeral range, just released)
     config = tmp_path / "amr-services.toml"
     config.write_text(
         "[services]\n"
-        "ingest_workers = 1\n"
+        f"ingest_workers = {INGEST_WORKERS}\n"
         f'ingest_name = "svc-{tag}"\n'
+        f"ingest_metrics_port = {metrics_base}\n"
         "refresh_every_s = 60\n"
         "[services.dashboards]\n"
         f"port = {web_port}\nworkers = 1\nthreads = 2\n"
@@ -148,26 +175,44 @@ def test_up_status_kill_restart_down(
     start = datetime.fromtimestamp((time.time() - 2 * 86_400) // 900 * 900, UTC)  # the past, on a 15-min boundary
     messages = [(topic, _batch(source, seq, prefix, start)) for seq in range(BATCHES_BEFORE + BATCHES_DURING)]
     publisher = endpoint(broker, "collector")
-    ingest_client = f"svc-{tag}-1-0"
+    ingest_clients = [f"svc-{tag}-{i}-0" for i in range(1, INGEST_WORKERS + 1)]
+    metrics_ports = [metrics_base + i for i in range(1, INGEST_WORKERS + 1)]
     total = (BATCHES_BEFORE + BATCHES_DURING) * READINGS_PER_BATCH
     try:
         up = _amr(env, "up", "--config", str(config))
         assert up.returncode == 0, up.stdout + up.stderr
         table = _amr(env, "status").stdout
-        for name in ("ingest-1", "dashboard-refresh", "dashboards"):
+        for name in ("ingest-1", "ingest-2", "dashboard-refresh", "dashboards"):
             assert name in table
         assert "external" in table and "vee" in table
+        assert f"http://127.0.0.1:{metrics_ports[0]}/metrics" in table, table
         services = _status(env)
-        for name in ("ingest-1", "dashboard-refresh", "dashboards"):
+        for name in ("ingest-1", "ingest-2", "dashboard-refresh", "dashboards"):
             assert services[name]["state"] == "running", services
             assert services[name]["pid"]
+        assert services["ingest-2"]["metrics"] == f"http://127.0.0.1:{metrics_ports[1]}/metrics"
+        assert services["dashboards"]["metrics"] == ""
         assert services["database"]["state"].startswith("external")
         assert http_get(f"http://127.0.0.1:{web_port}/", user=USER, password=PASSWORD)[0] == 200
         # the worker reports its throughput once it runs (its status file): it is subscribed
         _wait(lambda: _status(env)["ingest-1"]["throughput"] != "", "the ingest worker's status")
+        _wait(lambda: _status(env)["ingest-2"]["throughput"] != "", "the second ingest worker's status")
 
         publish_paho(publisher, messages[:BATCHES_BEFORE])
-        _wait(lambda: _stored(db, prefix) == BATCHES_BEFORE * READINGS_PER_BATCH, "the first readings")
+        before = BATCHES_BEFORE * READINGS_PER_BATCH
+        _wait(lambda: _stored(db, prefix) == before, "the first readings")
+        # Each endpoint reports its own worker only, so the sum over the endpoints is what was stored (with one
+        # status folder shared by the workers, every endpoint served every worker: twice the readings).
+        for port, client in zip(metrics_ports, ingest_clients, strict=True):
+            assert set(_stored_by_worker(_scrape(port))) == {client}
+
+        def summed() -> float:
+            return sum(sum(_stored_by_worker(_scrape(port)).values()) for port in metrics_ports)
+
+        _wait(lambda: summed() == before, f"the endpoints to count {before} readings stored")  # files lag ~1 s
+        samples = _scrape(metrics_ports[0])
+        assert samples[("amr_ingest_worker_online", (("worker", ingest_clients[0]),))] == 1.0
+        assert ("amr_ingest_dead_letters_total", (("reason", "schema"), ("worker", ingest_clients[0]))) in samples
 
         old_pid = int(services["ingest-1"]["pid"])
         os.kill(old_pid, signal.SIGKILL)
@@ -181,12 +226,21 @@ def test_up_status_kill_restart_down(
         row = _status(env)["ingest-1"]
         assert row["restarts"] == 1
         assert row["last_exit"] == "killed by SIGKILL"
+
+        def reports_again() -> bool:
+            try:  # the restarted process binds its port a moment after the supervisor counts it as running
+                return set(_stored_by_worker(_scrape(metrics_ports[0]))) == {ingest_clients[0]}
+            except urllib.error.URLError:
+                return False
+
+        _wait(reports_again, "the restarted worker's endpoint")
         _wait(lambda: _stored(db, prefix) == total, f"all {total} readings stored")
         assert "killed by SIGKILL" in (state / "logs" / "ingest-1.log").read_text()
-        assert len(_processes_of(state)) >= 4  # supervisor, ingest, refresh, gunicorn master and worker
+        assert len(_processes_of(state)) >= 5  # supervisor, 2 ingest, refresh, gunicorn master and worker
     finally:
         down = _amr(env, "down")
-        drop_session(broker, ingest_client)
+        for client in ingest_clients:
+            drop_session(broker, client)
     assert down.returncode == 0, down.stdout + down.stderr
     left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ") for pid in _processes_of(state)}
     assert left == {}, left
@@ -225,3 +279,21 @@ def test_services_file_errors_name_file_line_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         read_services_config(path)
     assert f"{path}:2" in str(caught.value) and "missing.toml" in str(caught.value)
+    # worker 2's metrics port would be the dashboards' port: the second to bind would restart forever
+    path.write_text("[services]\ningest_workers = 3\ningest_metrics_port = 8048\n[services.dashboards]\nport = 8050\n")
+    with pytest.raises(ConfigError) as caught:
+        read_services_config(path)
+    assert f"{path}:3" in str(caught.value) and "ingest_metrics_port + 2 = 8050" in str(caught.value)
+    assert "dashboards.port" in str(caught.value)
+
+
+def test_metrics_ports_reach_the_children_and_default_off(tmp_path: Path) -> None:
+    from app.services.plan import child_specs
+
+    assert all("--metrics-port" not in c.args for c in child_specs(ServicesConfig(ingest_workers=2), tmp_path))
+    specs = {c.name: c for c in child_specs(ServicesConfig(ingest_workers=2, ingest_metrics_port=9310), tmp_path)}
+    assert [specs[n].metrics_port for n in ("ingest-1", "ingest-2")] == [9311, 9312]
+    args = specs["ingest-2"].args
+    assert args[args.index("--metrics-port") + 1] == "9312"
+    # a status folder per worker: an endpoint serves every status file of its folder
+    assert args[args.index("--status-dir") + 1] == str(tmp_path / "ingest" / "ingest-2")
