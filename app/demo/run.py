@@ -2,23 +2,22 @@
 
 Database and broker up -> fleet generated -> simulators of every protocol (Modbus TCP, RTU over TCP, RTU on a
 serial pty, DLMS/COSEM, MQTT concentrators) with a share of faults -> the collector and an ingest worker ->
-the simulated days of a billing period on a stepped clock -> VEE and billing -> exports -> dashboards.
+the simulated days of a billing period on a stepped clock -> VEE and billing -> exports -> the same network
+live on wall-clock time (app/demo/live.py) beside the dashboards, until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,7 +25,21 @@ from rich.table import Table
 
 from amr.broker.mosquitto import BrokerEndpoint, LocalMosquitto, broker_endpoint
 from amr.db.server import DatabaseServer, Role
-from amr.errors import ServiceError
+from amr.errors import ConfigError, ServiceError
+from app.demo.live import (
+    LIVE_LOOKBACK,
+    LIVE_POLL_S,
+    LIVE_REFRESH_S,
+    READ_INTERVAL_MIN,
+    LiveNetwork,
+    NetworkNow,
+    count_rows,
+    refresh_dashboards,
+    start_ingest,
+    start_live,
+    stop_process,
+    wait_quiet,
+)
 from app.demo.plan import collector_toml, count_by_protocol, group_gateways, local_midnights, period_days
 from app.demo.world import fetch_live_meters, start_world
 from billing.cycles import BillingPeriod
@@ -37,7 +50,6 @@ from simulators.clock import SimClock
 DEFAULT_FAULTS = {"no_answer": 0.02, "drift": 0.05, "spikes": 0.02, "stuck": 0.01, "power_down": 0.02}
 STEP_WAIT_S = 5.0  # the longest one simulated instant waits for every meter's poll (a dead meter: one timeout)
 DEMO_PERIOD = BillingPeriod(2026, 10)  # the billing month the demo simulates and bills by default
-DRAIN_QUIET_S = 3.0  # ingest is done when the stored row count has not moved for this long
 
 
 @dataclass(kw_only=True)
@@ -52,31 +64,17 @@ class DemoOptions:
     host: str = "127.0.0.1"
     port: int = 8050
     override_hold: bool = False
+    # The live phase after the billing run: None runs it until Ctrl-C when serving and skips it otherwise;
+    # a number of seconds bounds it (0: none).
+    live_for_s: float | None = None
+    live_poll_s: float = LIVE_POLL_S
+    live_refresh_s: float = LIVE_REFRESH_S
 
-
-def _counts(conninfo: str) -> tuple[int, int]:
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM dead_letters)").fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
-def _start_ingest(log_path: Path) -> subprocess.Popen[bytes]:
-    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
-    return subprocess.Popen(
-        [sys.executable, "-m", "app", "ingest", "--workers", "1", "--no-live", "--name", "demo-ingest"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    def live_budget_s(self) -> float | None:
+        """Seconds of live phase: None = until Ctrl-C, 0 = none."""
+        if self.live_for_s is None:
+            return None if self.serve else 0.0
+        return self.live_for_s
 
 
 def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOptions, console: Console) -> dict[str, Any]:
@@ -86,6 +84,20 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
     from fleet.store import write_fleet
 
     t_start = time.perf_counter()
+    live_s = opts.live_budget_s()
+    if live_s is not None and live_s < 0:
+        raise ConfigError(f"must be >= 0 seconds, got {live_s:g}", key="--live-for")
+    first_day, last_day = period_days(opts.period, list(range(1, 29)))
+    steps_hint = local_midnights(first_day, last_day, opts.step_min)
+    if live_s != 0 and steps_hint[-1] > datetime.now(UTC) - LIVE_LOOKBACK:
+        # Live readings (and the day of DLMS load profile a fresh collector reads back) would land among the
+        # simulated ones of the period being billed.
+        raise ConfigError(
+            f"the simulated period {opts.period} runs to {steps_hint[-1]:%Y-%m-%d %H:%M} UTC, less than"
+            f" {LIVE_LOOKBACK} before now: the live phase would write into it; pick an earlier period or"
+            " --live-for 0",
+            key="--period",
+        )
     if opts.serve:  # a half-set dashboard login is refused now, not after the whole run
         from dashboards.auth import resolve_auth
 
@@ -100,8 +112,6 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
     console.rule(f"fleet (scale {opts.scale})")
     fleet = build_fleet(scale=opts.scale, seed=opts.seed)
     write_fleet(owner, fleet, replace=True)
-    first_day, last_day = period_days(opts.period, list(range(1, 29)))
-    steps_hint = local_midnights(first_day, last_day, opts.step_min)
     meters = fetch_live_meters(owner, steps_hint[0])
     if not meters:
         raise ServiceError("the generated fleet has no remote-read meters: raise --scale")
@@ -135,7 +145,7 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
         run_dir=run_dir,
         dcu_endpoint=endpoint("dcu"),
     )
-    ingest = _start_ingest(db.settings.state_dir / "demo-ingest.log")
+    ingest = start_ingest(db.settings.state_dir / "demo-ingest.log")
     stop_collector = threading.Event()
     config = parse_collector_config(
         collector_toml(
@@ -163,14 +173,14 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
             for t in steps:
                 clock.set(t)
                 _wait_polled(collector, t.timestamp(), STEP_WAIT_S)
-                rows, dead = _counts(owner)
+                rows, dead = count_rows(owner)
                 progress.update(task, advance=1, description=f"{t:%Y-%m-%d %H:%M} UTC, {rows:,} rows stored")
         stop_collector.set()
         collector_thread.join(timeout=30)
         world.stop()
-        rows = _wait_quiet(owner)
-        _stop(ingest)
-        rows, dead = _counts(owner)
+        rows = wait_quiet(owner)
+        stop_process(ingest)
+        rows, dead = count_rows(owner)
         console.print(f"stored {rows:,} readings, {dead:,} dead letters")
 
         console.rule(f"VEE and billing, period {opts.period}")
@@ -181,7 +191,7 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
             out_dir=db.settings.state_dir / "exports",
             override_hold=opts.override_hold,
         )
-        _refresh_dashboards(owner)
+        refresh_dashboards(owner)
         summary = {
             "meters in registry": len(fleet.unit_id),
             "meters simulated live": len(meters),
@@ -205,10 +215,72 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
     finally:
         stop_collector.set()
         world.stop()
-        _stop(ingest)
-    if opts.serve:
-        _serve(db, opts, console)
+        stop_process(ingest)
+    if live_s == 0:
+        if opts.serve:
+            _serve(db, opts, console)
+        return summary
+
+    console.rule(f"live network: polled every {opts.live_poll_s:g} s of real time" + _until(live_s))
+
+    def on_refresh(now: NetworkNow) -> None:
+        console.print(
+            f"{now.refreshed_at:%H:%M:%S} network: {now.read_interval:,} of {now.remote_meters:,} remote meters"
+            f" read in the last {READ_INTERVAL_MIN} min, {now.read_24h:,} in 24 h"
+        )
+
+    def on_error(exc: Exception) -> None:
+        console.print(f"[yellow]dashboard aggregate refresh failed: {escape(str(exc))}[/yellow]")
+
+    rows_before, _ = count_rows(owner)
+    live = start_live(
+        gateways,
+        seed=opts.seed,
+        fault_shares=opts.faults,
+        baud=opts.baud,
+        run_dir=run_dir / "live",
+        endpoint=endpoint,
+        owner_conninfo=owner,
+        ingest_log=db.settings.state_dir / "demo-ingest.log",
+        poll_interval_s=opts.live_poll_s,
+        refresh_s=opts.live_refresh_s,
+        on_refresh=on_refresh,
+        on_error=on_error,
+    )
+    timer: threading.Timer | None = None
+    try:
+        if opts.serve:
+            if live_s is not None:  # the dashboards stay up after the live phase ends
+                timer = threading.Timer(live_s, live.stop)
+                timer.daemon = True
+                timer.start()
+            _serve(db, opts, console)
+        else:
+            assert live_s is not None
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the live phase early, with its summary
+                time.sleep(live_s)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        live.stop()
+    live_summary = _live_summary(live, owner, rows_before)
+    console.print(", ".join(f"{k}: {v:,}" for k, v in live_summary.items()))
+    summary |= live_summary
     return summary
+
+
+def _until(live_s: float | None) -> str:
+    return " until Ctrl-C" if live_s is None else f" for {live_s:g} s"
+
+
+def _live_summary(live: LiveNetwork, owner: str, rows_before: int) -> dict[str, int]:
+    rows, _ = count_rows(owner)
+    return {
+        "live readings stored": rows - rows_before,
+        "meters read live": live.meters_read_live(),
+        "live aggregate refreshes": live.refresher.refreshes,
+        "meters read in the last interval": last.read_interval if (last := live.refresher.last) else 0,
+    }
 
 
 def _wait_polled(collector: Collector, t_s: float, timeout_s: float) -> None:
@@ -219,24 +291,6 @@ def _wait_polled(collector: Collector, t_s: float, timeout_s: float) -> None:
         if not pending:
             return
         time.sleep(0.005)
-
-
-def _wait_quiet(conninfo: str, timeout_s: float = 120.0) -> int:
-    last, since = -1, time.monotonic()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        rows, _ = _counts(conninfo)
-        if rows != last:
-            last, since = rows, time.monotonic()
-        elif time.monotonic() - since >= DRAIN_QUIET_S:
-            return rows
-        time.sleep(0.5)
-    return last
-
-
-def _refresh_dashboards(conninfo: str) -> None:
-    with psycopg.connect(conninfo, autocommit=True) as conn, contextlib.suppress(psycopg.errors.UndefinedFunction):
-        conn.execute("SELECT * FROM refresh_dashboard_aggregates()").fetchall()
 
 
 def _serve(db: DatabaseServer, opts: DemoOptions, console: Console) -> None:

@@ -93,7 +93,10 @@ def start_world(
     baud: int,
     run_dir: Path,
     dcu_endpoint: BrokerEndpoint,
+    dcu_start: datetime | None = None,
 ) -> World:
+    """One simulator per gateway on `clock`; `dcu_start`: the first interval the concentrators read (default: the
+    next interval boundary after the clock's start)."""
     world = World()
     regmap = read_register_map("vn_sim_meter")
     start = clock.now()
@@ -126,7 +129,13 @@ def start_world(
                 world.endpoints.append((gw, Endpoint(port=dlms.port, dlms_addresses=dlms.addresses)))
             elif gw.protocol == "dcu-mqtt":
                 dcu = start_dcu(
-                    gw.name, sims, dcu_endpoint, clock, DCU_INTERVAL_S, outbox_dir=run_dir / "dcu-outbox" / gw.name
+                    gw.name,
+                    sims,
+                    dcu_endpoint,
+                    clock,
+                    DCU_INTERVAL_S,
+                    outbox_dir=run_dir / "dcu-outbox" / gw.name,
+                    start=dcu_start,
                 )
                 world._stops.append(dcu.stop)
                 world.dcu_handles.append(dcu)
