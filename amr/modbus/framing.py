@@ -1,7 +1,10 @@
 """Modbus application frames (pure): the MBAP header for Modbus TCP, address + CRC-16 for RTU, and the checks
 that catch unit-id, function-code and transaction-id mix-ups on a shared bus.
 
-Only the read functions the collector needs are framed: 0x03 (holding) and 0x04 (input registers).
+Both sides live here, as pymodbus' framer sits under its client and its server: the client side (requests, reply
+checks) for the collector, the server side (request boundaries on a serial line, replies, exception responses)
+for the simulators. Only the read functions the collector needs are framed: 0x03 (holding) and 0x04 (input
+registers); the server side also knows the lengths of the write functions, to skip them on a shared line.
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ MAX_READ_REGISTERS = 125  # Modbus application protocol v1.1b3, 6.3: the PDU hol
 
 MBAP_HEADER_BYTES = 7  # transaction id, protocol id, length, unit id
 RTU_EXCEPTION_BYTES = 5  # unit, function | 0x80, exception code, CRC
+
+# Exception codes a server answers with (Modbus application protocol v1.1b3, 7).
+EXC_ILLEGAL_FUNCTION = 1
+EXC_ILLEGAL_ADDRESS = 2
+EXC_ILLEGAL_VALUE = 3
+EXC_DEVICE_FAILURE = 4
+EXC_GATEWAY_TARGET_FAILED = 0x0B
 
 EXCEPTION_NAMES = {
     1: "illegal function",
@@ -135,3 +145,41 @@ def check_mbap(header: bytes | bytearray | memoryview, *, transaction_id: int, u
 
 def words_from_bytes(data: bytes) -> list[int]:
     return list(struct.unpack(f">{len(data) // 2}H", data))
+
+
+# -- server side (the simulators) ---------------------------------------------------------------------------------
+
+
+def with_crc(frame: bytes) -> bytes:
+    """Append the CRC, low byte first as RTU sends it."""
+    return frame + struct.pack("<H", crc16(frame))
+
+
+def crc_ok(frame: bytes | bytearray) -> bool:
+    return len(frame) >= 4 and crc16(frame[:-2]) == struct.unpack_from("<H", frame, len(frame) - 2)[0]
+
+
+def rtu_request_length(buf: bytes | bytearray) -> int | None:
+    """Length of the RTU request at the start of ``buf``; None if more bytes are needed, 0 if unknowable."""
+    if len(buf) < 2:
+        return None
+    fc = buf[1]
+    if fc in (1, 2, 3, 4, 5, 6):
+        return 8
+    if fc in (15, 16):
+        if len(buf) < 7:
+            return None
+        return 9 + buf[6]
+    return 0
+
+
+def exception_pdu(function: int, code: int) -> bytes:
+    return bytes((function | 0x80, code))
+
+
+def read_reply_pdu(function: int, data: bytes) -> bytes:
+    return bytes((function, len(data))) + data
+
+
+def mbap(transaction: int, unit: int, pdu: bytes) -> bytes:
+    return struct.pack(">HHHB", transaction, 0, len(pdu) + 1, unit) + pdu

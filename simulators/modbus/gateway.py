@@ -14,17 +14,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from amr.modbus.codec import ImageEncoder
-from amr.modbus.registermap import RegisterMap
-from simulators.clock import SimClock
-from simulators.meter import SimulatedMeter
-from simulators.modbus.frames import (
+from amr.modbus.framing import (
     EXC_ILLEGAL_ADDRESS,
     EXC_ILLEGAL_FUNCTION,
     EXC_ILLEGAL_VALUE,
-    MAX_READ,
+    MAX_READ_REGISTERS,
     exception_pdu,
     read_reply_pdu,
 )
+from amr.modbus.registermap import RegisterMap
+from simulators.clock import SimClock
+from simulators.meter import SimulatedMeter
 
 _FUNCTIONS = {3: "holding", 4: "input"}
 IMAGE_RESOLUTION_S = 1.0  # simulated seconds an image stays valid: meters update their registers about once a second
@@ -113,7 +113,7 @@ class Gateway:
             if function is None or len(pdu) != 5:
                 return Reply(exception_pdu(fc, EXC_ILLEGAL_FUNCTION), corrupt)
             address, count = struct.unpack_from(">HH", pdu, 1)
-            if not 1 <= count <= MAX_READ:
+            if not 1 <= count <= MAX_READ_REGISTERS:
                 return Reply(exception_pdu(fc, EXC_ILLEGAL_VALUE), corrupt)
             image = self.image(m, function)
             if not image:

@@ -22,16 +22,16 @@ from typing import Literal
 import serial
 
 from amr.errors import ServiceError
-from simulators.clock import SimClock
-from simulators.modbus.frames import (
+from amr.modbus.framing import (
     EXC_GATEWAY_TARGET_FAILED,
-    MBAP_LEN,
+    MBAP_HEADER_BYTES,
     crc_ok,
     exception_pdu,
     mbap,
     rtu_request_length,
     with_crc,
 )
+from simulators.clock import SimClock
 from simulators.modbus.gateway import Gateway, ModbusMeter, Reply
 
 GatewayKind = Literal["tcp", "rtu-tcp", "rtu-serial"]
@@ -113,7 +113,7 @@ class _TcpProtocol(asyncio.Protocol):
 
     def _mbap_frames(self) -> None:
         buf = self.buf
-        while len(buf) >= MBAP_LEN:
+        while len(buf) >= MBAP_HEADER_BYTES:
             tid = (buf[0] << 8) | buf[1]
             length = (buf[4] << 8) | buf[5]
             if length < 2 or length > 254:
@@ -123,7 +123,7 @@ class _TcpProtocol(asyncio.Protocol):
             if len(buf) < total:
                 return
             unit = buf[6]
-            pdu = bytes(buf[MBAP_LEN:total])
+            pdu = bytes(buf[MBAP_HEADER_BYTES:total])
             del buf[:total]
             reply = self.gateway.respond(unit, pdu)
             if reply is None:  # nothing behind that unit id: what a TCP gateway says

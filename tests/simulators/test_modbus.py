@@ -21,12 +21,12 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
 from amr.modbus.codec import decode_block, plan_reads
+from amr.modbus.framing import crc16
 from amr.modbus.registermap import RegisterMap, read_register_map
 from simulators.clock import SimClock
 from simulators.faults import Faults
 from simulators.meter import OBIS_IMPORT, OBIS_RATE, SimulatedMeter
 from simulators.modbus import ModbusMeter, start_modbus_gateway
-from simulators.modbus.frames import crc16
 
 T0 = datetime(2025, 4, 14, 3, 0, tzinfo=UTC)
 VN = read_register_map("vn_sim_meter")
