@@ -236,18 +236,10 @@ class MqttPublisher:
             self.spool.delete(confirmed)
         if self._acked:
             acked, self._acked = self._acked, []
-            by_attempt: dict[int, list[int]] = {}
-            for spool_id, attempt in acked:
-                by_attempt.setdefault(attempt, []).append(spool_id)
-            for attempt, ids in sorted(by_attempt.items()):
-                self.schedule.add(ids, attempt)
+            _schedule(self.schedule, acked)
         if self._unrouted_acks:
             unrouted, self._unrouted_acks = self._unrouted_acks, []
-            by_attempt = {}
-            for spool_id, attempt in unrouted:
-                by_attempt.setdefault(attempt, []).append(spool_id)
-            for attempt, ids in sorted(by_attempt.items()):
-                self.unrouted.add(ids, attempt)
+            _schedule(self.unrouted, unrouted)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -341,3 +333,12 @@ class MqttPublisher:
                 info.wait_for_publish(timeout=2.0)
         self.mqtt.close()
         self.settle()
+
+
+def _schedule(schedule: ResendSchedule, sent: list[Sent]) -> None:
+    """Start the re-send timeouts of acknowledged messages, grouped by the attempt each was sent on."""
+    by_attempt: dict[int, list[int]] = {}
+    for spool_id, attempt in sent:
+        by_attempt.setdefault(attempt, []).append(spool_id)
+    for attempt, ids in sorted(by_attempt.items()):
+        schedule.add(ids, attempt)
