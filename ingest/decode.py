@@ -109,9 +109,9 @@ def topic_source(topic: str) -> str:
     return "unknown"
 
 
-def clean_text(text: str) -> str:
+def clean_text(text: str, *, max_chars: int = MAX_TEXT_FIELD_CHARS) -> str:
     """PostgreSQL text cannot hold NUL; long strings from a faulty client are cut."""
-    return text.replace("\x00", "\\0")[:MAX_TEXT_FIELD_CHARS]
+    return text.replace("\x00", "\\0")[:max_chars]
 
 
 def parse_message(topic: str, payload: bytes) -> tuple[Kind, Message]:

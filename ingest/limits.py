@@ -53,6 +53,8 @@ METRICS_INTERVAL_S = 1.0
 # otherwise write a 100 KB reason).
 MAX_REASONS_PER_DEAD_LETTER = 10
 MAX_TEXT_FIELD_CHARS = 200
+# A whole dead-letter reason (it quotes client data, up to MAX_REASONS_PER_DEAD_LETTER item reasons).
+MAX_REASON_CHARS = 2000
 
 # meter_last_seen (read by the dashboards' 'silent meter' views, which look back 30 min) is written at most this
 # often per worker, holding each meter's newest reading of every batch committed since. One upsert per meter costs

@@ -22,6 +22,7 @@ from amr.messages import ClientStatus
 from amr.pgcopy import FixedRows, unix_s_to_pg_us
 from ingest.decode import Validated, clean_text, column_rows_to_arrays
 from ingest.last_seen import write_last_seen
+from ingest.limits import MAX_REASON_CHARS
 from ingest.poison import message_digest, settle
 from ingest.strategy import Strategy
 
@@ -262,15 +263,16 @@ def write_dead_letters(cur: psycopg.Cursor[Any], letters: list[DeadLetter]) -> i
         cur.execute(
             "INSERT INTO dead_letters (source, topic, payload, reason, message_sha256) VALUES (%s, %s, %s, %s, %s)"
             " ON CONFLICT DO NOTHING",
-            (clean_text(d.source), d.topic.replace("\x00", ""), d.payload, clean_reason(d.reason), d.message_sha256),
+            (
+                clean_text(d.source),
+                d.topic.replace("\x00", ""),
+                d.payload,
+                clean_text(d.reason, max_chars=MAX_REASON_CHARS),
+                d.message_sha256,
+            ),
         )
         stored += max(cur.rowcount, 0)
     return stored
-
-
-def clean_reason(reason: str) -> str:
-    """A reason quotes client data: no NUL (PostgreSQL text cannot hold it), bounded length."""
-    return reason.replace("\x00", "\\0")[:2000]
 
 
 def write_ingest_status(
