@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -45,10 +45,11 @@ from app.demo.world import fetch_live_meters, start_world
 from billing.cycles import BillingPeriod
 from collectors.config import parse_collector_config
 from collectors.runner import Collector
+from collectors.stats import MeterStats
 from simulators.clock import SimClock
 
 DEFAULT_FAULTS = {"no_answer": 0.02, "drift": 0.05, "spikes": 0.02, "stuck": 0.01, "power_down": 0.02}
-STEP_WAIT_S = 5.0  # the longest one simulated instant waits for every meter's poll (a dead meter: one timeout)
+STEP_WAIT_S = 5.0  # the longest one simulated instant waits for its reads (a dead meter: two timeouts and a back-off)
 DEMO_PERIOD = BillingPeriod(2026, 10)  # the billing month the demo simulates and bills by default
 
 
@@ -172,7 +173,7 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
             task = progress.add_task("simulated instants", total=len(steps))
             for t in steps:
                 clock.set(t)
-                _wait_polled(collector, t.timestamp(), STEP_WAIT_S)
+                wait_polled(collector, t.timestamp(), STEP_WAIT_S)
                 rows, dead = count_rows(owner)
                 progress.update(task, advance=1, description=f"{t:%Y-%m-%d %H:%M} UTC, {rows:,} rows stored")
         stop_collector.set()
@@ -283,11 +284,20 @@ def _live_summary(live: LiveNetwork, owner: str, rows_before: int) -> dict[str, 
     }
 
 
-def _wait_polled(collector: Collector, t_s: float, timeout_s: float) -> None:
-    """Until every polled meter was attempted at simulated instant `t_s` (a failing one is not waited for)."""
+class _HasMeterStats(Protocol):
+    def meter_stats(self) -> list[MeterStats]: ...
+
+
+def wait_polled(collector: _HasMeterStats, t_s: float, timeout_s: float) -> None:
+    """Until every polled meter was read at simulated instant `t_s`, or failed twice in a row (a dead meter is
+    not waited for), or `timeout_s` passed.
+
+    A meter whose first try at `t_s` failed once (a timeout on a loaded machine) is retried by the collector after
+    its back-off while the clock still shows `t_s`; moving on at the first failure lost that instant's read and
+    made the demo's bills depend on the machine's load."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        pending = [s for s in collector.meter_stats() if (s.last_attempt_s or 0.0) < t_s and s.consecutive_failures < 2]
+        pending = [s for s in collector.meter_stats() if (s.last_success_s or 0.0) < t_s and s.consecutive_failures < 2]
         if not pending:
             return
         time.sleep(0.005)
