@@ -9,7 +9,8 @@ public wrapper that checks dtypes and shapes (the stumpy style; the wrappers ser
 
 - validation (``_validate_series`` / ``validate_series``): per read, flags (billing.flags bits), interval start [s]
   (the last valid read before it) and register delta [kWh] (NaN when the read is not valid); the series'
-  like-day profile and history from the valid single intervals as they are accepted;
+  like-day profile and history from the valid single intervals as they are accepted (the profile leaves out the
+  intervals that start on a public holiday: ``holiday_days``, local day numbers, billing.public_holidays);
 - daily aggregation (``_aggregate_series`` / ``aggregate_series``): per local day, measured and estimated energy,
   interval counts, flags and estimation methods; the series' leading gap and tail.
 
@@ -68,7 +69,8 @@ class VeeInputError(AmrError):
 # -- records the kernels share (numba passes a NamedTuple of arrays as a struct of array views) ------------------
 class LikeDayProfile(NamedTuple):
     """One series' like-day profile: the energy [kWh] of its valid single-interval reads, summed and counted per
-    cell = weekday * n_slots + slot of the local day (slot 0 only for a daily or longer interval)."""
+    cell = weekday * n_slots + slot of the local day (slot 0 only for a daily or longer interval). Intervals that
+    start on a public holiday are left out: the profile is the series' ordinary days."""
 
     interval_s: int
     n_slots: int
@@ -139,6 +141,14 @@ def check_array(name: str, a: object, dtype: type, *, ndim: int = 1, length: int
         raise VeeInputError(f"{name}: not C-contiguous")
 
 
+def check_holiday_days(holiday_days: np.ndarray) -> None:
+    """Refuse holiday days the kernels cannot take: not int64, not C-contiguous, not strictly ascending (the
+    kernels walk them with a cursor, in step with the reads)."""
+    check_array("holiday_days", holiday_days, np.int64)
+    if holiday_days.shape[0] > 1 and bool((holiday_days[1:] <= holiday_days[:-1]).any()):
+        raise VeeInputError("holiday_days: local day numbers must be strictly ascending")
+
+
 # -- helpers of both passes ---------------------------------------------------------------------------------------
 @njit(cache=True)
 def _day_of_end(t_end: int, day0_s: int) -> int:
@@ -187,7 +197,8 @@ def _profile_index(t_start: int, interval_s: int, n_slots: int) -> int:
 @njit(cache=True)
 def _profile_weight(t_start: int, length_s: int, profile: LikeDayProfile) -> float:
     """Like-day energy [kWh] for an interval: mean of valid intervals in the same weekday and slot, else the same
-    slot on any day; -1 when the series has no valid interval in that slot."""
+    slot on any day; -1 when the series has no valid interval in that slot. The profile holds ordinary days only
+    (no public holidays), and an interval on a holiday is estimated from it too: there is no holiday profile."""
     interval_s, n_slots = profile.interval_s, profile.n_slots
     k = _profile_index(t_start, interval_s, n_slots)
     slot = k % n_slots
@@ -212,15 +223,20 @@ def _validate_series(
     modulus: float,
     th: VeeThresholds,
     day0_s: int,
+    holiday_days: np.ndarray,
     profile: LikeDayProfile,
     out: ReadVerdicts,
 ) -> tuple[float, int]:
     """Validate each read of one series against the last valid one into `out`; add the valid single intervals to
-    the (zeroed) `profile` and to the history (reads up to day0_s) as they are accepted.
+    the (zeroed) `profile`, except those starting on a local day in `holiday_days` (local day numbers, strictly
+    ascending), and to the history (reads up to day0_s) as they are accepted.
     Returns (history [kWh/day], NaN without history; first valid read [s], -1 without)."""
     # Integer divisions dominate the per-read cost, so on the regular grid (the common case) the alignment, the
-    # profile cell and the day index are carried forward from the previous read instead of recomputed.
+    # profile cell and the day index are carried forward from the previous read instead of recomputed; the
+    # holidays are walked with a cursor (interval starts only move forward), by comparisons.
     interval_s, n_slots = profile.interval_s, profile.n_slots
+    n_holidays = holiday_days.shape[0]
+    hj = 0  # the first holiday that does not end at or before the current interval start
     n_cells = profile.kwh.shape[0]
     cell_step = interval_s // DAY_S if interval_s >= DAY_S else 1
     hist_kwh = 0.0
@@ -325,8 +341,12 @@ def _validate_series(
         out.delta_kwh[i] = d
         out.flags[i] = f
         if dt == interval_s:
-            profile.kwh[base_cell] += d
-            profile.n_intervals[base_cell] += 1
+            # [start, end) in UTC [s] of local day number k: k * DAY_S - LOCAL_UTC_OFFSET_S, + DAY_S
+            while hj < n_holidays and (holiday_days[hj] + 1) * DAY_S - LOCAL_UTC_OFFSET_S <= base_ts:
+                hj += 1
+            if hj >= n_holidays or holiday_days[hj] * DAY_S - LOCAL_UTC_OFFSET_S > base_ts:
+                profile.kwh[base_cell] += d
+                profile.n_intervals[base_cell] += 1
             base_cell += cell_step
             while base_cell >= n_cells:
                 base_cell -= n_cells
@@ -369,18 +389,23 @@ def validate_series(
     thresholds: VeeThresholds,
     allowed_s: np.ndarray,
     day0_s: int,
+    holiday_days: np.ndarray,
 ) -> SeriesValidation:
     """The validation pass on one series: reads sorted by time (int64 [s], float64 register [kWh], int16 status
-    bits), the register's modulus (10 ** digits), the allowed intervals [s] (int64, ascending)."""
+    bits), the register's modulus (10 ** digits), the allowed intervals [s] (int64, ascending), the public holidays
+    the like-day profile leaves out (int64 local day numbers, strictly ascending; empty: none)."""
     _check_series(ts_s, value=(value, np.float64), quality=(quality, np.int16))
     check_array("allowed_s", allowed_s, np.int64)
+    check_holiday_days(holiday_days)
     if allowed_s.shape[0] == 0:
         raise VeeInputError("allowed_s: at least one interval is required")
     n = ts_s.shape[0]
     interval_s = int(_series_interval(ts_s, allowed_s, thresholds.default_interval_s))
     profile = _empty_profile(interval_s)
     verdicts = ReadVerdicts(np.zeros(n, np.uint32), np.zeros(n, np.int64), np.zeros(n, np.float64))
-    hist, first = _validate_series(ts_s, value, quality, float(modulus), thresholds, int(day0_s), profile, verdicts)
+    hist, first = _validate_series(
+        ts_s, value, quality, float(modulus), thresholds, int(day0_s), holiday_days, profile, verdicts
+    )
     return SeriesValidation(verdicts=verdicts, profile=profile, hist_kwh_per_day=float(hist), first_valid_s=int(first))
 
 
@@ -621,6 +646,7 @@ def vee_kernel(
     modulus: np.ndarray,
     th: VeeThresholds,
     allowed: np.ndarray,
+    holiday_days: np.ndarray,
     day0_s: int,
     period_end_s: int,
     rule_bits: np.ndarray,
@@ -633,7 +659,8 @@ def vee_kernel(
     series: SeriesArrays,
 ) -> None:
     """VEE over all series (validation, then daily aggregation, per series), in rec_rows.shape[0] parallel chunks
-    of series (chunk_series); days and series are zeroed by the caller.
+    of series (chunk_series); days and series are zeroed by the caller. holiday_days: the local day numbers (int64,
+    strictly ascending) whose intervals the like-day profiles leave out.
 
     Flag records: chunk c writes its reads with a nonzero flag (read index, flags, interval start [s]) to
     rec_read / rec_flags / rec_start from seg[first series of c] on, in read order, rec_rows[c] of them; reads
@@ -667,7 +694,7 @@ def vee_kernel(
             interval_s = _series_interval(ts[lo:hi], allowed, th.default_interval_s)
             profile = _empty_profile(interval_s)
             hist, first = _validate_series(
-                ts[lo:hi], value[lo:hi], quality[lo:hi], modulus[s], th, day0_s, profile, verdicts
+                ts[lo:hi], value[lo:hi], quality[lo:hi], modulus[s], th, day0_s, holiday_days, profile, verdicts
             )
             sflags, last = _aggregate_series(ts[lo:hi], verdicts, profile, th, first, day0_s, period_end_s, days, s)
             series_interval[s] = interval_s

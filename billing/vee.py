@@ -16,6 +16,11 @@ Rules (thresholds in billing/vee_rules.toml), per series = one meter's cumulativ
   slot) beyond, always scaled to the register delta; beyond estimation.max_s: GAP_TOO_LONG, the delta stays
   on the closing read's day for review. With one valid side only (a replaced meter, the period's tail): flat at
   the last valid rate, or like-day energy unscaled. LEADING_GAP: no valid read at or before the period start.
+- The like-day profile excludes public holidays (Viet Nam's, Tet included: billing.public_holidays): an interval
+  that starts on a holiday is validated and measured as any other but is not the reference for the weeks after
+  it. A gap on a holiday itself is estimated from the same ordinary-day profile (there are too few holidays for
+  a profile of their own): between reads it only gives the shape, scaled to the register delta; on an open gap
+  it is an ordinary day's energy, an overestimate of a Tet day that stays flagged ESTIMATED.
 - Per day, on total-register series: HIGH_USE / LOW_USE against the series' own average day over the history
   window, ZERO_USE after zero_days zero days (active customers only); TOU_SUM: T1+T2+T3 against the total.
 - Per clock-offset reading (OBIS 0.0.1.0.0.255): CLOCK_SUSPECT / CLOCK_INVALID, also flagged on that meter's days.
@@ -24,7 +29,7 @@ Rules (thresholds in billing/vee_rules.toml), per series = one meter's cumulativ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import cached_property
 
 import numpy as np
@@ -33,7 +38,8 @@ import pandas as pd
 from amr.timebase import DAY_S, local_midnight_utc_s
 from billing import flags as F
 from billing import kernels as K
-from billing.kernels import VeeInputError, check_array
+from billing.kernels import VeeInputError, check_array, check_holiday_days
+from billing.public_holidays import holiday_days as vn_holiday_days
 from billing.rules import VeeRules, kernel_thresholds
 
 TOTAL_CHANNEL = 1  # 1.0.1.8.0.255 active import total [kWh]
@@ -84,6 +90,10 @@ class PeriodWindow:
 
     def days(self) -> np.ndarray:
         return np.datetime64(self.first_day, "D") + np.arange(self.n_days)
+
+    @property
+    def last_day(self) -> date:
+        return self.first_day + timedelta(days=self.n_days - 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,13 +187,19 @@ def validate_estimate(
     window: PeriodWindow,
     meter_ids: np.ndarray | None = None,
     register_digits: np.ndarray | None = None,
+    holiday_days: np.ndarray | None = None,
 ) -> VeeResult:
     """Run every VEE rule over a batch of reads (energy channels 1-4 and the clock offset, channel 20).
 
     readings: sorted by (meter_id, channel_id, ts_s), covering the window plus the rules' history days before it;
-    meter_ids / register_digits: the meters' register sizes (sorted by meter_id) for rollover detection.
+    meter_ids / register_digits: the meters' register sizes (sorted by meter_id) for rollover detection;
+    holiday_days: the local day numbers (amr.timebase.local_day_number; int64, strictly ascending) the like-day
+    profiles leave out; None: default_holiday_days (Viet Nam's public holidays), an empty array: none.
     """
     check_readings(readings, sorted_check=False)
+    if holiday_days is None:
+        holiday_days = default_holiday_days(window)
+    check_holiday_days(holiday_days)
     ch = readings.channel_id
     only_energy = len(readings) == 0 or (
         int(ch.min()) >= min(ENERGY_CHANNELS) and int(ch.max()) <= max(ENERGY_CHANNELS)
@@ -230,6 +246,7 @@ def validate_estimate(
             modulus,
             kernel_thresholds(rules),
             allowed,
+            holiday_days,
             day0_s,
             end_s,
             _RULE_BITS,
@@ -288,6 +305,12 @@ def validate_estimate(
         flag_records=records,
         exceptions=exceptions,
     )
+
+
+def default_holiday_days(window: PeriodWindow) -> np.ndarray:
+    """Viet Nam's public holidays from the year before the window's first day (the history reads and the profile
+    come from before the window) through the year of its last day, as local day numbers."""
+    return vn_holiday_days(window.first_day.year - 1, window.last_day.year)
 
 
 def tou_groups(series_meter: np.ndarray, series_channel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,15 +1,17 @@
 """Plain-Python twin of the VEE kernels: the rules of billing/vee.py written out again with lists and dicts,
 without numba, to check the kernels against on random input, pass by pass: twin_validate (the validation kernel),
-twin_days (the daily aggregation kernel), twin_use_check (use_check_kernel); twin_series runs all three."""
+twin_days (the daily aggregation kernel), twin_use_check (use_check_kernel); twin_series runs all three.
+holidays: the local day numbers (days since 1970-01-01, local calendar) the like-day profile leaves out."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from itertools import pairwise
 
 from amr.obis import STATUS_BITS
-from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S, UNIX_EPOCH_WEEKDAY
+from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S, UNIX_EPOCH_WEEKDAY, local_day_number
 from billing import flags as F
 from billing.kernels import SPIKE_LOOKAHEAD_READS
 from billing.rules import VeeRules
@@ -58,9 +60,10 @@ def twin_series(
     day0: int,
     n_days: int,
     end_s: int,
+    holidays: Collection[int],
 ) -> SeriesOut:
     v = twin_validate(ts, values, quality, modulus=modulus, rules=rules, day0=day0)
-    out = twin_days(ts, v, rules=rules, day0=day0, n_days=n_days, end_s=end_s)
+    out = twin_days(ts, v, rules=rules, day0=day0, n_days=n_days, end_s=end_s, holidays=holidays)
     twin_use_check(out, rules=rules, n_days=n_days)
     return out
 
@@ -172,7 +175,16 @@ def twin_validate(
     return out
 
 
-def twin_days(ts: list[int], v: TwinValidation, *, rules: VeeRules, day0: int, n_days: int, end_s: int) -> SeriesOut:
+def twin_days(
+    ts: list[int],
+    v: TwinValidation,
+    *,
+    rules: VeeRules,
+    day0: int,
+    n_days: int,
+    end_s: int,
+    holidays: Collection[int],
+) -> SeriesOut:
     """Daily aggregation of one validated series (v is not changed)."""
     r = rules
     interval = v.interval
@@ -180,13 +192,14 @@ def twin_days(ts: list[int], v: TwinValidation, *, rules: VeeRules, day0: int, n
     out = SeriesOut(flags=list(v.flags), start=list(v.start), delta=list(v.delta), interval=interval, hist=v.hist)
     first_valid = v.first_valid
 
-    # like-day profile from the valid single intervals
+    # like-day profile from the valid single intervals, except those that start on a public holiday
+    holiday_set = set(holidays)
     prof: dict[tuple[int, int], list[float]] = {}
     for i in range(n):
         d = out.delta[i]
         if math.isnan(d):
             continue
-        if ts[i] - out.start[i] == interval:
+        if ts[i] - out.start[i] == interval and local_day_number(out.start[i]) not in holiday_set:
             loc = out.start[i] + LOCAL_UTC_OFFSET_S
             key = ((loc // DAY_S + UNIX_EPOCH_WEEKDAY) % 7, (loc % DAY_S) // interval if interval < DAY_S else 0)
             prof.setdefault(key, []).append(d)
