@@ -25,6 +25,7 @@ from ingest.last_seen import write_last_seen
 from ingest.limits import MAX_REASON_CHARS
 from ingest.poison import message_digest, settle
 from ingest.strategy import Strategy
+from ingest.touched import mark_touched, touched_units
 
 STAGING_TABLE = "ingest_staging"
 # Every reading field is NOT NULL and fixed-width, so a row is one 46-byte numpy record (amr.pgcopy.FixedRows).
@@ -206,6 +207,8 @@ def write_batch(
             cols = batch.readings
             result.inserted, result.used_staging = write_readings(conn, cols.copy_data(), len(cols), strategy)
             result.duplicates = len(cols) - result.inserted
+            if result.inserted:  # a batch of replays changes nothing the VEE service has not seen
+                mark_touched(cur, *touched_units(cols.meter_id, cols.ts_us))
             if last_seen:
                 write_last_seen(cur, *cols.last_seen())
         if batch.events:

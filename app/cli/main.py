@@ -12,7 +12,7 @@ import sys
 import typer
 
 from amr.errors import AmrError
-from app.cli import bill, broker, collect, dashboard, db, demo, fleet, ingest, services, simulate
+from app.cli import bill, broker, collect, dashboard, db, demo, fleet, ingest, services, simulate, vee
 from app.cli.context import err_console
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(broker.app, name="broker")
 app.add_typer(fleet.app, name="fleet")
 app.add_typer(bill.app, name="bill")
 app.add_typer(dashboard.app, name="dashboard")
+app.add_typer(vee.app, name="vee")
 app.command(name="collect")(collect.collect)
 app.command(name="ingest")(ingest.ingest)
 app.command(name="simulate")(simulate.simulate)

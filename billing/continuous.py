@@ -1,0 +1,458 @@
+"""VEE on arrival: one pass validates and estimates the (meter, local day) units ingest marked in vee_pending,
+with the history the rules need, and writes what changed as new versions of the validated days, the rule
+occurrences of its window, and the exception episodes (sql/080_continuous_vee.sql, docs/vee.md).
+
+A pass is one transaction: results, episodes, the watermark and the deletion of the units it validated commit
+together, so a pass killed at any point leaves the units pending and the next pass redoes them; a pass over data
+it has already validated writes no version (results are compared with the current ones first), so redoing is
+harmless. Passes take an advisory lock: two services on one database do not interleave.
+
+The window of a pass runs from the earliest pending day, less the longest span an estimate can cover (a late
+read changes the estimates of the gap before it), to the latest pending day plus that span (and the gap after
+it); a series' days are written only from its first to its last read in the fetched readings, so days not yet
+read are not written as empty ones. At most MAX_WINDOW_DAYS of pending days go in one pass; older backlogs drain
+over several passes."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from amr.timebase import DAY_S, local_day_number
+from billing import episodes as E
+from billing.load import fetch_readings
+from billing.quality import day_quality
+from billing.rules import VeeRules
+from billing.store import copy_frame
+from billing.vee import CLOCK_CHANNEL, ENERGY_CHANNELS, PeriodWindow, VeeResult, validate_estimate
+
+SERVICE = "vee-service"  # made_by of automatic versions and the vee_state row
+PASS_LOCK = 0x56_45_45_31  # pg advisory lock key ("VEE1"): one pass at a time per database
+# Units per pass: a day of a whole city is 2.5 M meters; 200,000 keeps one pass's readings (with 14 history days
+# on 5 channels) near 100 MB and its transaction a few seconds long.
+MAX_PASS_UNITS = 200_000
+MAX_WINDOW_DAYS = 62  # pending days per pass: a backlog of months drains oldest first
+SERVE_INTERVAL_S = 5.0  # between passes when idle: a reading is validated within seconds of landing
+BUSY_RETRY_S = 1.0  # another pass holds the lock
+EPISODE_HORIZON_DAYS = 62  # occurrences this far before the window are re-read to rebuild its episodes
+# Series-level artefacts of where a window starts, not of the meter: a new meter has no read before its first.
+WINDOW_RULES = ("LEADING_GAP",)
+COMPARED = ("measured_kwh", "estimated_kwh", "n_measured", "n_estimated", "flags", "methods", "quality", "method")
+DAILY_COLUMNS = (
+    "meter_id",
+    "channel_id",
+    "day",
+    "version",
+    "measured_kwh",
+    "estimated_kwh",
+    "n_measured",
+    "n_estimated",
+    "flags",
+    "methods",
+    "quality",
+    "method",
+    "reason",
+)
+
+
+@dataclass(kw_only=True)
+class PassSummary:
+    units: int = 0  # (meter, day) units validated
+    meters: int = 0
+    readings: int = 0
+    first_day: date | None = None
+    last_day: date | None = None
+    versions: dict[str, int] = field(default_factory=dict)  # new versions by reason
+    episodes_opened: int = 0
+    episodes_cleared: int = 0
+    left_pending: int = 0
+    busy: bool = False  # another pass held the lock
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def estimate_span_days(rules: VeeRules) -> int:
+    """Days an estimate can span (rules.estimation.max_s), rounded up, plus the day it ends in."""
+    return -(-rules.estimation.max_s // DAY_S) + 1
+
+
+def run_pass(
+    conninfo: str,
+    *,
+    rules: VeeRules,
+    until: date | None = None,
+    max_units: int = MAX_PASS_UNITS,
+    service: str = SERVICE,
+) -> PassSummary:
+    """Validate pending units (those of days up to `until` when given) on the database at `conninfo` (the billing
+    role's); see the module docstring."""
+    summary = PassSummary()
+    t0 = time.perf_counter()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (PASS_LOCK,)).fetchone()[0]:  # type: ignore[index]
+            summary.busy = True
+            return summary
+        try:
+            with conn.transaction():
+                _pass(conn, rules=rules, until=until, max_units=max_units, service=service, summary=summary)
+                summary.seconds["total"] = time.perf_counter() - t0
+                _save_state(conn, service, summary)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (PASS_LOCK,))
+    return summary
+
+
+def _pass(
+    conn: psycopg.Connection, *, rules: VeeRules, until: date | None, max_units: int, service: str, summary: PassSummary
+) -> None:
+    t = time.perf_counter()
+    where = "WHERE day <= %s" if until is not None else ""
+    rows = conn.execute(
+        f"SELECT meter_id, day - date '1970-01-01', marks FROM vee_pending {where} ORDER BY day, meter_id LIMIT %s",
+        ((until, max_units) if until is not None else (max_units,)),
+    ).fetchall()
+    if not rows:
+        return
+    pending = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    first_pending = int(pending[:, 1].min())
+    pending = pending[pending[:, 1] < first_pending + MAX_WINDOW_DAYS]
+    span = estimate_span_days(rules)
+    first_day, last_day = first_pending - span, int(pending[:, 1].max()) + span
+    window = PeriodWindow(first_day=_date(first_day), n_days=last_day - first_day + 1)
+    meter_ids = np.unique(pending[:, 0]).astype(np.int32)
+    meters = conn.execute(
+        "SELECT meter_id, multiplier, register_digits FROM meters WHERE meter_id = ANY(%s) ORDER BY meter_id",
+        ([int(m) for m in meter_ids],),
+    ).fetchall()
+    known = np.array([m[0] for m in meters], dtype=np.int32)
+    multiplier = np.array([m[1] for m in meters], dtype=np.float64)
+    digits = np.array([m[2] for m in meters], dtype=np.int64)
+    summary.seconds["claim"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    readings = fetch_readings(
+        conn,
+        meter_ids=known,
+        channels=(*ENERGY_CHANNELS, CLOCK_CHANNEL),
+        from_s=window.day0_s - rules.history.days * DAY_S,
+        to_s=window.end_s,
+    )
+    summary.seconds["fetch"] = time.perf_counter() - t
+    t = time.perf_counter()
+    vee = validate_estimate(readings, rules=rules, window=window, meter_ids=known, register_digits=digits)
+    summary.seconds["vee"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    fresh = _daily_frame(vee, readings.meter_id, readings.channel_id, readings.ts_s, known, multiplier)
+    current = _current_rows(conn, known, window)
+    new_versions = _changed(fresh, current)
+    _write_versions(conn, new_versions, service)
+    flags = _beyond_data_dropped(vee.exceptions[~vee.exceptions["rule"].isin(WINDOW_RULES)], readings)
+    _replace_flags(conn, known, window, flags)
+    opened, cleared = _rebuild_episodes(conn, known, window)
+    _settle_pending(conn, pending)
+    summary.seconds["store"] = time.perf_counter() - t
+
+    summary.units = len(pending)
+    summary.meters = len(known)
+    summary.readings = len(readings)
+    summary.first_day, summary.last_day = window.first_day, _date(last_day)
+    summary.versions = {str(k): int(v) for k, v in new_versions["reason"].value_counts().sort_index().items()}
+    summary.episodes_opened, summary.episodes_cleared = opened, cleared
+    left = conn.execute("SELECT count(*) FROM vee_pending").fetchone()
+    summary.left_pending = int(left[0]) if left else 0
+
+
+def _beyond_data_dropped(exceptions: pd.DataFrame, readings: Any) -> pd.DataFrame:
+    """Without the occurrences that start at or after their series' last read: the kernel estimates a billing
+    period's tail up to its end (GAP_TOO_LONG when that is long), which for data still arriving is the future."""
+    if exceptions.empty or len(readings) == 0:
+        return exceptions
+    key = readings.meter_id.astype(np.int64) << 16 | readings.channel_id.astype(np.int64)
+    last = np.flatnonzero(np.r_[key[1:] != key[:-1], True])  # sorted by (meter, channel, ts): a series' last row
+    newest = pd.DataFrame({"_key": key[last], "_last_s": readings.ts_s[last]})
+    exc_key = exceptions["meter_id"].to_numpy(np.int64) << 16 | exceptions["channel_id"].to_numpy(np.int64)
+    merged = pd.DataFrame({"_key": exc_key}).merge(newest, on="_key", how="left")
+    start_s = E.epoch_s(exceptions["interval_start"])
+    keep = ~(merged["_last_s"].notna().to_numpy() & (start_s >= merged["_last_s"].fillna(0).to_numpy(np.int64)))
+    return exceptions[keep]
+
+
+def _date(day_number: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=int(day_number))
+
+
+def _daily_frame(
+    vee: VeeResult,
+    read_meter: np.ndarray,
+    read_channel: np.ndarray,
+    read_ts_s: np.ndarray,
+    meter_ids: np.ndarray,
+    multiplier: np.ndarray,
+) -> pd.DataFrame:
+    """The window's days of each series between its first and last read, energy x multiplier [kWh], with quality."""
+    s_count, d_count = vee.measured.shape
+    if s_count == 0:
+        return pd.DataFrame(columns=[c for c in DAILY_COLUMNS if c not in ("version", "reason")])
+    # each series' first and last local day with a read (a read at midnight closes the day before)
+    energy = np.isin(read_channel, ENERGY_CHANNELS)
+    key = read_meter[energy].astype(np.int64) << 16 | read_channel[energy].astype(np.int64)
+    ts = read_ts_s[energy]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], key.shape[0]] - 1
+    series_key = vee.series_meter.astype(np.int64) << 16 | vee.series_channel.astype(np.int64)
+    pos = np.searchsorted(key[starts], series_key)
+    first_read_day = local_day_number(ts[starts][pos])
+    last_read_day = local_day_number(ts[ends][pos] - 1)
+    day_numbers = int(local_day_number(vee.window.day0_s)) + np.arange(d_count)
+    inside = (day_numbers[None, :] >= first_read_day[:, None]) & (day_numbers[None, :] <= last_read_day[:, None])
+    s_idx, d_idx = np.nonzero(inside)
+    mult = multiplier[np.searchsorted(meter_ids, vee.series_meter)]
+    n_meas, n_est = vee.n_measured[s_idx, d_idx], vee.n_estimated[s_idx, d_idx]
+    methods = vee.day_methods[s_idx, d_idx].astype(np.int16)
+    quality, method = day_quality(n_meas, n_est, methods)
+    return pd.DataFrame(
+        {
+            "meter_id": vee.series_meter[s_idx].astype(np.int32),
+            "channel_id": vee.series_channel[s_idx].astype(np.int16),
+            "day": pd.to_datetime(day_numbers[d_idx], unit="D").date,
+            "measured_kwh": vee.measured[s_idx, d_idx] * mult[s_idx],
+            "estimated_kwh": vee.estimated[s_idx, d_idx] * mult[s_idx],
+            "n_measured": n_meas.astype(np.int32),
+            "n_estimated": n_est.astype(np.int32),
+            "flags": vee.day_flags[s_idx, d_idx].astype(np.int64).astype(np.int32),
+            "methods": methods,
+            "quality": quality.astype(object),
+            "method": method,
+        }
+    )
+
+
+def _current_rows(conn: psycopg.Connection, meter_ids: np.ndarray, window: PeriodWindow) -> pd.DataFrame:
+    last = window.first_day + timedelta(days=window.n_days - 1)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured, n_estimated, flags,"
+            " methods, quality, coalesce(method, 0), locked FROM vee_daily"
+            " WHERE meter_id = ANY(%s) AND day BETWEEN %s AND %s",
+            ([int(m) for m in meter_ids], window.first_day, last),
+        )
+        rows = cur.fetchall()
+    columns = [*DAILY_COLUMNS[:3], "version", *COMPARED, "locked"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _changed(fresh: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
+    """The fresh rows that differ from the current version (or have none), with their version and reason; days a
+    person edited (locked) are left alone."""
+    key = ["meter_id", "channel_id", "day"]
+    merged = fresh.merge(current, on=key, how="left", suffixes=("", "_cur"), indicator=True)
+    is_new = (merged["_merge"] == "left_only").to_numpy()
+    same = np.ones(len(merged), bool)
+    for c in COMPARED:
+        a, b = merged[c].to_numpy(), merged[f"{c}_cur"].to_numpy()
+        if c in ("measured_kwh", "estimated_kwh"):
+            same &= np.isclose(a.astype(float), np.nan_to_num(b.astype(float), nan=np.inf), rtol=1e-12, atol=1e-9)
+        else:
+            same &= a == b
+    locked = merged["locked"].fillna(False).to_numpy(bool)
+    take = (is_new | ~same) & ~locked
+    out = merged.loc[take, [*key, *COMPARED]].copy()
+    cur = merged.loc[take]
+    out["version"] = np.where(is_new[take], 1, cur["version"].fillna(0).to_numpy() + 1).astype(np.int32)
+    was_estimate = cur["quality_cur"].isin(["E", "S", "V", "N"]).to_numpy()
+    more_measured = (cur["n_measured"].to_numpy() > cur["n_measured_cur"].fillna(0).to_numpy()) & (
+        cur["n_measured"].to_numpy() > 0
+    )
+    reason = np.where(was_estimate & more_measured, "late_data", "revalidation")
+    out["reason"] = np.where(is_new[take], "first_pass", reason)
+    return out.reset_index(drop=True)
+
+
+def _write_versions(conn: psycopg.Connection, rows: pd.DataFrame, made_by: str) -> None:
+    if rows.empty:
+        return
+    frame = rows.assign(method=rows["method"].astype("Int16").mask(rows["method"] == 0))[list(DAILY_COLUMNS)]
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS vee_daily_new (LIKE vee_daily_versions INCLUDING DEFAULTS) ON COMMIT DROP"
+    )
+    copy_frame(conn, "vee_daily_new", frame.assign(made_by=made_by))
+    conn.execute(
+        "INSERT INTO vee_daily_versions SELECT * FROM vee_daily_new;"
+        " INSERT INTO vee_daily (meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured,"
+        " n_estimated, flags, methods, quality, method, reason, locked, made_at)"
+        " SELECT meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured, n_estimated, flags,"
+        " methods, quality, method, reason, false, made_at FROM vee_daily_new"
+        " ON CONFLICT (meter_id, channel_id, day) DO UPDATE SET version = excluded.version,"
+        " measured_kwh = excluded.measured_kwh, estimated_kwh = excluded.estimated_kwh,"
+        " n_measured = excluded.n_measured, n_estimated = excluded.n_estimated, flags = excluded.flags,"
+        " methods = excluded.methods, quality = excluded.quality, method = excluded.method,"
+        " reason = excluded.reason, locked = false, made_at = excluded.made_at"
+    )
+    conn.execute("DROP TABLE vee_daily_new")
+
+
+def _replace_flags(conn: psycopg.Connection, meter_ids: np.ndarray, window: PeriodWindow, flags: pd.DataFrame) -> None:
+    """The window's occurrences of these meters become this pass's (the kernel reports every read whose interval
+    overlaps the window, and so this deletes exactly what it can re-create)."""
+    start = pd.Timestamp(window.day0_s, unit="s", tz="UTC")
+    end = pd.Timestamp(window.end_s, unit="s", tz="UTC")
+    conn.execute(
+        "DELETE FROM vee_flags WHERE meter_id = ANY(%s) AND interval_end > %s AND interval_start < %s",
+        ([int(m) for m in meter_ids], start.to_pydatetime(), end.to_pydatetime()),
+    )
+    if flags.empty:
+        return
+    frame = flags.drop_duplicates(["meter_id", "channel_id", "rule", "interval_start"])
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS vee_flags_new (LIKE vee_flags) ON COMMIT DROP")
+    copy_frame(conn, "vee_flags_new", frame[["meter_id", "channel_id", "rule", "interval_start", "interval_end",
+                                              "severity", "value"]])  # fmt: skip
+    conn.execute("INSERT INTO vee_flags SELECT * FROM vee_flags_new ON CONFLICT DO NOTHING")
+    conn.execute("DROP TABLE vee_flags_new")
+
+
+def _rebuild_episodes(conn: psycopg.Connection, meter_ids: np.ndarray, window: PeriodWindow) -> tuple[int, int]:
+    """Episodes of these meters from their occurrences since the horizon; (opened, cleared)."""
+    horizon = pd.Timestamp(window.day0_s - EPISODE_HORIZON_DAYS * DAY_S, unit="s", tz="UTC").to_pydatetime()
+    ids = [int(m) for m in meter_ids]
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT meter_id, channel_id, rule, interval_start, interval_end, severity, value FROM vee_flags"
+            " WHERE meter_id = ANY(%s) AND interval_end > %s",
+            (ids, horizon),
+        )
+        flags = pd.DataFrame(
+            cur.fetchall(),
+            columns=["meter_id", "channel_id", "rule", "interval_start", "interval_end", "severity", "value"],
+        )
+        cur.execute(
+            "SELECT episode_id, meter_id, channel_id, rule, first_start, last_end, status FROM vee_episodes"
+            " WHERE meter_id = ANY(%s) AND last_end > %s AND status <> 'auto_resolved'"
+            " ORDER BY episode_id",
+            (ids, horizon),
+        )
+        stored = pd.DataFrame(
+            cur.fetchall(),
+            columns=["episode_id", "meter_id", "channel_id", "rule", "first_start", "last_end", "status"],
+        )
+    plan = E.plan_episodes(E.islands(flags), stored)
+    with conn.cursor() as cur:
+        if not plan.updates.empty:
+            cur.executemany(
+                "UPDATE vee_episodes SET first_start = %s, last_end = %s, occurrences = %s, severity = %s,"
+                " value_min = %s, value_max = %s, status = %s, updated_at = now(),"
+                " closed_at = CASE WHEN %s IN ('open', 'acknowledged') THEN NULL ELSE closed_at END"
+                " WHERE episode_id = %s",
+                [(*_episode_values(r), r["status"], int(r["episode_id"])) for r in plan.updates.to_dict("records")],
+            )
+        if not plan.inserts.empty:
+            cur.executemany(
+                "INSERT INTO vee_episodes (meter_id, channel_id, rule, first_start, last_end, occurrences, severity,"
+                " value_min, value_max, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'open')",
+                [
+                    (int(r["meter_id"]), int(r["channel_id"]), str(r["rule"]), *_episode_values(r)[:-1])
+                    for r in plan.inserts.to_dict("records")
+                ],
+            )
+        if plan.cleared:
+            cur.execute(
+                "UPDATE vee_episodes SET status = 'auto_resolved', closed_at = now(), closed_by = %s,"
+                " updated_at = now() WHERE episode_id = ANY(%s)",
+                (SERVICE, plan.cleared),
+            )
+    return len(plan.inserts), len(plan.cleared)
+
+
+def _episode_values(r: dict[Any, Any]) -> tuple[Any, ...]:
+    def num(x: Any) -> float | None:
+        return None if x is None or pd.isna(x) else float(x)
+
+    return (
+        r["first_start"].to_pydatetime(),
+        r["last_end"].to_pydatetime(),
+        int(r["occurrences"]),
+        str(r["severity"]),
+        num(r["value_min"]),
+        num(r["value_max"]),
+        r["status"],
+    )
+
+
+def _settle_pending(conn: psycopg.Connection, pending: np.ndarray) -> None:
+    """Delete the validated units whose mark count is still what the pass read (a batch that landed since bumped
+    it: that unit stays for the next pass)."""
+    conn.execute(
+        "DELETE FROM vee_pending p USING unnest(%s::integer[], %s::integer[], %s::bigint[]) AS u(m, d, k)"
+        " WHERE p.meter_id = u.m AND p.day = date '1970-01-01' + u.d AND p.marks = u.k",
+        ([int(x) for x in pending[:, 0]], [int(x) for x in pending[:, 1]], [int(x) for x in pending[:, 2]]),
+    )
+
+
+def _save_state(conn: psycopg.Connection, service: str, s: PassSummary) -> None:
+    conn.execute(
+        "INSERT INTO vee_state (service, last_pass_at, last_day, passes, units, versions, last_seconds, detail)"
+        " VALUES (%s, now(), %s, 1, %s, %s, %s, %s)"
+        " ON CONFLICT (service) DO UPDATE SET last_pass_at = now(),"
+        " last_day = greatest(vee_state.last_day, excluded.last_day), passes = vee_state.passes + 1,"
+        " units = vee_state.units + excluded.units, versions = vee_state.versions + excluded.versions,"
+        " last_seconds = excluded.last_seconds, detail = excluded.detail",
+        (
+            service,
+            s.last_day,
+            s.units,
+            sum(s.versions.values()),
+            s.seconds.get("total"),
+            json.dumps({"versions": s.versions, "seconds": {k: round(v, 3) for k, v in s.seconds.items()}}),
+        ),
+    )
+
+
+def drain(
+    conninfo: str,
+    *,
+    rules: VeeRules,
+    until: date | None = None,
+    max_units: int = MAX_PASS_UNITS,
+    on_pass: Any = None,
+) -> list[PassSummary]:
+    """Passes until nothing is pending (for days up to `until`); `on_pass(summary)` after each."""
+    out: list[PassSummary] = []
+    while True:
+        s = run_pass(conninfo, rules=rules, until=until, max_units=max_units)
+        if s.busy:
+            time.sleep(BUSY_RETRY_S)
+            continue
+        if s.units == 0:
+            return out
+        out.append(s)
+        if on_pass is not None:
+            on_pass(s)
+
+
+def serve(
+    conninfo: str,
+    *,
+    rules: VeeRules,
+    stop: Any,
+    interval_s: float = SERVE_INTERVAL_S,
+    max_units: int = MAX_PASS_UNITS,
+    on_pass: Any = None,
+    on_error: Any = None,
+) -> None:
+    """The long-running service: drain what is pending, sleep `interval_s`, again, until `stop` (an Event) is set.
+    A failed pass (the database restarting) is reported to `on_error` and retried after the interval: its units
+    are still pending."""
+    while not stop.is_set():
+        try:
+            drain(conninfo, rules=rules, max_units=max_units, on_pass=on_pass)
+        except psycopg.OperationalError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+        stop.wait(interval_s)
