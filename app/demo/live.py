@@ -57,6 +57,16 @@ def count_rows(conninfo: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def continuous_figures(conninfo: str) -> dict[str, int]:
+    """What the continuous VEE left: validated (meter, channel, day) rows and open exception episodes."""
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM vee_daily), (SELECT count(*) FROM vee_episodes WHERE status = 'open')"
+        ).fetchone()
+    assert row is not None
+    return {"validated days": int(row[0]), "open episodes": int(row[1])}
+
+
 def wait_quiet(conninfo: str, timeout_s: float = 120.0, quiet_s: float = DRAIN_QUIET_S) -> int:
     """Readings stored once the count has not moved for `quiet_s` (or at `timeout_s`)."""
     last, since = -1, time.monotonic()
@@ -71,6 +81,9 @@ def wait_quiet(conninfo: str, timeout_s: float = 120.0, quiet_s: float = DRAIN_Q
     return last
 
 
+VEE_INTERVAL_S = 2.0  # the demo's simulated days pass in seconds: validate each one as it lands
+
+
 def start_ingest(log_path: Path) -> subprocess.Popen[bytes]:
     """One ingest worker as a child process (`amr ingest`), logging to `log_path`."""
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
@@ -78,6 +91,14 @@ def start_ingest(log_path: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "app", "ingest", "--workers", "1", "--no-live", "--name", "demo-ingest"],
         stdout=log,
         stderr=subprocess.STDOUT,
+    )
+
+
+def start_vee(log_path: Path, interval_s: float = VEE_INTERVAL_S) -> subprocess.Popen[bytes]:
+    """The continuous VEE service as a child process (`amr vee`), logging to `log_path`."""
+    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "vee", "--interval-s", f"{interval_s:g}"], stdout=log, stderr=subprocess.STDOUT
     )
 
 
@@ -171,6 +192,7 @@ class LiveNetwork:
     world: World
     collector: Collector
     ingest: subprocess.Popen[bytes]
+    vee: subprocess.Popen[bytes]  # the continuous VEE service validates the live days as they land
     refresher: AggregateRefresher
     owner_conninfo: str
     _stop_collector: threading.Event
@@ -190,6 +212,7 @@ class LiveNetwork:
             with contextlib.suppress(psycopg.Error):
                 wait_quiet(self.owner_conninfo, timeout_s=30.0)
             stop_process(self.ingest)
+            stop_process(self.vee)
             # Once more with everything stored, so the dashboards show the network as it was when it stopped
             # rather than up to one refresh period before.
             self.refresher.refresh_once()
@@ -252,6 +275,7 @@ def start_live(
         # Readings stamped with the real time (the simulators' clock follows it at speed 1).
         collector = Collector(config, endpoint=endpoint("collector"))
         ingest = start_ingest(ingest_log)
+        vee = start_vee(ingest_log.with_name("demo-vee.log"))
     except BaseException:
         world.stop()
         raise
@@ -265,6 +289,7 @@ def start_live(
         world=world,
         collector=collector,
         ingest=ingest,
+        vee=vee,
         refresher=refresher,
         owner_conninfo=owner_conninfo,
         _stop_collector=stop_collector,

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from amr.errors import ConfigError
 from amr.tomlfile import key_error, load_toml
@@ -85,19 +85,12 @@ class ServicesConfig(_Strict):
     # opened without being asked for may clash with another program on the host, so the operator picks the range.
     ingest_metrics_port: int = Field(default=0, ge=0, le=MAX_PORT - 1, description="base port; 0 = no endpoint")
     collector_metrics_port: int = Field(default=0, ge=0, le=MAX_PORT - 1, description="base port; 0 = no endpoint")
-    # Slot for the continuous VEE service, which does not exist yet (VEE runs inside `amr bill`): only false is
-    # accepted, so a config written for it fails loudly instead of silently running nothing.
-    vee: bool = False
+    # The continuous VEE service (`amr vee`): validates what ingest marks, a pass every vee_interval_s when idle.
+    vee: bool = Field(default=True, description="run the continuous VEE service")
+    vee_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0, description="seconds between idle passes")
     dashboards: DashboardService = DashboardService()
     restart: RestartPolicy = RestartPolicy()
     logs: LogPolicy = LogPolicy()
-
-    @field_validator("vee")
-    @classmethod
-    def _no_vee_yet(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("there is no continuous VEE service yet (VEE runs in `amr bill run`); set vee = false")
-        return value
 
     def ingest_metrics_ports(self) -> list[int]:
         """The metrics port of each ingest worker (1-based order); empty when off."""

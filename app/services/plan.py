@@ -1,6 +1,6 @@
 """The services `amr up` runs, from the services config and the settings: the local database and broker (unless
 AMR_DATABASE_URL / AMR_MQTT_URL name external ones), N ingest workers, the collectors, the aggregate refresh, the
-dashboards. The continuous VEE service has a slot here (:data:`VEE_SLOT`) and no process: it does not exist yet."""
+the continuous VEE service, the dashboards."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from app.services.config import ServicesConfig
 from app.services.supervisor import ChildSpec, DaemonSpec
 
 INGEST_STATUS_DIR = "ingest"  # under the state dir, as `amr ingest` uses by default
-VEE_SLOT = "vee"  # shown by `amr status` as "no service yet": VEE runs inside `amr bill run` today
+VEE_SERVICE = "vee"  # `amr vee`: its passes are in the vee_state table (amr status shows the last one)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,7 +136,10 @@ def child_specs(config: ServicesConfig, state_dir: Path) -> list[ChildSpec]:
                 kind="refresh",
             )
         )
-    # VEE_SLOT: the continuous VEE service goes here once it exists (ServicesConfig.vee refuses true until then).
+    if config.vee:
+        children.append(
+            ChildSpec(name=VEE_SERVICE, args=("vee", "--interval-s", f"{config.vee_interval_s:g}"), kind="vee")
+        )
     web = config.dashboards
     if web.enabled:
         args = ["dashboard", "--host", web.host, "--port", str(web.port)]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.services.plan import INGEST_STATUS_DIR, VEE_SLOT
+from app.services.plan import INGEST_STATUS_DIR
 from app.services.supervisor import read_state, supervisor_pid
 
 # A collector heartbeat older than this is not shown as current throughput (collectors beat every 10 s by default).
@@ -64,6 +64,25 @@ def _collector_figures(conninfo: str | None, ids: list[str]) -> dict[str, dict[s
     return {r[0]: {"state": r[1], "age_s": float(r[2]), "spool_depth": r[3], "reads_per_s": r[4]} for r in rows}
 
 
+def _vee_figures(conninfo: str | None) -> dict[str, Any]:
+    """The VEE service's last pass (vee_state) and its backlog (vee_pending)."""
+    if conninfo is None:
+        return {}
+    import psycopg
+
+    try:
+        with psycopg.connect(conninfo, connect_timeout=DB_TIMEOUT_S) as conn:
+            row = conn.execute(
+                "SELECT (SELECT extract(epoch FROM now() - max(last_pass_at)) FROM vee_state),"
+                " (SELECT sum(units) FROM vee_state), (SELECT count(*) FROM vee_pending)"
+            ).fetchone()
+    except psycopg.Error:
+        return {}
+    if row is None:
+        return {}
+    return {"age_s": None if row[0] is None else float(row[0]), "units": int(row[1] or 0), "pending": int(row[2])}
+
+
 def collect_report(state_dir: Path, *, reader_conninfo: str | None) -> Report:
     """The rows of `amr status`; services of a state file left by a dead supervisor show as 'stopped'."""
     pid = supervisor_pid(state_dir)
@@ -75,6 +94,7 @@ def collect_report(state_dir: Path, *, reader_conninfo: str | None) -> Report:
     collectors = _collector_figures(
         reader_conninfo, [s["status_key"] for s in services.values() if s.get("kind") == "collector"]
     )
+    vee = _vee_figures(reader_conninfo) if any(s.get("kind") == "vee" for s in services.values()) else {}
     rows: list[ServiceRow] = []
     for name, where in external.items():
         rows.append(_row(name, state=f"external ({where})"))
@@ -90,6 +110,10 @@ def collect_report(state_dir: Path, *, reader_conninfo: str | None) -> Report:
                 throughput = f"{figures['reads_per_s']:,.1f} reads/s"
             if figures["spool_depth"] is not None:
                 lag = f"spool {figures['spool_depth']:,}"
+        elif s.get("kind") == "vee" and vee:
+            throughput = f"{vee['units']:,} units validated"
+            age = "no pass yet" if vee["age_s"] is None else f"last pass {vee['age_s']:.0f} s ago"
+            lag = f"{vee['pending']:,} pending, {age}"
         state = str(s.get("state", "?"))
         if state == "backoff" and s.get("next_start_at"):
             state = f"backoff ({max(float(s['next_start_at']) - now, 0):.0f} s)"
@@ -108,7 +132,6 @@ def collect_report(state_dir: Path, *, reader_conninfo: str | None) -> Report:
                 metrics=f"http://{METRICS_HOST}:{port}/metrics" if port else "",
             )
         )
-    rows.append(_row(VEE_SLOT, state="no service yet (VEE runs in `amr bill run`)"))
     return Report(supervisor_pid=pid, rows=rows)
 
 

@@ -123,6 +123,17 @@ def _stored(db: DatabaseServer, prefix: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _validated(db: DatabaseServer, prefix: str) -> tuple[int, int]:
+    """(validated days, units still pending) of the test's meters."""
+    with psycopg.connect(db.conninfo(Role.OWNER), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM vee_daily d JOIN meters m USING (meter_id) WHERE m.serial LIKE %s),"
+            " (SELECT count(*) FROM vee_pending p JOIN meters m USING (meter_id) WHERE m.serial LIKE %s)",
+            (prefix + "%", prefix + "%"),
+        ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The samples of a Prometheus text endpoint, parsed by prometheus_client's own parser (a malformed
     exposition raises)."""
@@ -182,12 +193,12 @@ def test_up_status_kill_restart_down(
         up = _amr(env, "up", "--config", str(config))
         assert up.returncode == 0, up.stdout + up.stderr
         table = _amr(env, "status").stdout
-        for name in ("ingest-1", "ingest-2", "dashboard-refresh", "dashboards"):
+        for name in ("ingest-1", "ingest-2", "dashboard-refresh", "vee", "dashboards"):
             assert name in table
-        assert "external" in table and "vee" in table
+        assert "external" in table
         assert f"http://127.0.0.1:{metrics_ports[0]}/metrics" in table, table
         services = _status(env)
-        for name in ("ingest-1", "ingest-2", "dashboard-refresh", "dashboards"):
+        for name in ("ingest-1", "ingest-2", "dashboard-refresh", "vee", "dashboards"):
             assert services[name]["state"] == "running", services
             assert services[name]["pid"]
         assert services["ingest-2"]["metrics"] == f"http://127.0.0.1:{metrics_ports[1]}/metrics"
@@ -235,8 +246,11 @@ def test_up_status_kill_restart_down(
 
         _wait(reports_again, "the restarted worker's endpoint")
         _wait(lambda: _stored(db, prefix) == total, f"all {total} readings stored")
+        # the VEE service validates what landed, with no command run: every marked unit is settled
+        _wait(lambda: (v := _validated(db, prefix))[0] > 0 and v[1] == 0, "the VEE service's passes")
+        assert "units validated" in _status(env)["vee"]["throughput"]
         assert "killed by SIGKILL" in (state / "logs" / "ingest-1.log").read_text()
-        assert len(_processes_of(state)) >= 5  # supervisor, 2 ingest, refresh, gunicorn master and worker
+        assert len(_processes_of(state)) >= 6  # supervisor, 2 ingest, refresh, vee, gunicorn master and worker
     finally:
         down = _amr(env, "down")
         for client in ingest_clients:
@@ -271,10 +285,10 @@ def test_services_file_errors_name_file_line_and_key(tmp_path: Path) -> None:
     from amr.errors import ConfigError
 
     path = tmp_path / "amr-services.toml"
-    path.write_text("[services]\ningest_workers = 1\nvee = true\n")
+    path.write_text("[services]\ningest_workers = 1\nvee_interval_s = 0\n")
     with pytest.raises(ConfigError) as caught:
         read_services_config(path)
-    assert f"{path}:3" in str(caught.value) and "vee" in str(caught.value) and "no continuous VEE" in str(caught.value)
+    assert f"{path}:3" in str(caught.value) and "vee_interval_s" in str(caught.value)
     path.write_text('[services]\ncollectors = ["missing.toml"]\n')
     with pytest.raises(ConfigError) as caught:
         read_services_config(path)
