@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -136,3 +137,73 @@ def fetch_meters(
     )
     df["customer_code"] = df["customer_code"].where(df["customer_code"].notna(), None)
     return MeterTable(**{c: df[c].to_numpy() for c in columns})
+
+
+# The continuous VEE's validated days as billing reads them (sql/080_continuous_vee.sql, vee_daily).
+VALIDATED_DAY_ROWS = pgcopy.FixedRows(
+    ("meter_id", "int4"),
+    ("channel_id", "int2"),
+    ("day", "date"),
+    ("measured_kwh", "float8"),
+    ("estimated_kwh", "float8"),
+    ("n_measured", "int4"),
+    ("n_estimated", "int4"),
+    ("flags", "int4"),
+    ("methods", "int2"),
+    ("version", "int4"),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidatedDays:
+    """vee_daily rows sorted by (meter_id, channel_id, day); energy after the multiplier [kWh]; day as local day
+    numbers since 1970-01-01."""
+
+    meter_id: np.ndarray  # int32
+    channel_id: np.ndarray  # int16
+    day: np.ndarray  # int64
+    measured_kwh: np.ndarray
+    estimated_kwh: np.ndarray
+    n_measured: np.ndarray  # int32
+    n_estimated: np.ndarray  # int32
+    flags: np.ndarray  # uint32
+    methods: np.ndarray  # uint8
+    version: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return int(self.meter_id.shape[0])
+
+
+def fetch_validated_days(
+    conn: psycopg.Connection, *, meter_ids: np.ndarray, channels: tuple[int, ...], first_day: date, n_days: int
+) -> ValidatedDays:
+    """The current validated days of the given meters (sorted ids) and channels in [first_day, + n_days)."""
+    lo, hi = (int(meter_ids[0]), int(meter_ids[-1])) if meter_ids.size else (0, -1)
+    where: list[sql.Composable] = [
+        sql.SQL("meter_id BETWEEN {} AND {}").format(sql.Literal(lo), sql.Literal(hi)),
+        sql.SQL("channel_id = ANY({}::smallint[])").format(sql.Literal(list(channels))),
+        sql.SQL("day >= {} AND day < {}").format(sql.Literal(first_day), sql.Literal(first_day + timedelta(n_days))),
+    ]
+    if meter_ids.size != hi - lo + 1:
+        where.append(sql.SQL("meter_id = ANY({}::integer[])").format(sql.Literal([int(m) for m in meter_ids])))
+    query = sql.SQL(
+        "COPY (SELECT {} FROM vee_daily WHERE {} ORDER BY meter_id, channel_id, day) TO STDOUT (FORMAT BINARY)"
+    ).format(sql.SQL(", ").join(sql.Identifier(c) for c in VALIDATED_DAY_ROWS.names), sql.SQL(" AND ").join(where))
+    buf = bytearray()
+    if meter_ids.size:
+        with conn.cursor() as cur, cur.copy(query) as copy:
+            for chunk in copy:
+                buf += chunk
+    rows = VALIDATED_DAY_ROWS.decode(buf if buf else pgcopy.HEADER + pgcopy.TRAILER)
+    return ValidatedDays(
+        meter_id=rows["meter_id"].astype(np.int32),
+        channel_id=rows["channel_id"].astype(np.int16),
+        day=rows["day"].astype(np.int64) + pgcopy.PG_EPOCH_UNIX_DAYS,
+        measured_kwh=rows["measured_kwh"].astype(np.float64),
+        estimated_kwh=rows["estimated_kwh"].astype(np.float64),
+        n_measured=rows["n_measured"].astype(np.int32),
+        n_estimated=rows["n_estimated"].astype(np.int32),
+        flags=rows["flags"].astype(np.int64).astype(np.uint32),
+        methods=rows["methods"].astype(np.uint8),
+        version=rows["version"].astype(np.int64),
+    )

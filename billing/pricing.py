@@ -47,8 +47,11 @@ class Determinants:
         return cls(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in cls.__dataclass_fields__})
 
 
-def determinants(vee: VeeResult, meters: MeterTable, start: np.ndarray, end: np.ndarray) -> Determinants:
-    """Each meter's determinants over its cycle [start, end) (datetime64[D]) from one partition's VEE result."""
+def determinants(
+    vee: VeeResult, meters: MeterTable, start: np.ndarray, end: np.ndarray, *, energy_multiplied: bool = False
+) -> Determinants:
+    """Each meter's determinants over its cycle [start, end) (datetime64[D]) from one partition's VEE result;
+    `energy_multiplied`: the result's energy is already after the meter multiplier (the validated days)."""
     out = Determinants.empty(len(meters))
     if vee.series_meter.size == 0:
         return out
@@ -62,7 +65,7 @@ def determinants(vee: VeeResult, meters: MeterTable, start: np.ndarray, end: np.
         cum = np.concatenate([np.zeros((a.shape[0], 1), a.dtype), np.cumsum(a, axis=1)], axis=1)
         return cum[ar, e_idx] - cum[ar, s_idx]
 
-    mult = meters.multiplier[row]
+    mult = np.ones(row.shape[0]) if energy_multiplied else meters.multiplier[row]
     energy = cycle_sum(vee.measured + vee.estimated) * mult
     estimated = cycle_sum(vee.estimated) * mult
     n_meas = cycle_sum(vee.n_measured.astype(np.int64))

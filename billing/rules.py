@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -102,6 +102,17 @@ class HoldRules(_Strict):
     max_no_data_share: float = Field(ge=0, le=1)
 
 
+Severity = Literal["info", "review", "invalid"]
+
+
+class BillReadyRules(_Strict):
+    """Per customer: a cycle is bill-ready when every day is validated, no episode of a blocking severity is open
+    over it, and at most max_estimated_share of its intervals are estimated; otherwise the customer is held."""
+
+    max_estimated_share: float = Field(default=0.25, ge=0, le=1)
+    blocking_severities: list[Severity] = Field(default_factory=lambda: list[Severity](["invalid"]))
+
+
 class VeeRules(_Strict):
     interval: IntervalRules
     register_rules: RegisterRules = Field(alias="register")
@@ -113,6 +124,7 @@ class VeeRules(_Strict):
     clock: ClockRules
     status: StatusRules
     hold: HoldRules
+    bill_ready: BillReadyRules = BillReadyRules()
 
     @property
     def status_invalid_mask(self) -> int:

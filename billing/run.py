@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +20,29 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from amr.timebase import DAY_S
+from amr.errors import ConfigError
+from amr.timebase import DAY_S, LOCAL_TZ_NAME, local_midnight
 from billing import flags as F
+from billing.bill_ready import Readiness, bill_ready, days_as_vee
+from billing.continuous import PASS_LOCK
 from billing.cycles import BillingPeriod
 from billing.export import write_exports
-from billing.load import PARTITION_METERS, MeterTable, fetch_meters, fetch_readings
+from billing.load import PARTITION_METERS, MeterTable, fetch_meters, fetch_readings, fetch_validated_days
 from billing.metrics import write_run_textfile
 from billing.pricing import BILL_DB_COLUMNS, Determinants, determinants, price_bills
 from billing.rules import DEFAULT_RULES_FILE, VeeRules, read_vee_rules, rules_sha256
 from billing.store import copy_frame, finish_run, insert_run, write_daily, write_exceptions
 from billing.tariff_book import read_tariff_book
-from billing.vee import CLOCK_CHANNEL, ENERGY_CHANNELS, PeriodWindow, validate_estimate
+from billing.vee import CLOCK_CHANNEL, ENERGY_CHANNELS, PeriodWindow, empty_exceptions, validate_estimate
 
 ProgressFn = Callable[[int, int, str], None]  # (meters done, meters in total, stage)
 # Partitions can run in parallel processes (each keeps one PostgreSQL backend streaming COPY; numba runs one
 # thread per worker). Default 1: on this 2-core machine, shared with the database, 2 workers were slower
 # (measured: 100 k customers 52 s -> 66 s); use more on a machine with cores to spare, or Dask across machines.
 DEFAULT_WORKERS = 1
+
+
+SOURCES = ("readings", "continuous")  # bill from raw readings (VEE run on the month) or from the validated days
 
 
 @dataclass(kw_only=True)
@@ -48,6 +55,7 @@ class _PartitionJob:
     from_s: int
     rules: VeeRules
     run_id: int
+    source: str = "readings"
 
 
 @dataclass(kw_only=True)
@@ -56,10 +64,14 @@ class _PartitionResult:
     exceptions: pd.DataFrame
     readings: int
     seconds: dict[str, float]
+    readiness: Readiness | None = None
 
 
 def _run_partition(job: _PartitionJob) -> _PartitionResult:
-    """Fetch one meter-id range's readings, run VEE, store its daily rows and exceptions, return determinants."""
+    """One meter-id range: from the validated days (source 'continuous'), or fetch its readings, run VEE, store its
+    daily rows and exceptions; return determinants."""
+    if job.source == "continuous":
+        return _continuous_partition(job)
     seconds: dict[str, float] = {}
     part = job.meters
     with psycopg.connect(job.conninfo, autocommit=True) as conn:
@@ -88,6 +100,60 @@ def _run_partition(job: _PartitionJob) -> _PartitionResult:
         exceptions=vee.exceptions,
         readings=len(readings),
         seconds=seconds,
+    )
+
+
+def _continuous_partition(job: _PartitionJob) -> _PartitionResult:
+    """Determinants and the bill-ready gate of one meter-id range from vee_daily (no readings, no VEE)."""
+    seconds: dict[str, float] = {}
+    part, window = job.meters, job.window
+    lo, hi = int(part.meter_id[0]), int(part.meter_id[-1])
+    with psycopg.connect(job.conninfo, autocommit=True) as conn:
+        t = time.perf_counter()
+        days = fetch_validated_days(
+            conn, meter_ids=part.meter_id, channels=ENERGY_CHANNELS, first_day=window.first_day, n_days=window.n_days
+        )
+        pending = np.array(
+            conn.execute(
+                "SELECT meter_id, day - date '1970-01-01' FROM vee_pending WHERE meter_id BETWEEN %s AND %s"
+                " AND day BETWEEN %s AND %s",
+                (lo, hi, window.first_day, window.last_day),
+            ).fetchall(),
+            dtype=np.int64,
+        ).reshape(-1, 2)
+        episodes = np.array(
+            conn.execute(
+                "SELECT meter_id, (first_start AT TIME ZONE %s)::date - date '1970-01-01',"
+                " ((last_end - interval '1 microsecond') AT TIME ZONE %s)::date - date '1970-01-01'"
+                " FROM vee_episodes WHERE status = 'open' AND severity = ANY(%s) AND meter_id BETWEEN %s AND %s"
+                " AND last_end > %s AND first_start < %s",
+                (LOCAL_TZ_NAME, LOCAL_TZ_NAME, list(job.rules.bill_ready.blocking_severities), lo, hi,
+                 local_midnight(window.first_day), local_midnight(window.last_day + timedelta(days=1))),
+            ).fetchall(),
+            dtype=np.int64,
+        ).reshape(-1, 3)  # fmt: skip
+        seconds["fetch"] = time.perf_counter() - t
+    t = time.perf_counter()
+    vee = days_as_vee(days, window)
+    det = determinants(vee, part, job.start, job.end, energy_multiplied=True)
+    intervals = det.n_measured + det.n_estimated
+    share = np.divide(det.n_estimated, intervals, out=np.full(len(part), np.nan), where=intervals > 0)
+    readiness = bill_ready(
+        meter_id=part.meter_id,
+        start=job.start,
+        end=job.end,
+        days=days,
+        pending_meter=pending[:, 0],
+        pending_day=pending[:, 1],
+        episode_meter=episodes[:, 0],
+        episode_first_day=episodes[:, 1],
+        episode_last_day=episodes[:, 2],
+        estimated_share=share,
+        rules=job.rules.bill_ready,
+    )
+    seconds["determinants"] = time.perf_counter() - t
+    return _PartitionResult(
+        determinants=det, exceptions=empty_exceptions(), readings=len(days), seconds=seconds, readiness=readiness
     )
 
 
@@ -135,7 +201,9 @@ class RunSummary:
     total_vnd: int = 0
     estimated_share: float = 0.0
     no_data_share: float = 0.0
-    readings: int = 0
+    readings: int = 0  # raw readings read (source 'readings') or validated days read ('continuous')
+    held: int = 0  # customers whose cycle is not bill-ready (source 'continuous')
+    source: str = "readings"
     exceptions_by_rule: dict[str, int] = field(default_factory=dict)
     price_flags: dict[str, int] = field(default_factory=dict)  # billed customers per price flag (flags.PRICE_FLAG_*)
     hold_reason: str | None = None
@@ -168,13 +236,21 @@ def run_period(
     dask_scheduler: str | None = None,
     on_progress: ProgressFn | None = None,
     metrics_file: Path | None = None,
+    source: str = "readings",
 ) -> RunSummary:
     """VEE (kind='vee') or VEE + billing (kind='bill') for one period, on the database at `conninfo` (the billing
     role's: every partition connects with it too); see the module docstring.
     Partitions of partition_meters meters run in `workers` processes (1: in this process), or on the Dask
     cluster at `dask_scheduler` ('local': a LocalCluster); the per-stage seconds add up the workers' time.
     `metrics_file`: at the end of the run (failed or not), its stage durations as a node_exporter textfile
-    (billing.metrics)."""
+    (billing.metrics).
+    `source` 'continuous' bills from the continuous VEE's validated days (billing.bill_ready): no readings, no VEE;
+    customers whose cycle is not bill-ready are held (bills status 'held' with their reasons); each bill records
+    the sum of its days' versions and the run the snapshot time, for `corrections`."""
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r} (one of {', '.join(SOURCES)})", source="--source")
+    if source == "continuous" and kind != "bill":
+        raise ConfigError("a VEE run validates readings: it has no continuous source", source="--source")
     rules: VeeRules = read_vee_rules(rules_file)
     book = read_tariff_book(tariff_dir)
     clock: dict[str, float] = {}
@@ -191,7 +267,10 @@ def run_period(
             rules_sha256=rules_sha256(rules_file or DEFAULT_RULES_FILE),
             tariffs_sha256=book.sha256,
         )
-        summary = RunSummary(run_id=run_id, kind=kind, period=period, status="running", customers=len(meters))
+        summary = RunSummary(
+            run_id=run_id, kind=kind, period=period, status="running", customers=len(meters), source=source
+        )
+        lock = _ContinuousSnapshot(conn) if source == "continuous" else None
         try:
             if len(meters) == 0:
                 # Nothing selected is nothing to release: an 'empty' run is recorded (who asked for what),
@@ -205,6 +284,7 @@ def run_period(
             clock["meters"] = time.perf_counter() - t0
             window, start, end = vee_window(period, meters)
             from_s = window.day0_s - rules.history.days * DAY_S
+            data_as_of = lock.take() if lock is not None else None
             jobs = [
                 _PartitionJob(
                     conninfo=conninfo,
@@ -215,6 +295,7 @@ def run_period(
                     from_s=from_s,
                     rules=rules,
                     run_id=run_id,
+                    source=source,
                 )
                 for lo in range(0, len(meters), partition_meters)
             ]
@@ -229,9 +310,13 @@ def run_period(
                     clock[stage] = clock.get(stage, 0.0) + seconds
                 if on_progress:
                     on_progress(done, len(meters), "VEE")
+            if lock is not None:
+                lock.release()  # the determinants are read: VEE passes may go on
             parts_det = [r.determinants for r in results if r is not None]
             exceptions = [r.exceptions for r in results if r is not None]
             all_exc = pd.concat(exceptions, ignore_index=True) if exceptions else pd.DataFrame()
+            if source == "continuous":
+                all_exc = open_episodes(conn, meters.meter_id, window)
             summary.exceptions_by_rule = (
                 {str(k): int(v) for k, v in all_exc["rule"].value_counts().sort_index().items()} if len(all_exc) else {}
             )
@@ -239,26 +324,35 @@ def run_period(
             n_int = det.n_measured.sum() + det.n_estimated.sum()
             summary.estimated_share = float(det.n_estimated.sum() / n_int) if n_int else 0.0
             summary.no_data_share = float(np.isnan(det.total_kwh).mean()) if len(meters) else 0.0
-            status, reason = _hold(summary, rules, override_hold)
+            # Billed from validated days, the gate holds single customers instead of the whole run.
+            status, reason = _hold(summary, rules, override_hold) if source == "readings" else ("released", None)
             fields: dict[str, Any] = {}
             if kind == "bill":
                 t = time.perf_counter()
                 bills = price_bills(meters, det, start, end, book)
                 bills.insert(0, "run_id", run_id)
+                columns = ["run_id", *BILL_DB_COLUMNS]
+                if source == "continuous":
+                    ready = _concat_readiness([r.readiness for r in results if r is not None])
+                    held = ready.held & (bills["status"] == "billed").to_numpy()
+                    bills.loc[held, "status"] = "held"
+                    bills["hold_reasons"] = pd.Series(ready.reasons, index=bills.index).where(held, None)
+                    bills["determinant_versions"] = ready.version_sum
+                    bills["validated_days"] = ready.validated_days
+                    summary.held = int(held.sum())
+                    columns += ["hold_reasons", "determinant_versions", "validated_days"]
                 clock["price"] = time.perf_counter() - t
                 t = time.perf_counter()
-                copy_frame(
-                    conn, "bills", bills[["run_id", *BILL_DB_COLUMNS]], not_null=("tariff_versions", "quality_flags")
-                )
+                copy_frame(conn, "bills", bills[columns], not_null=("tariff_versions", "quality_flags"))
                 clock["store_bills"] = time.perf_counter() - t
                 billed = bills["status"] == "billed"
                 summary.billed = int(billed.sum())
                 summary.no_data = int((bills["status"] == "no_data").sum())
                 summary.no_tariff = int((bills["status"] == "no_tariff").sum())
-                summary.energy_kwh = int(bills["energy_kwh"].sum())
-                summary.amount_vnd = int(bills["amount_vnd"].sum())
-                summary.vat_vnd = int(bills["vat_vnd"].sum())
-                summary.total_vnd = int(bills["total_vnd"].sum())
+                summary.energy_kwh = int(bills.loc[billed, "energy_kwh"].sum())
+                summary.amount_vnd = int(bills.loc[billed, "amount_vnd"].sum())
+                summary.vat_vnd = int(bills.loc[billed, "vat_vnd"].sum())
+                summary.total_vnd = int(bills.loc[billed, "total_vnd"].sum())
                 codes = bills["quality_flags"].str.split(",")
                 summary.price_flags = {
                     code: n
@@ -275,6 +369,8 @@ def run_period(
                     clock["export"] = time.perf_counter() - t
                     fields["export_dir"] = str(run_dir)
                 fields |= {
+                    "source": source,
+                    "data_as_of": data_as_of,
                     "customers": summary.billed,
                     "energy_kwh": summary.energy_kwh,
                     "amount_vnd": summary.amount_vnd,
@@ -303,6 +399,8 @@ def run_period(
             )
         except BaseException:
             summary.status = "failed"
+            if lock is not None:
+                lock.release()
             finish_run(conn, run_id, status="failed")
             raise
         finally:
@@ -317,6 +415,51 @@ def run_period(
                     customers=summary.customers,
                 )
     return summary
+
+
+class _ContinuousSnapshot:
+    """The VEE service's pass lock, held while the partitions read the validated days: no pass commits during the
+    read, so the snapshot time names the version of every day the bills use (sql/085)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.held = False
+
+    def take(self) -> Any:
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (PASS_LOCK,))
+        self.held = True
+        row = self.conn.execute("SELECT clock_timestamp()").fetchone()
+        return row[0] if row else None
+
+    def release(self) -> None:
+        if self.held:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (PASS_LOCK,))
+            self.held = False
+
+
+def _concat_readiness(parts: list[Readiness | None]) -> Readiness:
+    ready = [p for p in parts if p is not None]
+    return Readiness(**{k: np.concatenate([getattr(p, k) for p in ready]) for k in Readiness.__dataclass_fields__})
+
+
+def open_episodes(conn: psycopg.Connection, meter_ids: np.ndarray, window: PeriodWindow) -> pd.DataFrame:
+    """Episodes open or acknowledged over the window for these meters, as the run's exceptions (the columns of
+    billing.vee's exception frame, plus episode_id, occurrences, status)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT e.meter_id, e.channel_id, e.first_start, e.last_end, e.rule, e.severity, e.value_max,"
+            " e.episode_id, e.occurrences, e.status FROM vee_episodes e"
+            " WHERE e.status IN ('open', 'acknowledged') AND e.meter_id = ANY(%s) AND e.last_end > %s"
+            " AND e.first_start < %s ORDER BY e.meter_id, e.first_start",
+            ([int(m) for m in meter_ids], local_midnight(window.first_day),
+             local_midnight(window.last_day + timedelta(days=1))),
+        )  # fmt: skip
+        rows = cur.fetchall()
+    columns = ["meter_id", "channel_id", "interval_start", "interval_end", "rule", "severity", "value"]
+    frame = pd.DataFrame(rows, columns=[*columns, "episode_id", "occurrences", "status"])
+    for c in ("interval_start", "interval_end"):
+        frame[c] = pd.to_datetime(frame[c], utc=True)
+    return frame
 
 
 def _hold(summary: RunSummary, rules: VeeRules, override: bool) -> tuple[str, str | None]:

@@ -87,6 +87,7 @@ def _execute(
     rules: Path | None,
     workers: int,
     dask_scheduler: str | None = None,
+    source: str = "readings",
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -119,6 +120,7 @@ def _execute(
             rules_file=rules,
             workers=workers,
             dask_scheduler=dask_scheduler,
+            source=source,
             on_progress=on_progress,
             metrics_file=settings().state_dir / "metrics" / TEXTFILE_NAME,  # node_exporter's textfile collector
         )
@@ -135,6 +137,11 @@ def _execute(
     console.print(table)
     for path in summary.files:
         console.print(f"[dim]wrote {path}[/dim]")
+    if summary.held:
+        console.print(
+            f"[yellow]{summary.held:,} customer(s) held[/yellow]: their cycle is not bill-ready (bills status 'held',"
+            " reasons in hold_reasons); they are billed by a later run once their days are validated."
+        )
     if summary.status == "held":
         console.print(
             f"[red]HELD:[/red] {summary.hold_reason}. Review the exceptions, then re-run with "
@@ -154,9 +161,15 @@ def run(
     rules: Path | None = _RULES,
     workers: int = _WORKERS,
     dask_scheduler: str | None = _DASK,
+    source: str = typer.Option(
+        "continuous",
+        "--source",
+        help="continuous: from the VEE service's validated days, customers not bill-ready held; readings: VEE run "
+        "on the month's raw readings",
+    ),
 ) -> None:
-    """VEE + bills for a period: billing_runs record, bills, CSV / Parquet / Excel exports; exit 3 when held,
-    4 when no customer matches the filters (an 'empty' run, no files), 2 on an unknown city / power company."""
+    """Bills for a period: billing_runs record, bills, CSV / Parquet / Excel exports; exit 3 when held, 4 when no
+    customer matches the filters (an 'empty' run, no files), 2 on an unknown city / power company or source."""
     _execute(
         "bill",
         period,
@@ -168,7 +181,45 @@ def run(
         rules,
         workers,
         dask_scheduler,
+        source,
     )
+
+
+@app.command("corrections")
+def corrections(
+    period: str = _PERIOD,
+    do_rebill: bool = typer.Option(False, "--rebill", help="bill the differences: a cancel-and-rebill run"),
+    by: str | None = typer.Option(None, "--by", help="operator name for the audit trail (default: the login name)"),
+    limit: int = typer.Option(50, "--limit", min=1, help="rows shown"),
+) -> None:
+    """Released bills of the period whose validated data changed since (late reads, edits), with the difference
+    in kWh and VND; --rebill issues the cancel-and-rebill pairs."""
+    import getpass
+
+    from amr.db.roles import Role
+    from billing.corrections import NoReleasedRun, find_corrections, rebill
+    from billing.cycles import BillingPeriod
+
+    billing_period = BillingPeriod.parse(period)
+    conninfo = database().conninfo(Role.BILLING)
+    try:
+        report = find_corrections(conninfo, period=billing_period)
+    except NoReleasedRun as exc:
+        raise ConfigError(str(exc), source="--period") from None
+    changes = report.changes
+    table = Table(title=f"corrections to run {report.run_id} ({period}): {len(changes):,} of {report.bills:,} bills")
+    for col in ("serial", "power company", "billed kWh", "now kWh", "diff kWh", "billed VND", "now VND", "diff VND"):
+        table.add_column(col, justify="left" if col in ("serial", "power company") else "right")
+    for c in changes.head(limit).to_dict("records"):
+        table.add_row(str(c["serial"]), str(c["power_company"]), f"{c['billed_kwh']:,}", f"{c['new_kwh']:,}",
+                      f"{c['diff_kwh']:+,}", f"{c['billed_total_vnd']:,}", f"{c['new_total_vnd']:,}",
+                      f"{c['diff_total_vnd']:+,}")  # fmt: skip
+    console.print(table)
+    if len(changes):
+        console.print(f"in all: {int(changes['diff_kwh'].sum()):+,} kWh, {int(changes['diff_total_vnd'].sum()):+,} VND")
+    if do_rebill and len(changes):
+        run_id = rebill(conninfo, period=billing_period, operator=by or getpass.getuser())
+        console.print(f"rebill run {run_id}: {len(changes):,} cancel-and-rebill pairs, released")
 
 
 @app.command("vee")

@@ -205,6 +205,7 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
             kind="bill",
             out_dir=db.settings.state_dir / "exports",
             override_hold=opts.override_hold,
+            source="continuous",  # the VEE service's validated days: the month is not validated again
         )
         refresh_dashboards(owner)
         summary = {
@@ -217,6 +218,7 @@ def run_demo(db: DatabaseServer, broker: LocalMosquitto | None, opts: DemoOption
             "billing run": bill.run_id,
             "status": bill.status,
             "customers billed": bill.billed,
+            "customers held": bill.held,
             "energy [kWh]": bill.energy_kwh,
             "amount [VND]": bill.total_vnd,
             "exceptions": sum(bill.exceptions_by_rule.values()),

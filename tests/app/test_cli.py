@@ -12,7 +12,7 @@ from fleet.counts import count_fleet
 # What no command's registration may import: each takes a second or more to load, and `amr --help` (and shell
 # completion) would pay for all of them. The commands import them in their bodies.
 HEAVY_PACKAGES = ("numpy", "pandas", "numba", "dash", "plotly", "psycopg", "pydantic", "paho", "pymodbus", "dask")
-COMMANDS = ("collect", "ingest", "simulate", "demo", "db", "broker", "fleet", "bill", "dashboard")
+COMMANDS = ("collect", "ingest", "simulate", "demo", "db", "broker", "fleet", "bill", "vee", "dashboard")
 _TIMEOUT_S = 120.0
 
 
@@ -46,7 +46,7 @@ def test_help_lists_every_command_and_imports_no_heavy_package() -> None:
 
 def test_every_command_help_still_loads_its_options() -> None:
     # The options of each command are declared at import; their help shows them without running anything.
-    for command, option in (("fleet", "--help"), ("db", "--help"), ("bill", "--help")):
+    for command, option in (("fleet", "--help"), ("db", "--help"), ("bill", "--help"), ("vee", "--help")):
         assert _amr(command, option).returncode == 0, command
     ingest = _amr("ingest", "--help")
     assert ingest.returncode == 0 and "savepoint" in ingest.stdout, ingest.stderr

@@ -289,6 +289,8 @@ def _cli(db: DatabaseServer, *args: str) -> subprocess.CompletedProcess[str]:
     if db.settings.db.data_dir:
         env["AMR_DB_DATA_DIR"] = str(db.settings.db.data_dir)
     env["COLUMNS"] = "200"  # rich wraps at the terminal's width: one message stays on one line
+    if args and args[0] == "run":  # these readings were stored without ingest: no validated days, VEE on the month
+        args = (args[0], "--source", "readings", *args[1:])
     return subprocess.run(
         [sys.executable, "-m", "app", "bill", *args], env=env, capture_output=True, text=True, timeout=600, check=False
     )
