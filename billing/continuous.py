@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from amr.timebase import DAY_S, local_day_number
+from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S, local_day_number
 from billing import episodes as E
 from billing.load import fetch_readings
 from billing.quality import day_quality
@@ -33,6 +33,7 @@ from billing.rules import VeeRules
 from billing.store import copy_frame
 from billing.vee import CLOCK_CHANNEL, ENERGY_CHANNELS, PeriodWindow, VeeResult, validate_estimate
 
+_SEGMENT_STRIDE_S = 1 << 33  # above any epoch second this side of year 2200: series apart in one sorted array
 SERVICE = "vee-service"  # made_by of automatic versions and the vee_state row
 PASS_LOCK = 0x56_45_45_31  # pg advisory lock key ("VEE1"): one pass at a time per database
 # Units per pass: a day of a whole city is 2.5 M meters; 200,000 keeps one pass's readings (with 14 history days
@@ -149,7 +150,12 @@ def _pass(
     summary.seconds["vee"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    fresh = _daily_frame(vee, readings.meter_id, readings.channel_id, readings.ts_s, known, multiplier)
+    meter_first_pending = pd.Series(pending[:, 1]).groupby(pending[:, 0]).min()
+    pending_midnight_s = meter_first_pending.reindex(known).fillna(meter_first_pending.min()).to_numpy(np.int64) * DAY_S
+    pending_midnight_s -= LOCAL_UTC_OFFSET_S
+    fresh = _daily_frame(
+        vee, readings.meter_id, readings.channel_id, readings.ts_s, known, multiplier, pending_midnight_s
+    )
     current = _current_rows(conn, known, window)
     new_versions = _changed(fresh, current)
     _write_versions(conn, new_versions, service)
@@ -195,8 +201,12 @@ def _daily_frame(
     read_ts_s: np.ndarray,
     meter_ids: np.ndarray,
     multiplier: np.ndarray,
+    pending_midnight_s: np.ndarray,
 ) -> pd.DataFrame:
-    """The window's days of each series between its first and last read, energy x multiplier [kWh], with quality."""
+    """The days of each series the pass's new readings can change, energy x multiplier [kWh], with quality: from
+    the day of the series' last read before its meter's first pending day (a gap after it is re-estimated) to its
+    last read. The rest of the window is context only: re-validating settled days with a window that slid a day
+    would version them again for nothing but the shifted history (averages, like-day profiles)."""
     s_count, d_count = vee.measured.shape
     if s_count == 0:
         return pd.DataFrame(columns=[c for c in DAILY_COLUMNS if c not in ("version", "reason")])
@@ -210,6 +220,15 @@ def _daily_frame(
     pos = np.searchsorted(key[starts], series_key)
     first_read_day = local_day_number(ts[starts][pos])
     last_read_day = local_day_number(ts[ends][pos] - 1)
+    # the last read before the meter's first pending local midnight, per series: one searchsorted on ts offset by
+    # the segment number (segments are contiguous and each is sorted by ts)
+    segment = np.repeat(np.arange(starts.shape[0], dtype=np.int64), np.diff(np.r_[starts, key.shape[0]]))
+    shifted = ts + segment * _SEGMENT_STRIDE_S
+    target = pending_midnight_s[np.searchsorted(meter_ids, vee.series_meter)] + pos * _SEGMENT_STRIDE_S
+    before = np.searchsorted(shifted, target, side="left") - 1
+    has_before = before >= starts[pos]
+    write_from = np.where(has_before, local_day_number(ts[np.maximum(before, 0)]), first_read_day)
+    first_read_day = np.maximum(first_read_day, write_from)
     day_numbers = int(local_day_number(vee.window.day0_s)) + np.arange(d_count)
     inside = (day_numbers[None, :] >= first_read_day[:, None]) & (day_numbers[None, :] <= last_read_day[:, None])
     s_idx, d_idx = np.nonzero(inside)
@@ -266,11 +285,9 @@ def _changed(fresh: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
     out = merged.loc[take, [*key, *COMPARED]].copy()
     cur = merged.loc[take]
     out["version"] = np.where(is_new[take], 1, cur["version"].fillna(0).to_numpy() + 1).astype(np.int32)
-    was_estimate = cur["quality_cur"].isin(["E", "S", "V", "N"]).to_numpy()
-    more_measured = (cur["n_measured"].to_numpy() > cur["n_measured_cur"].fillna(0).to_numpy()) & (
-        cur["n_measured"].to_numpy() > 0
-    )
-    reason = np.where(was_estimate & more_measured, "late_data", "revalidation")
+    # more measured intervals than before: reads arrived for the day (replacing an estimate, or completing a day)
+    more_measured = cur["n_measured"].to_numpy() > cur["n_measured_cur"].fillna(0).to_numpy()
+    reason = np.where(more_measured, "late_data", "revalidation")
     out["reason"] = np.where(is_new[take], "first_pass", reason)
     return out.reset_index(drop=True)
 

@@ -459,6 +459,8 @@ def open_episodes(conn: psycopg.Connection, meter_ids: np.ndarray, window: Perio
     frame = pd.DataFrame(rows, columns=[*columns, "episode_id", "occurrences", "status"])
     for c in ("interval_start", "interval_end"):
         frame[c] = pd.to_datetime(frame[c], utc=True)
+    # a rule without a value (GAP) has none: a blank cell in the exports, not NaN
+    frame["value"] = frame["value"].astype(object).where(frame["value"].notna(), None)
     return frame
 
 
