@@ -9,8 +9,9 @@ harmless. Passes take an advisory lock: two services on one database do not inte
 
 The window of a pass runs from the earliest pending day, less the longest span an estimate can cover (a late
 read changes the estimates of the gap before it), to the latest pending day plus that span (and the gap after
-it); a series' days are written only from its first to its last read in the fetched readings, so days not yet
-read are not written as empty ones. At most MAX_WINDOW_DAYS of pending days go in one pass; older backlogs drain
+it); a series' days are written only from its first read to the last day its reads close (a read at midnight
+closes the day before), so days not yet read are not written as empty ones and a profile meter's day is written
+once complete, not at each push. At most MAX_WINDOW_DAYS of pending days go in one pass; older backlogs drain
 over several passes."""
 
 from __future__ import annotations
@@ -219,7 +220,9 @@ def _daily_frame(
     series_key = vee.series_meter.astype(np.int64) << 16 | vee.series_channel.astype(np.int64)
     pos = np.searchsorted(key[starts], series_key)
     first_read_day = local_day_number(ts[starts][pos])
-    last_read_day = local_day_number(ts[ends][pos] - 1)
+    # Closed days only: the last day written is the one before the day of the last read (a read at midnight closes
+    # the day before). A profile meter's day is written once its midnight read is in, not at every push of it.
+    last_read_day = local_day_number(ts[ends][pos]) - 1
     # the last read before the meter's first pending local midnight, per series: one searchsorted on ts offset by
     # the segment number (segments are contiguous and each is sorted by ts)
     segment = np.repeat(np.arange(starts.shape[0], dtype=np.int64), np.diff(np.r_[starts, key.shape[0]]))

@@ -203,3 +203,17 @@ def test_a_pass_killed_with_sigkill_loses_and_duplicates_nothing(
     # every (meter, day) of data validated exactly once: one version each, none lost
     assert _rows(db, "SELECT count(*), max(version) FROM vee_daily") == [(len(meters) * 30, 1)]
     assert _rows(db, "SELECT count(*) FROM vee_daily_versions")[0][0] == len(meters) * 30
+
+
+def test_a_profile_meters_day_is_written_once_complete_not_at_each_push(vdb: DatabaseServer) -> None:
+    _add_meters(vdb, range(4, 5))
+    r = register_reads(meter_ids=np.array([4]), first_day=date(2026, 9, 1), n_days=3, interval_s=1800,
+                       kwh_per_day=np.array([20.0]), rng=np.random.default_rng(6))  # fmt: skip
+    last_day = date(2026, 9, 3)
+    for hours in (6, 12, 18, 24):  # the concentrator pushes the last day in four parts, a pass after each
+        cut = _midnight(last_day) + hours * 3600
+        _ingest(vdb, r.take((r.ts_s <= cut) & (r.ts_s > cut - 6 * 3600) | (r.ts_s <= _midnight(last_day))))
+        drain(vdb.conninfo(Role.BILLING), rules=RULES)
+        rows = _rows(vdb, "SELECT version, reason, quality, n_measured FROM vee_daily_versions WHERE meter_id = 4"
+                          " AND channel_id = 1 AND day = %s", (last_day,))  # fmt: skip
+        assert rows == ([] if hours < 24 else [(1, "first_pass", "A", 48)]), (hours, rows)
