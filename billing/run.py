@@ -336,7 +336,10 @@ def run_period(
                     ready = _concat_readiness([r.readiness for r in results if r is not None])
                     held = ready.held & (bills["status"] == "billed").to_numpy()
                     bills.loc[held, "status"] = "held"
-                    bills["hold_reasons"] = pd.Series(ready.reasons, index=bills.index).where(held, None)
+                    reasons = ready.reasons.copy()
+                    reasons[~held] = None  # NULL in the table, a blank cell in the exports (not NaN)
+                    # object, not pandas' str dtype, whose missing value is NaN
+                    bills["hold_reasons"] = pd.Series(reasons, index=bills.index, dtype=object)
                     bills["determinant_versions"] = ready.version_sum
                     bills["validated_days"] = ready.validated_days
                     summary.held = int(held.sum())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -83,10 +84,12 @@ def billed(make_database: Callable[[str], DatabaseServer]) -> tuple[DatabaseServ
 
 
 def test_continuous_bills_equal_a_from_scratch_run_and_hold_single_customers(
-    billed: tuple[DatabaseServer, ReadingArrays],
+    billed: tuple[DatabaseServer, ReadingArrays], tmp_path: Path
 ) -> None:
     db, _ = billed
-    cont = run_period(db.conninfo(Role.BILLING), period=PERIOD, kind="bill", source="continuous")
+    cont = run_period(db.conninfo(Role.BILLING), period=PERIOD, kind="bill", source="continuous", out_dir=tmp_path)
+    # every export is written, held customers and episodes without a value included (a NaN stopped the workbook)
+    assert {p.name for p in cont.files} >= {"bills.csv", "bills.parquet", "bills.xlsx"}
     scratch = run_period(db.conninfo(Role.BILLING), period=PERIOD, kind="bill", source="readings")
     a, b = _bills(db, cont.run_id).set_index("meter_id"), _bills(db, scratch.run_id).set_index("meter_id")
     assert list(a.loc[[1, 2, 3, 4, 7], "status"]) == ["billed"] * 5  # 3's and 7's estimates are within the limit
@@ -97,6 +100,7 @@ def test_continuous_bills_equal_a_from_scratch_run_and_hold_single_customers(
     same = [1, 2, 4, 7]
     assert (a.loc[same, ["energy_kwh", "total_vnd"]] == b.loc[same, ["energy_kwh", "total_vnd"]]).all(axis=None)
     assert abs(int(a.loc[3, "energy_kwh"]) - int(b.loc[3, "energy_kwh"])) <= 0.05 * int(b.loc[3, "energy_kwh"])
+    assert a.loc[[1, 2, 3, 4, 7], "hold_reasons"].isna().all()  # NULL, not the text 'NaN'
     assert a.loc[5, "status"] == "held" and "11 of 30 days not validated" in a.loc[5, "hold_reasons"]
     assert a.loc[6, "status"] == "held" and "open blocking exception episode" in a.loc[6, "hold_reasons"]
     assert cont.held == 2 and cont.billed == 5  # the run is not held for two customers
