@@ -2,7 +2,8 @@
 
 Pages read the small aggregate tables that refresh_dashboard_aggregates() fills (sql/040), live small tables
 (collector_status) and billing's own tables; the only query that touches raw readings is the one-meter
-drill-down, an index range scan on readings (meter_id, channel_id, ts).
+drill-down, an index range scan on readings (meter_id, channel_id, ts). The Data quality page's queries over the
+continuous VEE's tables are in dashboards.queries_quality.
 """
 
 from __future__ import annotations
@@ -280,82 +281,7 @@ def fetch_collectors(src: DataSource) -> pd.DataFrame:
     )
 
 
-# -- data quality ---------------------------------------------------------------------------------------------
-QUALITY_TABLES = ("billing_runs", "vee_exceptions", "daily_consumption")
-
-
-def fetch_vee_periods(src: DataSource) -> list[str]:
-    """Billing periods (YYYY-MM) with a finished VEE run, newest first."""
-    frame = src.fetch_frame(
-        "SELECT DISTINCT period FROM billing_runs WHERE kind = 'vee' AND status <> 'running' ORDER BY period DESC",
-        columns=["period"],
-        requires=["billing_runs"],
-    )
-    return [str(p) for p in frame["period"]]
-
-
-def fetch_exception_summary(src: DataSource, period: str, city: str | None) -> pd.DataFrame:
-    """[power_company, name, city, rule, severity, exceptions, meters] for the newest finished run of each scope
-    in `period`."""
-    return src.fetch_frame(
-        "SELECT s.power_company, pc.name, s.city, s.rule, s.severity, sum(s.exceptions)::bigint AS exceptions,"
-        "       sum(s.meters)::bigint AS meters"
-        " FROM vee_exception_summary s JOIN power_companies pc ON pc.code = s.power_company"
-        " WHERE s.period = %(period)s AND (%(city)s::text IS NULL OR s.city = %(city)s)"
-        "   AND s.run_id IN (SELECT DISTINCT ON (city, power_company) run_id FROM billing_runs"
-        "                    WHERE period = %(period)s AND kind = 'vee' AND status <> 'running'"
-        "                    ORDER BY city, power_company, run_id DESC)"
-        " GROUP BY s.power_company, pc.name, s.city, s.rule, s.severity ORDER BY exceptions DESC",
-        {"period": period, "city": city},
-        columns=["power_company", "name", "city", "rule", "severity", "exceptions", "meters"],
-        requires=["vee_exception_summary", "billing_runs"],
-    )
-
-
-def fetch_quality_daily(src: DataSource, city: str | None) -> pd.DataFrame:
-    """[power_company, name, city, day, meters, n_measured, n_estimated, measured_kwh, estimated_kwh,
-    flagged_days] for the newest VEE periods."""
-    return src.fetch_frame(
-        "SELECT q.power_company, pc.name, q.city, q.day, q.meters, q.n_measured, q.n_estimated, q.measured_kwh,"
-        "       q.estimated_kwh, q.flagged_days"
-        " FROM quality_daily q JOIN power_companies pc ON pc.code = q.power_company"
-        " WHERE (%(city)s::text IS NULL OR q.city = %(city)s) ORDER BY q.day, q.power_company",
-        {"city": city},
-        columns=[
-            "power_company",
-            "name",
-            "city",
-            "day",
-            "meters",
-            "n_measured",
-            "n_estimated",
-            "measured_kwh",
-            "estimated_kwh",
-            "flagged_days",
-        ],
-        requires=["quality_daily"],
-    )
-
-
-def fetch_top_exception_meters(
-    src: DataSource, period: str, rule: str | None, city: str | None, limit: int = 25
-) -> pd.DataFrame:
-    """The meters with the most exceptions in `period`'s newest VEE runs (index on vee_exceptions(run_id, rule))."""
-    return src.fetch_frame(
-        "SELECT m.serial, m.city, m.power_company, count(*) AS exceptions,"
-        "       string_agg(DISTINCT e.rule, ', ') AS rules, min(e.interval_start) AS first_at"
-        " FROM vee_exceptions e JOIN meters m ON m.meter_id = e.meter_id"
-        " WHERE e.run_id IN (SELECT DISTINCT ON (city, power_company) run_id FROM billing_runs"
-        "                    WHERE period = %(period)s AND kind = 'vee' AND status <> 'running'"
-        "                    ORDER BY city, power_company, run_id DESC)"
-        "   AND (%(rule)s::text IS NULL OR e.rule = %(rule)s) AND (%(city)s::text IS NULL OR m.city = %(city)s)"
-        " GROUP BY m.serial, m.city, m.power_company ORDER BY exceptions DESC, m.serial LIMIT %(limit)s",
-        {"period": period, "rule": rule, "city": city, "limit": limit},
-        columns=["serial", "city", "power_company", "exceptions", "rules", "first_at"],
-        requires=["vee_exceptions", "billing_runs"],
-    )
-
-
+# -- one meter (the Data quality page's drill-down; its other queries are dashboards.queries_quality) -------
 def fetch_meter(src: DataSource, serial: str) -> pd.DataFrame:
     """One meter by serial (unique index)."""
     return src.fetch_frame(
@@ -393,29 +319,6 @@ def fetch_meter_readings(
         {"meter": meter_id, "channel": channel_id, "start": start, "end": end, "limit": DRILLDOWN_MAX_READINGS},
         columns=["ts", "value", "quality"],
         requires=["readings"],
-    )
-
-
-def fetch_meter_exceptions(src: DataSource, meter_id: int, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
-    """[interval_start, interval_end, rule, severity, value] of one meter (index on (meter_id, interval_start))."""
-    return src.fetch_frame(
-        "SELECT DISTINCT ON (interval_start, rule) interval_start, interval_end, rule, severity, value"
-        " FROM vee_exceptions WHERE meter_id = %(meter)s AND interval_start >= %(start)s AND interval_start < %(end)s"
-        " ORDER BY interval_start, rule, run_id DESC LIMIT 2000",
-        {"meter": meter_id, "start": start, "end": end},
-        columns=["interval_start", "interval_end", "rule", "severity", "value"],
-        requires=["vee_exceptions"],
-    )
-
-
-def fetch_meter_daily(src: DataSource, meter_id: int, first_day: dt.date, end_day: dt.date) -> pd.DataFrame:
-    """[day, measured_kwh, estimated_kwh, n_measured, n_estimated, flags, methods] of one meter, channel 1."""
-    return src.fetch_frame(
-        "SELECT day, measured_kwh, estimated_kwh, n_measured, n_estimated, flags, methods FROM daily_consumption"
-        " WHERE meter_id = %(meter)s AND channel_id = 1 AND day >= %(first)s AND day < %(end)s ORDER BY day",
-        {"meter": meter_id, "first": first_day, "end": end_day},
-        columns=["day", "measured_kwh", "estimated_kwh", "n_measured", "n_estimated", "flags", "methods"],
-        requires=["daily_consumption"],
     )
 
 

@@ -6,6 +6,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from amr.db.server import DatabaseServer, Role
 from amr.settings import PROJECT_ROOT
+from amr.timebase import local_today
 from dashboards.app import create_app
 from dashboards.auth import BasicAuth
 from tests.dashboards import seed
@@ -42,7 +44,13 @@ class LiveDashboard:
 
 
 @pytest.fixture(scope="session")
-def dash_db(make_database: Callable[[str], DatabaseServer]) -> tuple[DatabaseServer, Path]:
+def vee_plan() -> seed.VeePlan:
+    """The continuous VEE rows seeded into dash_db, relative to the day the session started."""
+    return seed.plan_vee(local_today())
+
+
+@pytest.fixture(scope="session")
+def dash_db(make_database: Callable[[str], DatabaseServer], vee_plan: seed.VeePlan) -> tuple[DatabaseServer, Path]:
     server = make_database("dash_test")
     export_dir = make_state_dir("amr-dash-exports-")
     (export_dir / "bills_2024-05_HN.csv").write_text(
@@ -50,23 +58,45 @@ def dash_db(make_database: Callable[[str], DatabaseServer]) -> tuple[DatabaseSer
     )
     seed.seed(server.conninfo(Role.OWNER))
     seed.seed_billing(server.conninfo(Role.OWNER), str(export_dir))
+    seed.seed_vee(server.conninfo(Role.OWNER), vee_plan)
     return server, export_dir
+
+
+@pytest.fixture(scope="session")
+def empty_db(make_database: Callable[[str], DatabaseServer]) -> DatabaseServer:
+    """A migrated database with nothing in it: no meters, no VEE pass, no billing run."""
+    return make_database("dash_empty")
+
+
+@contextmanager
+def _serving(server: DatabaseServer, auth: BasicAuth) -> Iterator[str]:
+    """The dashboards on a free loopback port over `server` (read-only role), guarded by `auth`; yields the URL."""
+    app = create_app(server.conninfo(Role.READER), auth=auth)
+    http: BaseWSGIServer = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, name="dash-test-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{http.server_port}"
+    finally:
+        http.shutdown()
+        thread.join(timeout=10)
+        app.server.config["AMR_DATA_SOURCE"].close()
 
 
 @pytest.fixture(scope="session")
 def live_dashboard(dash_db: tuple[DatabaseServer, Path]) -> Iterator[LiveDashboard]:
     server, export_dir = dash_db
     auth = BasicAuth(user="operator", password=secrets.token_urlsafe(16))
-    app = create_app(server.conninfo(Role.READER), auth=auth)
-    http: BaseWSGIServer = make_server("127.0.0.1", 0, app.server, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, name="dash-test-server", daemon=True)
-    thread.start()
-    try:
-        yield LiveDashboard(url=f"http://127.0.0.1:{http.server_port}", db=server, export_dir=export_dir, auth=auth)
-    finally:
-        http.shutdown()
-        thread.join(timeout=10)
-        app.server.config["AMR_DATA_SOURCE"].close()
+    with _serving(server, auth) as url:
+        yield LiveDashboard(url=url, db=server, export_dir=export_dir, auth=auth)
+
+
+@pytest.fixture(scope="session")
+def empty_dashboard(empty_db: DatabaseServer, live_dashboard: LiveDashboard) -> Iterator[LiveDashboard]:
+    """The dashboards over the empty database, with live_dashboard's credentials (the browser page logs in with
+    those)."""
+    with _serving(empty_db, live_dashboard.auth) as url:
+        yield LiveDashboard(url=url, db=empty_db, export_dir=live_dashboard.export_dir, auth=live_dashboard.auth)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ meter_comm_stats, collector_status) with one silent gateway, meters silent for 2
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import psycopg
 
@@ -273,3 +274,343 @@ def seed_billing(conninfo_owner: str, export_dir: str) -> dict[str, int]:
         )
         conn.execute("SELECT * FROM refresh_dashboard_aggregates()").fetchall()
     return {"exceptions": n_exc + 1, "drill_meter": int(drill[0])}
+
+
+# -- continuous VEE -----------------------------------------------------------------------------------------------
+# What the continuous VEE service (billing.continuous) would have written, relative to the day the tests run: 20 days
+# of validated total-import days for 30 HN and 10 HCM meters, one meter (VEE_SERIAL) with late data, a manual edit
+# and register reads, exception episodes of every status, a few pending units and the service's watermark.
+VEE_SERIAL = f"{SERIAL_PREFIX}-HN-00005"
+VEE_OPERATOR = "lan.nguyen"
+VEE_EDIT_NOTE = "register photographed on site: 5,123.4 kWh"
+VEE_PENDING_UNITS = 7
+VEE_LAG_S = 42
+VEE_GAP_DAY = 2  # days before today: the drill meter's reads miss 06:00-12:00 (local) that day
+VEE_READ_DAYS = 14  # days before today with the drill meter's 30-min reads (today excluded)
+CLOSED = ("resolved", "auto_resolved")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VeeVersion:
+    serial: str
+    channel_id: int
+    day: dt.date
+    version: int
+    measured_kwh: float
+    estimated_kwh: float
+    n_measured: int
+    n_estimated: int
+    quality: str
+    method: int | None
+    reason: str
+    made_by: str = "vee-service"
+    note: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VeeEpisode:
+    serial: str
+    channel_id: int
+    rule: str
+    severity: str
+    first_start: dt.datetime
+    last_end: dt.datetime
+    occurrences: int
+    status: str
+    value_min: float | None = None
+    value_max: float | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VeePlan:
+    today: dt.date
+    versions: tuple[VeeVersion, ...]
+    episodes: tuple[VeeEpisode, ...]
+    pending: tuple[tuple[str, dt.date], ...]
+    company: dict[str, tuple[str, str]]  # serial -> (city, power company)
+
+    def day(self, before_today: int) -> dt.date:
+        return self.today - dt.timedelta(days=before_today)
+
+    def current(self) -> list[VeeVersion]:
+        """The greatest version of each (serial, channel, day)."""
+        best: dict[tuple[str, int, dt.date], VeeVersion] = {}
+        for v in self.versions:
+            key = (v.serial, v.channel_id, v.day)
+            if key not in best or v.version > best[key].version:
+                best[key] = v
+        return list(best.values())
+
+    def in_city(self, serial: str, city: str | None) -> bool:
+        return city is None or self.company[serial][0] == city
+
+    def open_counts(self, city: str | None) -> tuple[int, int, int]:
+        """(open episodes, meters with an open one, acknowledged episodes)."""
+        eps = [e for e in self.episodes if self.in_city(e.serial, city)]
+        opened = [e for e in eps if e.status == "open"]
+        return len(opened), len({e.serial for e in opened}), sum(e.status == "acknowledged" for e in eps)
+
+    def open_by_rule(self, city: str | None) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for e in self.episodes:
+            if e.status == "open" and self.in_city(e.serial, city):
+                key = (e.rule, self.company[e.serial][1])
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    def daily(self, first: dt.date, last: dt.date, city: str | None) -> dict[tuple[dt.date, str], list[float]]:
+        """(day, quality) -> [meter-days, measured kWh, estimated kWh] of the current channel-1 days."""
+        out: dict[tuple[dt.date, str], list[float]] = {}
+        for v in self.current():
+            if v.channel_id == 1 and first <= v.day <= last and self.in_city(v.serial, city):
+                acc = out.setdefault((v.day, v.quality), [0, 0.0, 0.0])
+                acc[0] += 1
+                acc[1] += v.measured_kwh
+                acc[2] += v.estimated_kwh
+        return out
+
+
+def _vee_meters() -> list[SeededMeter]:
+    by_serial = {m.serial: m for m in plan_meters()}
+    return [by_serial[f"{SERIAL_PREFIX}-HN-{i:05d}"] for i in range(30)] + [
+        by_serial[f"{SERIAL_PREFIX}-HCM-{i:05d}"] for i in range(10)
+    ]
+
+
+def plan_vee(today: dt.date) -> VeePlan:
+    meters = _vee_meters()
+
+    def day(k: int) -> dt.date:
+        return today - dt.timedelta(days=k)
+
+    def at(k: int, hour: float) -> dt.datetime:
+        return local_midnight(day(k)) + dt.timedelta(hours=hour)
+
+    def actual(serial: str, k: int, kwh: float, channel: int = 1) -> VeeVersion:
+        return VeeVersion(
+            serial=serial,
+            channel_id=channel,
+            day=day(k),
+            version=1,
+            measured_kwh=kwh,
+            estimated_kwh=0.0,
+            n_measured=48,
+            n_estimated=0,
+            quality="A",
+            method=None,
+            reason="first_pass",
+        )
+
+    def est(
+        serial: str,
+        k: int,
+        measured: float,
+        estimated: float,
+        quality: str,
+        method: int | None,
+        *,
+        version: int = 1,
+        reason: str = "first_pass",
+        channel: int = 1,
+        made_by: str = "vee-service",
+        note: str | None = None,
+    ) -> VeeVersion:
+        """A day with estimates: 12 intervals estimated when part was measured, all 48 when none was."""
+        n_est = 0 if not estimated else (12 if measured else 48)
+        return VeeVersion(
+            serial=serial,
+            channel_id=channel,
+            day=day(k),
+            version=version,
+            measured_kwh=measured,
+            estimated_kwh=estimated,
+            n_measured=48 - n_est if measured else 0,
+            n_estimated=n_est,
+            quality=quality,
+            method=method,
+            reason=reason,
+            made_by=made_by,
+            note=note,
+        )
+
+    hn = [m.serial for m in meters if m.city == "HN"]
+    hcm = [m.serial for m in meters if m.city == "HCM"]
+    special: dict[tuple[str, int], list[VeeVersion]] = {}
+    for s in hcm:  # a concentrator outage in HCMC three days ago: part of every meter's day estimated
+        special[(s, 3)] = [est(s, 3, 6.0, 2.0, "V", 17)]
+    special[(hn[1], 8)] = [est(hn[1], 8, 0.0, 9.0, "S", 14)]
+    special[(hn[1], 7)] = [est(hn[1], 7, 0.0, 9.0, "S", 14)]
+    special[(hn[2], 1)] = [est(hn[2], 1, 0.0, 8.0, "E", 25)]
+    special[(hn[3], 15)] = [est(hn[3], 15, 0.0, 0.0, "N", None)]
+    special[(VEE_SERIAL, 6)] = [
+        est(VEE_SERIAL, 6, 5.0, 3.1, "V", 17),
+        replace(actual(VEE_SERIAL, 6, 8.2), version=2, reason="late_data"),
+    ]
+    special[(VEE_SERIAL, 4)] = [
+        actual(VEE_SERIAL, 4, 8.0),
+        est(
+            VEE_SERIAL,
+            4,
+            0.0,
+            7.5,
+            "S",
+            None,
+            version=2,
+            reason="manual_edit",
+            made_by=VEE_OPERATOR,
+            note=VEE_EDIT_NOTE,
+        ),
+    ]
+    special[(VEE_SERIAL, VEE_GAP_DAY)] = [est(VEE_SERIAL, VEE_GAP_DAY, 6.0, 2.0, "V", 17)]
+    versions: list[VeeVersion] = []
+    for i, m in enumerate(meters):
+        for k in range(20, 0, -1):
+            versions += special.get((m.serial, k), [actual(m.serial, k, 8.0 + i % 5)])
+    # Left out of the page's figures: a rate register (channel 2) and a day before the 30-day window.
+    versions.append(est(hn[0], 5, 0.0, 100.0, "S", 14, channel=2))
+    versions.append(est(hn[4], 40, 0.0, 1000.0, "S", 14))
+
+    def ep(serial: str, rule: str, first: dt.datetime, last: dt.datetime, n: int, status: str, **kw: Any) -> VeeEpisode:
+        severity = "invalid" if rule == "NEGATIVE" else "review"
+        return VeeEpisode(
+            serial=serial,
+            channel_id=kw.pop("channel_id", 1),
+            rule=rule,
+            severity=severity,
+            first_start=first,
+            last_end=last,
+            occurrences=n,
+            status=status,
+            **kw,
+        )
+
+    episodes = [
+        ep(VEE_SERIAL, "GAP", at(6, 6), at(6, 12), 12, "auto_resolved"),
+        ep(VEE_SERIAL, "GAP", at(VEE_GAP_DAY, 6), at(VEE_GAP_DAY, 12), 12, "open"),
+        ep(VEE_SERIAL, "SPIKE", at(9, 18), at(9, 18.5), 1, "open", value_min=4.2, value_max=4.2),
+        ep(VEE_SERIAL, "CLOCK_SUSPECT", at(5, 0), at(3, 0), 3, "open", channel_id=20, value_min=95.0, value_max=140.0),
+        ep(
+            VEE_SERIAL,
+            "NEGATIVE",
+            at(4, 10),
+            at(4, 10.5),
+            1,
+            "acknowledged",
+            value_min=-0.4,
+            value_max=-0.4,
+            note="register reset by the technician",
+        ),
+        ep(VEE_SERIAL, "FLAT_LINE", at(30, 0), at(29, 0), 48, "resolved", note="vacant house"),  # before the drill days
+        ep(hn[0], "SPIKE", at(12, 19), at(12, 19.5), 1, "open", value_min=6.5, value_max=6.5),
+        ep(hn[0], "HIGH_USE", at(11, 0), at(10, 0), 1, "open", value_min=31.0, value_max=31.0),
+        ep(hn[1], "GAP_TOO_LONG", at(8, 0), at(6, 0), 96, "open"),
+        ep(hn[2], "GAP", at(1, 0), at(0, 0), 48, "open"),
+        ep(hn[3], "FLAT_LINE", at(15, 0), at(14, 0), 48, "resolved"),
+    ] + [ep(s, "GAP", at(3, 2), at(3, 4), 4, "open") for s in hcm]
+    pending = tuple((s, today) for s in hn[:VEE_PENDING_UNITS])
+    return VeePlan(
+        today=today,
+        versions=tuple(versions),
+        episodes=tuple(episodes),
+        pending=pending,
+        company={m.serial: (m.city, m.power_company) for m in meters},
+    )
+
+
+def drill_reads(plan: VeePlan, first: dt.date, last: dt.date) -> int:
+    """How many of VEE_SERIAL's seeded channel-1 reads fall in the local days [first, last]."""
+    n = 0
+    for k in range(VEE_READ_DAYS, 0, -1):
+        if first <= plan.day(k) <= last:
+            n += 48 - (12 if k == VEE_GAP_DAY else 0)
+    return n
+
+
+def seed_vee(conninfo_owner: str, plan: VeePlan) -> None:
+    """Write `plan` as the continuous VEE service would have (sql/080), plus VEE_SERIAL's register reads."""
+    with psycopg.connect(conninfo_owner, autocommit=True) as conn, conn.transaction():
+        ids: dict[str, int] = dict(
+            conn.execute("SELECT serial, meter_id FROM meters WHERE serial = ANY(%s)", (list(plan.company),)).fetchall()
+        )
+        current = {(v.serial, v.channel_id, v.day): v.version for v in plan.current()}
+        with conn.cursor() as cur:
+            rows = []
+            for v in plan.versions:
+                made_at = local_midnight(v.day + dt.timedelta(days=1)) + dt.timedelta(minutes=10, hours=v.version - 1)
+                flags, methods = (1 << 18, 1) if v.estimated_kwh else (0, 0)  # ESTIMATED; linear
+                rows.append(
+                    (
+                        ids[v.serial],
+                        v.channel_id,
+                        v.day,
+                        v.version,
+                        v.measured_kwh,
+                        v.estimated_kwh,
+                        v.n_measured,
+                        v.n_estimated,
+                        flags,
+                        methods,
+                        v.quality,
+                        v.method,
+                        v.reason,
+                        v.made_by,
+                        made_at,
+                        v.note,
+                    )
+                )
+            cur.executemany(
+                "INSERT INTO vee_daily_versions (meter_id, channel_id, day, version, measured_kwh, estimated_kwh,"
+                " n_measured, n_estimated, flags, methods, quality, method, reason, made_by, made_at, note)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                rows,
+            )
+            cur.executemany(
+                "INSERT INTO vee_daily (meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured,"
+                " n_estimated, flags, methods, quality, method, reason, locked, made_at)"
+                " SELECT meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured, n_estimated,"
+                " flags, methods, quality, method, reason, reason IN ('manual_edit', 'accept'), made_at"
+                " FROM vee_daily_versions WHERE meter_id = %s AND channel_id = %s AND day = %s AND version = %s",
+                [(ids[s], ch, d, ver) for (s, ch, d), ver in current.items()],
+            )
+            cur.executemany(
+                "INSERT INTO vee_episodes (meter_id, channel_id, rule, severity, first_start, last_end, occurrences,"
+                " value_min, value_max, status, closed_at, closed_by, note) VALUES"
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        ids[e.serial],
+                        e.channel_id,
+                        e.rule,
+                        e.severity,
+                        e.first_start,
+                        e.last_end,
+                        e.occurrences,
+                        e.value_min,
+                        e.value_max,
+                        e.status,
+                        e.last_end if e.status in CLOSED else None,
+                        VEE_OPERATOR if e.status == "resolved" else None,
+                        e.note,
+                    )
+                    for e in plan.episodes
+                ],
+            )
+            cur.executemany(
+                "INSERT INTO vee_pending (meter_id, day) VALUES (%s, %s)", [(ids[s], d) for s, d in plan.pending]
+            )
+        conn.execute(
+            "INSERT INTO vee_state (service, last_pass_at, last_day, passes, units, versions, last_seconds)"
+            " VALUES ('vee-service', now() - make_interval(secs => %s), %s, 1234, 5678, %s, 0.42)",
+            (VEE_LAG_S, plan.day(1), len(plan.versions)),
+        )
+        start = local_midnight(plan.day(VEE_READ_DAYS))
+        value = 5000.0
+        with conn.cursor().copy("COPY readings (ts, meter_id, channel_id, value) FROM STDIN") as copy:
+            for step in range(VEE_READ_DAYS * 48):
+                ts = start + dt.timedelta(minutes=30 * step)  # 48 reads in each local day
+                value += 0.15 + 0.1 * ((step % 48) in range(36, 44))
+                k = VEE_READ_DAYS - step // 48
+                if k == VEE_GAP_DAY and 12 <= step % 48 < 24:
+                    continue
+                copy.write_row((ts, ids[VEE_SERIAL], 1, round(value, 3)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def _wait_idle(page: Page) -> None:
     [
         ("rollout", "/?date=2017-09-15", "#rollout-kpi-HN-electronic-share"),
         ("network", "/network", "#network-kpi-remote"),
-        ("quality", "/quality", "#quality-kpi-exceptions"),
+        ("quality", "/quality", "#quality-kpi-open-episodes"),
         ("billing", "/billing", "#billing-kpi-runs"),
     ],
 )
@@ -148,30 +149,81 @@ def test_network_filters_lists_and_csv(live_dashboard: LiveDashboard, page: Page
     expect(page.locator("#network-collectors")).to_contain_text("collector-hcm-1")
 
 
-def test_quality_drilldown_marks_flags_and_estimates(
-    live_dashboard: LiveDashboard, page: Page, screenshots: Path
+def test_quality_shows_the_continuous_vee(
+    live_dashboard: LiveDashboard, page: Page, screenshots: Path, vee_plan: seed.VeePlan
 ) -> None:
     page.goto(live_dashboard.url + "/quality")
-    expect(page.locator("#quality-kpi-exceptions")).to_have_text("80")
-    expect(page.locator("#quality-exceptions")).to_contain_text("GAP")
-    page.locator("#quality-serial").fill(seed.DRILL_SERIAL)
-    page.locator("#quality-serial").press("Enter")
+    expect(page.locator("#quality-kpi-open-episodes")).to_have_text("17")
+    expect(page.locator("#quality-kpi-open-meters")).to_have_text("14")
+    expect(page.locator("#quality-kpi-pending")).to_have_text(str(seed.VEE_PENDING_UNITS))
+    expect(page.locator("#quality-kpi-estimated-share")).to_have_text(re.compile(r"^\d+\.\d\d %$"))
+    expect(page.locator("#quality-kpi-lag")).to_have_text(re.compile(r"^\d+ (s|min)$"))
+    expect(page.locator("#quality-service-note")).to_contain_text("1,234 passes")
+    # The three fleet charts drew their data (SVG text: the heatmap's rules, the quality codes' legend).
+    expect(page.locator("#quality-episodes")).to_contain_text("CLOCK_SUSPECT")
+    expect(page.locator("#quality-episodes")).to_contain_text("GAP_TOO_LONG")
+    expect(page.locator("#quality-share .scatterlayer .trace")).to_have_count(1)
+    expect(page.locator("#quality-days-by-code")).to_contain_text("V variable")
+    expect(page.locator("#quality-days-by-code")).to_contain_text("E forward estimate")
+    # City filter: HCMC has the 10 GAP episodes of its concentrator outage.
+    page.locator("#quality-city").click()
+    page.get_by_role("option", name="TP. Hồ Chí Minh").click()
+    expect(page.locator("#quality-kpi-open-episodes")).to_have_text("10")
+    expect(page.locator("#quality-worst-meters")).not_to_contain_text("DASH-HN-")
+    page.locator("#quality-city").click()
+    page.get_by_role("option", name="both cities").click()
+    expect(page.locator("#quality-kpi-open-episodes")).to_have_text("17")
+    # The worst meter, picked in the table, opens on the days of its open episodes.
+    expect(page.locator("#quality-worst-meters")).to_contain_text(seed.VEE_SERIAL)
+    page.locator("#quality-worst-meters input[type=radio]").first.check()
+    expect(page.locator("#quality-serial")).to_have_value(seed.VEE_SERIAL)
     start = page.locator("input.dash-datepicker-start-date")
-    start.fill("2024-05-01")
+    expect(start).to_have_value(str(vee_plan.day(13)))
+    note = page.locator("#quality-drill-note")
+    expect(note).to_contain_text("3 open")
+    # Then the 14 days with reads, typed in.
+    start.fill(str(vee_plan.day(14)))
     start.press("Enter")
     end = page.locator("input.dash-datepicker-end-date")
-    end.fill("2024-05-14")
+    end.fill(str(vee_plan.day(1)))
     end.press("Enter")
-    note = page.locator("#quality-drill-note")
-    # 14 days of 30-min reads minus the 6-hour gap; its GAP exception and one seeded rule exception.
-    expect(note).to_contain_text("660 reads, 2 VEE exceptions")
-    expect(note).to_contain_text("12 intervals estimated")
-    expect(page.locator("#quality-drilldown")).to_be_visible()
-    expect(page.locator("#quality-drilldown")).to_contain_text("VEE review")
-    expect(page.locator("#quality-drilldown")).to_contain_text("estimated [kWh/day]")
+    reads = seed.drill_reads(vee_plan, vee_plan.day(14), vee_plan.day(1))
+    expect(note).to_contain_text(f"{reads:,} register reads, 14 validated days (2 not actual), 16 versions")
+    expect(note).to_contain_text("5 episodes (3 open)")
+    chart = page.locator("#quality-drilldown")
+    expect(chart).to_be_visible()
+    expect(chart).to_contain_text("register reads [kWh]")
+    expect(chart).to_contain_text("current version")
+    expect(chart).to_contain_text("version 1 [kWh/day], replaced")
+    expect(chart).to_contain_text("GAP (auto_resolved)")
+    expect(chart).to_contain_text("NEGATIVE (acknowledged)")
+    expect(chart.locator(".shapelayer path, .layer-below .shapelayer path")).not_to_have_count(0)
+    versions = page.locator("#quality-versions")
+    expect(versions).to_be_visible()
+    expect(versions).to_contain_text("manual_edit")
+    expect(versions).to_contain_text(seed.VEE_OPERATOR)
+    expect(versions).to_contain_text(seed.VEE_EDIT_NOTE)
     page.keyboard.press("Escape")  # close the date picker's calendar before the screenshot
     _wait_idle(page)
     page.screenshot(path=str(screenshots / "quality_drilldown.png"), full_page=True)
+
+
+def test_quality_on_an_empty_database_is_an_empty_state(
+    empty_dashboard: LiveDashboard, page: Page, screenshots: Path
+) -> None:
+    page.goto(empty_dashboard.url + "/quality")
+    expect(page.locator("#quality-empty")).to_contain_text("has not made a pass yet")
+    expect(page.locator("#quality-kpi-open-episodes")).to_have_text("0")
+    expect(page.locator("#quality-kpi-pending")).to_have_text("0")
+    expect(page.locator("#quality-kpi-estimated-share")).to_have_text("—")
+    expect(page.locator("#quality-episodes")).to_contain_text("no open episodes")
+    expect(page.locator("#quality-share")).to_contain_text("no validated days")
+    page.locator("#quality-serial").fill("DASH-HN-00005")
+    page.locator("#quality-serial").press("Enter")
+    expect(page.locator("#quality-drill-note")).to_have_text("no meter with serial DASH-HN-00005")
+    expect(page.locator("#quality-drilldown")).to_be_hidden()
+    _wait_idle(page)
+    page.screenshot(path=str(screenshots / "quality_empty.png"), full_page=True)
 
 
 def test_billing_runs_and_export_download(live_dashboard: LiveDashboard, page: Page) -> None:
