@@ -40,6 +40,9 @@ PASS_LOCK = 0x56_45_45_31  # pg advisory lock key ("VEE1"): one pass at a time p
 # Units per pass: a day of a whole city is 2.5 M meters; 200,000 keeps one pass's readings (with 14 history days
 # on 5 channels) near 100 MB and its transaction a few seconds long.
 MAX_PASS_UNITS = 200_000
+# Meters per partition: a pass window (~3 weeks with the history) of daily reads on 5 channels is ~100 reads a
+# meter, so 50,000 meters keep a partition's readings near 250 MB, as billing's partitions.
+PASS_PARTITION_METERS = 50_000
 MAX_WINDOW_DAYS = 62  # pending days per pass: a backlog of months drains oldest first
 SERVE_INTERVAL_S = 5.0  # between passes when idle: a reading is validated within seconds of landing
 BUSY_RETRY_S = 1.0  # another pass holds the lock
@@ -91,9 +94,12 @@ def run_pass(
     until: date | None = None,
     max_units: int = MAX_PASS_UNITS,
     service: str = SERVICE,
+    partition_meters: int = PASS_PARTITION_METERS,
+    dask_scheduler: str | None = None,
 ) -> PassSummary:
     """Validate pending units (those of days up to `until` when given) on the database at `conninfo` (the billing
-    role's); see the module docstring."""
+    role's); see the module docstring. The pass's meters split into partitions of `partition_meters`, validated on
+    the Dask cluster at `dask_scheduler` when given (every worker reaches the database with `conninfo`)."""
     summary = PassSummary()
     t0 = time.perf_counter()
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -102,7 +108,8 @@ def run_pass(
             return summary
         try:
             with conn.transaction():
-                _pass(conn, rules=rules, until=until, max_units=max_units, service=service, summary=summary)
+                _pass(conn, conninfo=conninfo, rules=rules, until=until, max_units=max_units, service=service,
+                      summary=summary, partition_meters=partition_meters, dask_scheduler=dask_scheduler)  # fmt: skip
                 summary.seconds["total"] = time.perf_counter() - t0
                 _save_state(conn, service, summary)
         finally:
@@ -111,7 +118,16 @@ def run_pass(
 
 
 def _pass(
-    conn: psycopg.Connection, *, rules: VeeRules, until: date | None, max_units: int, service: str, summary: PassSummary
+    conn: psycopg.Connection,
+    *,
+    conninfo: str,
+    rules: VeeRules,
+    until: date | None,
+    max_units: int,
+    service: str,
+    summary: PassSummary,
+    partition_meters: int,
+    dask_scheduler: str | None,
 ) -> None:
     t = time.perf_counter()
     where = "WHERE day <= %s" if until is not None else ""
@@ -137,30 +153,32 @@ def _pass(
     digits = np.array([m[2] for m in meters], dtype=np.int64)
     summary.seconds["claim"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    readings = fetch_readings(
-        conn,
-        meter_ids=known,
-        channels=(*ENERGY_CHANNELS, CLOCK_CHANNEL),
-        from_s=window.day0_s - rules.history.days * DAY_S,
-        to_s=window.end_s,
-    )
-    summary.seconds["fetch"] = time.perf_counter() - t
-    t = time.perf_counter()
-    vee = validate_estimate(readings, rules=rules, window=window, meter_ids=known, register_digits=digits)
-    summary.seconds["vee"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     meter_first_pending = pd.Series(pending[:, 1]).groupby(pending[:, 0]).min()
     pending_midnight_s = meter_first_pending.reindex(known).fillna(meter_first_pending.min()).to_numpy(np.int64) * DAY_S
     pending_midnight_s -= LOCAL_UTC_OFFSET_S
-    fresh = _daily_frame(
-        vee, readings.meter_id, readings.channel_id, readings.ts_s, known, multiplier, pending_midnight_s
-    )
+    jobs = [
+        _PassJob(
+            conninfo=conninfo,
+            meter_ids=known[lo : lo + partition_meters],
+            multiplier=multiplier[lo : lo + partition_meters],
+            digits=digits[lo : lo + partition_meters],
+            pending_midnight_s=pending_midnight_s[lo : lo + partition_meters],
+            window=window,
+            rules=rules,
+        )
+        for lo in range(0, len(known), partition_meters)
+    ]
+    parts = _run_parts(jobs, dask_scheduler)
+    for part in parts:
+        for stage, seconds in part.seconds.items():
+            summary.seconds[stage] = summary.seconds.get(stage, 0.0) + seconds
+    fresh = pd.concat([p.fresh for p in parts], ignore_index=True)
+    flags = pd.concat([p.flags for p in parts], ignore_index=True)
+
+    t = time.perf_counter()
     current = _current_rows(conn, known, window)
     new_versions = _changed(fresh, current)
     _write_versions(conn, new_versions, service)
-    flags = _beyond_data_dropped(vee.exceptions[~vee.exceptions["rule"].isin(WINDOW_RULES)], readings)
     _replace_flags(conn, known, window, flags)
     opened, cleared = _rebuild_episodes(conn, known, window)
     _settle_pending(conn, pending)
@@ -168,12 +186,72 @@ def _pass(
 
     summary.units = len(pending)
     summary.meters = len(known)
-    summary.readings = len(readings)
+    summary.readings = sum(p.readings for p in parts)
     summary.first_day, summary.last_day = window.first_day, _date(last_day)
     summary.versions = {str(k): int(v) for k, v in new_versions["reason"].value_counts().sort_index().items()}
     summary.episodes_opened, summary.episodes_cleared = opened, cleared
     left = conn.execute("SELECT count(*) FROM vee_pending").fetchone()
     summary.left_pending = int(left[0]) if left else 0
+
+
+@dataclass(kw_only=True)
+class _PassJob:
+    """One meter-id partition of a pass: what a (Dask) worker needs to validate it on its own connection."""
+
+    conninfo: str
+    meter_ids: np.ndarray  # sorted
+    multiplier: np.ndarray
+    digits: np.ndarray
+    pending_midnight_s: np.ndarray  # per meter: the local midnight of its first pending day [UTC epoch s]
+    window: PeriodWindow
+    rules: VeeRules
+
+
+@dataclass(kw_only=True)
+class _PassPart:
+    fresh: pd.DataFrame  # the days the partition's new readings can change (see _daily_frame)
+    flags: pd.DataFrame  # its rule occurrences over the window
+    readings: int
+    seconds: dict[str, float]
+
+
+def _validate_partition(job: _PassJob) -> _PassPart:
+    """Read one partition's readings (with the rules' history) and run the kernels; nothing is written here: the
+    pass compares and writes every partition's results in its one transaction."""
+    seconds: dict[str, float] = {}
+    window, rules = job.window, job.rules
+    t = time.perf_counter()
+    with psycopg.connect(job.conninfo, autocommit=True) as conn:
+        readings = fetch_readings(
+            conn,
+            meter_ids=job.meter_ids,
+            channels=(*ENERGY_CHANNELS, CLOCK_CHANNEL),
+            from_s=window.day0_s - rules.history.days * DAY_S,
+            to_s=window.end_s,
+        )
+    seconds["fetch"] = time.perf_counter() - t
+    t = time.perf_counter()
+    vee = validate_estimate(readings, rules=rules, window=window, meter_ids=job.meter_ids, register_digits=job.digits)
+    seconds["vee"] = time.perf_counter() - t
+    t = time.perf_counter()
+    fresh = _daily_frame(vee, readings.meter_id, readings.channel_id, readings.ts_s, job.meter_ids, job.multiplier,
+                         job.pending_midnight_s)  # fmt: skip
+    flags = _beyond_data_dropped(vee.exceptions[~vee.exceptions["rule"].isin(WINDOW_RULES)], readings)
+    seconds["results"] = time.perf_counter() - t
+    return _PassPart(fresh=fresh, flags=flags, readings=len(readings), seconds=seconds)
+
+
+def _run_parts(jobs: list[_PassJob], dask_scheduler: str | None) -> list[_PassPart]:
+    """Every partition's results in job order: on the Dask cluster at `dask_scheduler` ('local': a LocalCluster),
+    else here, one after the other."""
+    if dask_scheduler and len(jobs) > 1:
+        from billing.distributed import run_on_dask
+
+        out: list[_PassPart | None] = [None] * len(jobs)
+        for k, part in run_on_dask(_validate_partition, jobs, dask_scheduler):
+            out[k] = part
+        return [p for p in out if p is not None]
+    return [_validate_partition(job) for job in jobs]
 
 
 def _beyond_data_dropped(exceptions: pd.DataFrame, readings: Any) -> pd.DataFrame:
@@ -440,11 +518,12 @@ def drain(
     until: date | None = None,
     max_units: int = MAX_PASS_UNITS,
     on_pass: Any = None,
+    dask_scheduler: str | None = None,
 ) -> list[PassSummary]:
     """Passes until nothing is pending (for days up to `until`); `on_pass(summary)` after each."""
     out: list[PassSummary] = []
     while True:
-        s = run_pass(conninfo, rules=rules, until=until, max_units=max_units)
+        s = run_pass(conninfo, rules=rules, until=until, max_units=max_units, dask_scheduler=dask_scheduler)
         if s.busy:
             time.sleep(BUSY_RETRY_S)
             continue
@@ -464,13 +543,14 @@ def serve(
     max_units: int = MAX_PASS_UNITS,
     on_pass: Any = None,
     on_error: Any = None,
+    dask_scheduler: str | None = None,
 ) -> None:
     """The long-running service: drain what is pending, sleep `interval_s`, again, until `stop` (an Event) is set.
     A failed pass (the database restarting) is reported to `on_error` and retried after the interval: its units
     are still pending."""
     while not stop.is_set():
         try:
-            drain(conninfo, rules=rules, max_units=max_units, on_pass=on_pass)
+            drain(conninfo, rules=rules, max_units=max_units, on_pass=on_pass, dask_scheduler=dask_scheduler)
         except psycopg.OperationalError as exc:
             if on_error is None:
                 raise

@@ -21,6 +21,12 @@ _ROLE = typer.Option("billing", "--role", help="database role to act as: billing
 _BY = typer.Option(None, "--by", help="operator name for the audit trail (default: the login name)")
 _CHANNEL = typer.Option(1, "--channel", min=1, help="channel id (1 = 1.0.1.8.0 total import)")
 _ROLES = {"billing": Role.BILLING, "reader": Role.READER}
+_DASK = typer.Option(
+    None,
+    "--dask-scheduler",
+    envvar="AMR_DASK_SCHEDULER",
+    help="validate a pass's meter partitions on a Dask cluster: tcp://host:8786, or 'local' (a LocalCluster)",
+)
 
 
 def _conninfo(role: str = "billing") -> str:
@@ -58,6 +64,7 @@ def service(
     ctx: typer.Context,
     interval_s: float = typer.Option(5.0, "--interval-s", min=0.1, help="seconds between passes when idle"),
     rules: Path | None = _RULES,
+    dask_scheduler: str | None = _DASK,
 ) -> None:
     """Without a command: run the VEE service until Ctrl-C (validates what ingest marked, every few seconds)."""
     if ctx.invoked_subcommand is not None:
@@ -78,7 +85,8 @@ def service(
 
     try:
         serve(conninfo, rules=read_vee_rules(rules), stop=stop, interval_s=interval_s, on_pass=report,
-              on_error=lambda exc: console.print(f"[yellow]pass failed, retrying:[/yellow] {exc}"))  # fmt: skip
+              on_error=lambda exc: console.print(f"[yellow]pass failed, retrying:[/yellow] {exc}"),
+              dask_scheduler=dask_scheduler)  # fmt: skip
     except KeyboardInterrupt:
         stop.set()
 
@@ -87,6 +95,7 @@ def service(
 def run(
     until: str | None = typer.Option(None, "--until", help="only units of local days up to this date (YYYY-MM-DD)"),
     rules: Path | None = _RULES,
+    dask_scheduler: str | None = _DASK,
 ) -> None:
     """One-shot: pass until nothing is pending, then exit with a table of the passes."""
     from billing.continuous import drain
@@ -94,7 +103,8 @@ def run(
 
     until_day = _day(until, "--until") if until else None
     table = _pass_table()
-    passes = drain(_conninfo(), rules=read_vee_rules(rules), until=until_day, on_pass=lambda s: _pass_row(table, s))
+    passes = drain(_conninfo(), rules=read_vee_rules(rules), until=until_day, on_pass=lambda s: _pass_row(table, s),
+                   dask_scheduler=dask_scheduler)  # fmt: skip
     if passes:
         console.print(table)
     else:

@@ -217,3 +217,27 @@ def test_a_profile_meters_day_is_written_once_complete_not_at_each_push(vdb: Dat
         rows = _rows(vdb, "SELECT version, reason, quality, n_measured FROM vee_daily_versions WHERE meter_id = 4"
                           " AND channel_id = 1 AND day = %s", (last_day,))  # fmt: skip
         assert rows == ([] if hours < 24 else [(1, "first_pass", "A", 48)]), (hours, rows)
+
+
+@pytest.mark.slow
+def test_a_pass_on_a_dask_cluster_writes_what_one_process_writes(
+    make_database: Callable[[str], DatabaseServer],
+) -> None:
+    here, there = make_database("vee_here"), make_database("vee_dask")
+    meters = range(1, 9)
+    r = register_reads(meter_ids=np.array(list(meters)), first_day=FIRST, n_days=30, interval_s=DAY_S,
+                       kwh_per_day=np.linspace(5.0, 40.0, len(meters)), rng=np.random.default_rng(8))  # fmt: skip
+    r = r.take(~((r.meter_id % 3 == 0) & np.isin(r.ts_s, [_midnight(FIRST + timedelta(days=d)) for d in (9, 10)])))
+    for db in (here, there):
+        _add_meters(db, meters)
+        _ingest(db, r)
+    passes = drain(here.conninfo(Role.BILLING), rules=RULES)
+    on_dask = run_pass(there.conninfo(Role.BILLING), rules=RULES, partition_meters=3, dask_scheduler="local")
+    assert on_dask.units == sum(p.units for p in passes) and on_dask.seconds["fetch"] > 0
+    query = (
+        "SELECT meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured, n_estimated, flags,"
+        " quality, method, reason FROM vee_daily ORDER BY 1, 2, 3"
+    )
+    assert _rows(there, query) == _rows(here, query) != []
+    flags = "SELECT meter_id, channel_id, rule, interval_start, interval_end FROM vee_flags ORDER BY 1, 2, 3, 4"
+    assert _rows(there, flags) == _rows(here, flags)
