@@ -24,7 +24,13 @@ def test_emqx_acl_is_generated_from_the_topic_layout() -> None:
 
 def test_every_service_unit_is_hardened_and_runs_the_amr_command() -> None:
     units = sorted((DEPLOY / "systemd").glob("*.service"))
-    assert len(units) == 4
+    assert {u.name for u in units} == {
+        "amr-collector@.service",
+        "amr-dashboard-refresh.service",
+        "amr-dashboards.service",
+        "amr-ingest@.service",
+        "amr-vee.service",
+    }
     for unit in units:
         parser = configparser.ConfigParser(strict=False, interpolation=None)
         parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
@@ -33,3 +39,5 @@ def test_every_service_unit_is_hardened_and_runs_the_amr_command() -> None:
         for key, value in HARDENING.items():
             assert service.get(key) == value, f"{unit.name}: {key}"
         assert service["ExecStart"].startswith("/opt/amr/venv/bin/amr "), unit.name
+    wants = (DEPLOY / "systemd" / "amr.target").read_text()
+    assert "amr-vee.service" in wants  # the target starts the continuous VEE with the rest
