@@ -166,11 +166,14 @@ def run(quick: bool, meters: int | None = None) -> dict[str, Any]:
         console.print(f"history validated in {time.perf_counter() - t:.0f} s (untimed)")
         landed = sum(_ingest(db, r) for r in day_reads)
         console.print(f"the day landed through ingest: {landed:,} readings")
-        summary = run_pass(db.conninfo(Role.BILLING), rules=rules, max_units=10**9)
         window_first = DAY - timedelta(days=span)
         from_s = local_midnight_utc_s(window_first) - rules.history.days * DAY_S
         to_s = local_midnight_utc_s(DAY + timedelta(days=span + 1))
-        floor_s, floor_bytes = copy_out(db, from_s, to_s)
+        # the baseline before and after the pass, the faster counts (both find the pages as warm as the pass does)
+        before_s, floor_bytes = copy_out(db, from_s, to_s)
+        summary = run_pass(db.conninfo(Role.BILLING), rules=rules, max_units=10**9)
+        after_s, _ = copy_out(db, from_s, to_s)
+        floor_s = min(before_s, after_s)
     total = summary.seconds.get("total", float("nan"))
     figures = {
         "meters": n,
