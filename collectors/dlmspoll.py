@@ -81,7 +81,9 @@ class DlmsPoller:
             stats.failure(self.wall_clock(), str(exc) or type(exc).__name__, timeout=isinstance(exc, TimeoutError))
             return False
         self.meter_reads += 1
-        stats.success(self.wall_clock(), len(result.readings))
+        # The read's own instant, not the clock after it: a stepped clock may have moved on since, and the read
+        # must not count as one at the new instant (`amr demo` steps on once every meter was read at the current one).
+        stats.success(result.read_at.timestamp(), len(result.readings))
         newest = result.profile_last_ts
 
         def saved() -> None:

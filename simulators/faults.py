@@ -1,11 +1,13 @@
 """Per-meter fault flags with their parameters.
 
 Protocol-level faults (``no_answer``, ``exception_code``/``exception_share``, ``bad_crc``) are consumed by the
-protocol servers; the others change what :class:`simulators.meter.SimulatedMeter` reports.
+protocol servers, through :class:`FaultDice`; the others change what :class:`simulators.meter.SimulatedMeter`
+reports.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -60,3 +62,54 @@ class Faults:
 
 
 NO_FAULTS = Faults()
+
+
+def fault_draw(seed: int, meter: str, at_s: float, request: bytes, occurrence: int, fault: str) -> float:
+    """A uniform draw in [0, 1) for one fault decision: a pure function of its arguments (no process-dependent
+    hashing), so the same request to the same meter at the same simulated instant is decided alike in every run."""
+    key = f"{seed}|{meter}|{at_s!r}|{occurrence}|{fault}|".encode() + request
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2.0**64
+
+
+@dataclass(frozen=True, slots=True)
+class FaultDraws:
+    """The draws of one request: ``hit(fault, share)`` decides each fault the request may suffer."""
+
+    seed: int
+    meter: str
+    at_s: float
+    request: bytes
+    occurrence: int
+
+    def hit(self, fault: str, share: float) -> bool:
+        if share <= 0.0:
+            return False
+        if share >= 1.0:
+            return True
+        return fault_draw(self.seed, self.meter, self.at_s, self.request, self.occurrence, fault) < share
+
+
+class FaultDice:
+    """Protocol fault decisions of one server as a pure function of (server seed, meter, simulated instant, request
+    bytes, how many times this meter got the same request at that instant before).
+
+    A shared generator's n-th draw made a meter's faults depend on how many requests any meter of the server had
+    got before (polling speed, retries, reconnects, the other meters' traffic), so which read failed changed from
+    run to run. Here every request is one independent uniform draw per fault, as before, so fault shares are
+    unchanged; a request repeated at the same instant (a retry under a stepped clock) takes the next draw instead of
+    the same fate. Not thread-safe: callers serialise (the servers answer under a lock or on one event loop).
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self._seen: dict[str, tuple[float, dict[bytes, int]]] = {}  # meter -> (its current instant, request counts)
+
+    def request(self, meter: str, at_s: float, request: bytes) -> FaultDraws:
+        """The draws for `request` to `meter` at simulated time `at_s` (epoch seconds)."""
+        seen = self._seen.get(meter)
+        if seen is None or seen[0] != at_s:
+            seen = self._seen[meter] = (at_s, {})
+        counts = seen[1]
+        occurrence = counts.get(request, 0)
+        counts[request] = occurrence + 1
+        return FaultDraws(self.seed, meter, at_s, request, occurrence)

@@ -4,7 +4,7 @@
 Layers: ``decode`` (pure), ``session`` (the only I/O, error translation), ``fetch`` (orchestration, retries).
 """
 
-from collectors.dlms.fetch import DEFAULT_REGISTERS, DlmsReadResult, fetch_dlms_meter
+from collectors.dlms.fetch import DEFAULT_REGISTERS, ClockStepped, DlmsReadResult, fetch_dlms_meter
 from collectors.dlms.session import DlmsAssociationRefused
 
-__all__ = ["DEFAULT_REGISTERS", "DlmsAssociationRefused", "DlmsReadResult", "fetch_dlms_meter"]
+__all__ = ["DEFAULT_REGISTERS", "ClockStepped", "DlmsAssociationRefused", "DlmsReadResult", "fetch_dlms_meter"]

@@ -2,10 +2,18 @@
 
 ``fetch_dlms_meter`` is the entry point. It retries a meter that cannot be reached (ServiceError) a few times with
 a growing pause; a meter that answers wrongly (ProtocolError) is not retried, since it would answer the same.
+
+A read is one snapshot: the clock offset and every register carry the instant of the clock GET, so it is only
+true while the collector's clock runs steadily through the read. A clock that jumps (an NTP step; ``amr demo``'s
+simulated clock, stepped a day at a time while meters are being read) would put the registers of the later
+instant, or the midpoint of a clock GET it straddled with a day-sized "offset", under one timestamp. A read during
+which the clock jumped is therefore given up at the first answer after the jump and done again in the same
+association (``ClockStepped`` if it keeps jumping).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +33,14 @@ CLASS_CLOCK = 8
 SERIAL_OBIS = "0.0.96.1.0.255"
 LOAD_PROFILE_OBIS = "1.0.99.1.0.255"
 
+LOG = logging.getLogger(__name__)
+
+# How far the collector clock may run ahead of the monotonic clock (or back at all) during one read before the read
+# counts as straddling a clock step [s]. A real clock slews far less than this over a read; a stepped clock jumps
+# by its step. (A simulated collector clock running faster than real time is not a steady clock in this sense.)
+CLOCK_STEP_TOLERANCE_S = 1.0
+CLOCK_STEP_REREADS = 2  # reads again after a step before giving up (ClockStepped)
+
 # Without a previous read, fetch this much load profile: a day covers a missed daily read without pulling a
 # meter's whole buffer (weeks of entries) over a slow link.
 DEFAULT_PROFILE_LOOKBACK = timedelta(days=1)
@@ -34,10 +50,15 @@ DEFAULT_REGISTERS: tuple[str, ...] = tuple(
 )
 
 
+class ClockStepped(ServiceError):
+    """The collector clock jumped during every try of a read: no consistent snapshot could be taken."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class DlmsReadResult:
     serial: str
     readings: list[Reading]
+    read_at: datetime  # the instant (collector clock, UTC) the clock offset and the registers are stamped with
     meter_time: datetime  # the meter's clock [UTC] when read
     clock_offset_s: float  # meter clock minus collector clock [s], round trip accounted for
     round_trip_s: float  # of the clock GET [s]
@@ -60,11 +81,14 @@ def fetch_dlms_meter(
     attempts: int = 3,
     retry_pause_s: float = 1.0,
     now: Callable[[], datetime] | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> DlmsReadResult:
     """Read a meter; `since` is the newest load-profile timestamp already stored (entries after it are read).
 
     `now` is the collector's clock (default: real UTC); pass a simulated clock's ``now`` when the meter runs on
-    one. Raises ServiceError (unreachable after `attempts`), ProtocolError (wrong answers, refused association).
+    one: a real-time or a stepped one (see the module docstring; `monotonic` measures the read's real duration).
+    Raises ServiceError (unreachable after `attempts`, or ClockStepped), ProtocolError (wrong answers, refused
+    association).
     """
     secret = password.encode() if isinstance(password, str) else password
     clock = now or (lambda: datetime.now(UTC))
@@ -73,15 +97,27 @@ def fetch_dlms_meter(
             with DlmsMeterSession(
                 host, port, logical_address=logical_address, password=secret, timeout_s=timeout_s
             ) as session:
-                return _read(
-                    session,
-                    serial=serial,
-                    registers=registers,
-                    since=since,
-                    read_profile=read_profile,
-                    meter_tz=meter_tz,
-                    clock=clock,
-                )
+                for _ in range(CLOCK_STEP_REREADS + 1):
+                    gets = _SteadyGets(session, clock, monotonic)
+                    try:
+                        result = _read(
+                            gets,
+                            serial=serial,
+                            registers=registers,
+                            since=since,
+                            read_profile=read_profile,
+                            meter_tz=meter_tz,
+                            clock=clock,
+                        )
+                        gets.check()  # the clock read after the last answer
+                        return result
+                    except _ClockJumped as jump:
+                        LOG.info(
+                            "%s: the collector clock jumped %+.0f s during the read; reading again",
+                            session.where,
+                            jump.step_s,
+                        )
+                raise ClockStepped(f"{session.where}: the collector clock jumped during {CLOCK_STEP_REREADS + 1} reads")
         except ServiceError:
             if attempt == attempts:
                 raise
@@ -89,8 +125,53 @@ def fetch_dlms_meter(
     raise AssertionError("unreachable")
 
 
+def clock_step_s(started: datetime, ended: datetime, elapsed_s: float) -> float | None:
+    """How far the collector clock jumped while `elapsed_s` real seconds passed from `started` to `ended` [s]; None
+    when it ran steadily (or stood still, as a stepped simulated clock does between its steps)."""
+    jump_s = (ended - started).total_seconds() - max(elapsed_s, 0.0)
+    if (ended - started).total_seconds() < 0 or jump_s > CLOCK_STEP_TOLERANCE_S:
+        return jump_s
+    return None
+
+
+class _ClockJumped(Exception):
+    def __init__(self, step_s: float) -> None:
+        super().__init__(f"the collector clock jumped {step_s:+.0f} s")
+        self.step_s = step_s
+
+
+class _SteadyGets:
+    """The session's GETs, each followed by a look at the collector clock: a read during which it jumped is given up
+    at the first answer after the jump (``_ClockJumped``) rather than at its end, so it is read again at once."""
+
+    def __init__(
+        self, session: DlmsMeterSession, clock: Callable[[], datetime], monotonic: Callable[[], float]
+    ) -> None:
+        self.session = session
+        self.where = session.where
+        self._clock = clock
+        self._monotonic = monotonic
+        self._started = clock()
+        self._started_mono = monotonic()
+
+    def check(self) -> None:
+        step_s = clock_step_s(self._started, self._clock(), self._monotonic() - self._started_mono)
+        if step_s is not None:
+            raise _ClockJumped(step_s)
+
+    def get(self, class_id: int, obis: str, attribute: int) -> bytes:
+        answer = self.session.get(class_id, obis, attribute)
+        self.check()
+        return answer
+
+    def get_range(self, class_id: int, obis: str, attribute: int, start: datetime, end: datetime) -> bytes:
+        answer = self.session.get_range(class_id, obis, attribute, start, end)
+        self.check()
+        return answer
+
+
 def _read(
-    session: DlmsMeterSession,
+    session: _SteadyGets,
     *,
     serial: str | None,
     registers: Sequence[str],
@@ -136,6 +217,7 @@ def _read(
     return DlmsReadResult(
         serial=serial,
         readings=readings,
+        read_at=read_at,
         meter_time=meter_time,
         clock_offset_s=offset_s,
         round_trip_s=(received_at - sent_at).total_seconds(),
@@ -145,7 +227,7 @@ def _read(
 
 
 def _read_profile(
-    session: DlmsMeterSession,
+    session: _SteadyGets,
     *,
     serial: str,
     since: datetime | None,

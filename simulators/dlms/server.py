@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from amr.errors import ServiceError
 from simulators.dlms.objects import CosemMeter, ProfileConfig
 from simulators.dlms.session import DlmsSession
 from simulators.dlms.source import Clock, MeterSource, WallClock
+from simulators.faults import FaultDice
 
 LOG = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class DlmsServer:
         if len(self._by_address) != len(self.devices):
             raise ValueError("two DLMS devices share a logical address")
         self._models = {d.logical_address: CosemMeter(d.meter, self.profile) for d in self.devices}
-        self._rng = random.Random(self.seed)
+        self._dice = FaultDice(self.seed)
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
@@ -111,13 +111,16 @@ class DlmsServer:
                 if version != WRAPPER_VERSION or device is None:
                     LOG.info("DLMS: discarding a frame: wrapper version %s, wPort %s", version, destination)
                     continue
-                if self._rng.random() < _no_answer_share(device.meter):
+                now = self.clock.now()
+                # A pure function of (seed, meter, instant, request), not the n-th draw of a shared generator.
+                draws = self._dice.request(device.meter.serial, now.timestamp(), header[2:4] + apdu)
+                if draws.hit("no_answer", _no_answer_share(device.meter)):
                     continue
                 session = sessions.get((source, destination))
                 if session is None:
                     session = DlmsSession(meter=self._models[destination], password=device.password)
                     sessions[(source, destination)] = session
-                answer = session.handle(apdu, self.clock.now())
+                answer = session.handle(apdu, now)
                 self.requests_served += 1
                 writer.write(wrap(answer, source=destination, destination=source))
                 await writer.drain()

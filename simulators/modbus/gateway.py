@@ -7,7 +7,6 @@ otherwise one meter read (~20 us) and one image encoding.
 
 from __future__ import annotations
 
-import random
 import struct
 import threading
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from amr.modbus.framing import (
 )
 from amr.modbus.registermap import RegisterMap
 from simulators.clock import SimClock
+from simulators.faults import FaultDice
 from simulators.meter import SimulatedMeter
 
 _FUNCTIONS = {3: "holding", 4: "input"}
@@ -69,7 +69,7 @@ class Gateway:
         self.clock = clock
         self._resolution_s = max(IMAGE_RESOLUTION_S, clock.speed * IMAGE_MIN_REAL_S)
         self._encoders: dict[int, ImageEncoder] = {}
-        self._rng = random.Random(seed)
+        self._dice = FaultDice(seed)
         self._lock = threading.Lock()  # serial gateways answer from their own thread
         self.requests = 0
 
@@ -98,16 +98,15 @@ class Gateway:
         with self._lock:
             self.requests += 1
             faults = m.meter.faults
-            rng = self._rng
-            if faults.no_answer and (faults.no_answer >= 1.0 or rng.random() < faults.no_answer):
+            # A pure function of (seed, meter, instant, request), not the n-th draw of a shared generator.
+            draws = self._dice.request(m.meter.serial, self.clock.now_s(), bytes([unit_id]) + pdu)
+            if draws.hit("no_answer", faults.no_answer):
                 return SILENT
-            corrupt = bool(faults.bad_crc) and (faults.bad_crc >= 1.0 or rng.random() < faults.bad_crc)
+            corrupt = draws.hit("bad_crc", faults.bad_crc)
             if not pdu:
                 return SILENT
             fc = pdu[0]
-            if faults.exception_code is not None and (
-                faults.exception_share >= 1.0 or rng.random() < faults.exception_share
-            ):
+            if faults.exception_code is not None and draws.hit("exception", faults.exception_share):
                 return Reply(exception_pdu(fc, faults.exception_code), corrupt)
             function = _FUNCTIONS.get(fc)
             if function is None or len(pdu) != 5:

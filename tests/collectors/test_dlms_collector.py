@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from amr.errors import ProtocolError, ServiceError
+from amr.messages import Reading
 from amr.obis import BY_OBIS
 from amr.timebase import LOCAL_TZ
-from collectors.dlms import DlmsAssociationRefused, fetch_dlms_meter
+from collectors.config import DlmsMeterConfig
+from collectors.dlms import ClockStepped, DlmsAssociationRefused, fetch_dlms_meter
 from collectors.dlms.decode import ScalerUnit, clock_offset_s, decode_cosem_datetime, scaled_value
+from collectors.dlms.fetch import clock_step_s
+from collectors.dlmspoll import DlmsPoller
 from simulators.clock import SimClock
 from simulators.dlms import REGISTERS, start_dlms_server
 from simulators.faults import Faults
@@ -145,3 +151,122 @@ def test_decoding_is_pure() -> None:
     assert decode_cosem_datetime(local, LOCAL_TZ) == AT
     sent = AT
     assert clock_offset_s(AT + timedelta(seconds=10.5), sent, sent + timedelta(seconds=1)) == 10.0
+
+
+class _SteppingClock:
+    """A stepped simulated clock (as `amr demo` drives it) that moves a day on at its `step_at`-th reading, so the
+    step falls inside a read. The server (one reading per request) and the collector share it."""
+
+    def __init__(self, at: datetime, step_at: int) -> None:
+        self.t = at
+        self.step_at = step_at
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            self.calls += 1
+            if self.calls == self.step_at:
+                self.t += timedelta(days=1)
+            return self.t
+
+    def now_s(self) -> float:
+        return self.now().timestamp()
+
+
+def _assert_one_instant(meter: SimulatedMeter, readings: list[Reading], since: datetime) -> datetime:
+    """The registers and the clock offset of a read are one snapshot: one timestamp, the meter's values at it; the
+    profile entries (on 30-min boundaries, which AT is not) are the meter's captures after `since`."""
+    registers = [r for r in readings if r.ts.timestamp() % 1800]
+    stamps = sorted({r.ts for r in registers})
+    assert len(stamps) == 1, f"one read's registers carry {stamps}"
+    [at] = stamps
+    assert at in (AT, AT + timedelta(days=1)), f"registers stamped {at}"
+    values = meter.read_registers(at)
+    assert len(registers) == 19  # 18 registers and the clock offset
+    for r in registers:
+        if r.obis == "0.0.1.0.0.255":
+            assert r.value == pytest.approx(meter.clock_offset_s(at), abs=1.0), f"clock offset at {at}"
+        else:
+            spec = REGISTERS[r.obis]
+            tolerance = 0.5 * 10**spec.scaler / spec.base_per_unit + 1e-9
+            assert r.value == pytest.approx(values[r.obis], abs=tolerance), f"{r.obis} at {at}"
+    expected = dict(meter.load_profile(since, at, 1800))
+    profile = [r for r in readings if not r.ts.timestamp() % 1800]
+    assert profile and all(since < r.ts <= at for r in profile)
+    for r in profile:
+        assert r.value == pytest.approx(expected[r.ts][r.obis], abs=0.0006), f"{r.obis} at {r.ts}"
+    return at
+
+
+@pytest.mark.parametrize("step_at", [2, 3, 4, 5, 6, 7, 30, 60, 80, 84])
+def test_a_clock_step_during_a_read_does_not_mix_two_instants(step_at: int) -> None:
+    # `amr demo` steps its simulated clock by a day while the collector reads: the clock GET straddling the step
+    # gave a reading stamped at the midpoint (local noon) with a 43,200 s offset and the next midnight's registers,
+    # and a step after the clock GET stamped later registers' values with the earlier instant. Which meter and
+    # which GET a step hit depended on timing, so the bills changed from run to run.
+    drifting = SimulatedMeter(
+        serial="VN26DLMC0003", seed=23, faults=Faults(drift_s_per_day=-40.0), installed=AT - timedelta(days=30)
+    )
+    clock = _SteppingClock(AT, step_at)
+    since = AT - timedelta(hours=3)
+    with start_dlms_server([drifting], clock=clock) as server:
+        result = fetch_dlms_meter(
+            "127.0.0.1", server.port, logical_address=16, since=since, timeout_s=5, now=clock.now, attempts=1
+        )
+    assert clock.calls >= step_at, "the step must fall inside the read"
+    at = _assert_one_instant(drifting, result.readings, since)
+    assert result.read_at == at
+
+
+@pytest.mark.parametrize("step_at", [5, 7, 40, 85])
+def test_the_poller_counts_a_read_at_the_instant_its_readings_carry(step_at: int) -> None:
+    # `amr demo` moves its clock on once every meter's last success is at the current instant: a read that began
+    # before a step and ended after it must not count as a read at the new instant. A poll here reads the clock 85
+    # times (the attempt, one per request, two around the clock GET, one after each answer); 85 is the release: the
+    # read is whole at AT and must count at AT.
+    meter = SimulatedMeter(serial="VN26DLMC0004", seed=24)
+    clock = _SteppingClock(AT, step_at)
+    since = AT - timedelta(hours=3)
+    got: list[Reading] = []
+
+    def sink(readings: list[Reading], on_durable: Callable[[], None]) -> None:
+        got.extend(readings)
+        on_durable()
+
+    with start_dlms_server([meter], clock=clock) as server:
+        poller = DlmsPoller(
+            meters=[
+                DlmsMeterConfig(
+                    serial=meter.serial, host="127.0.0.1", port=server.port, logical_address=16, timeout_s=5.0
+                )
+            ],
+            sink=sink,
+            load_since=lambda _serial: since,
+            save_since=lambda _serial, _ts: None,
+            wall_clock=clock.now_s,
+        )
+        assert asyncio.run(poller._poll(poller.meters[0], poller.stats[0]))
+    assert clock.calls >= step_at, "the step must fall inside the poll"
+    at = _assert_one_instant(meter, got, since)
+    assert poller.stats[0].last_success_s == at.timestamp()
+
+
+def test_clock_step_detection() -> None:
+    assert clock_step_s(AT, AT, 30.0) is None  # a stepped clock standing still through a slow read
+    assert clock_step_s(AT, AT + timedelta(seconds=2.5), 2.0) is None  # a real clock
+    assert clock_step_s(AT, AT + timedelta(days=1), 0.2) == pytest.approx(86_399.8)  # the demo's step
+    assert clock_step_s(AT, AT - timedelta(seconds=5), 0.2) == pytest.approx(-5.2)  # stepped back
+
+
+def test_a_clock_that_keeps_jumping_gives_no_read(meter: SimulatedMeter) -> None:
+    class Jumping:
+        t = AT
+
+        def now(self) -> datetime:
+            self.t += timedelta(minutes=5)
+            return self.t
+
+    clock = Jumping()
+    with start_dlms_server([meter], clock=clock) as server, pytest.raises(ClockStepped, match="jumped during 3 reads"):
+        fetch_dlms_meter("127.0.0.1", server.port, logical_address=16, timeout_s=5, now=clock.now, attempts=1)

@@ -17,7 +17,7 @@ from dlms_cosem.security import LowLevelSecurityAuthentication, NoSecurityAuthen
 from amr.timebase import LOCAL_UTC_OFFSET_S
 from simulators.clock import SimClock
 from simulators.dlms import start_dlms_server
-from simulators.dlms.server import DlmsServerHandle
+from simulators.dlms.server import DlmsServerHandle, wrap
 from simulators.dlms.session import SERVER_MAX_PDU_SIZE
 from simulators.faults import Faults
 from simulators.meter import SimulatedMeter
@@ -238,3 +238,49 @@ def test_load_profile_rows_by_entry(server: DlmsServerHandle, meters: list[Simul
     violated = enumerations.DataAccessResult.SCOPE_OF_ACCESS_VIOLATED
     assert violated == 13 and reversed_range == GET_RESPONSE_NORMAL + bytes([INVOKE, 0x01, violated])
     assert past_the_end == GET_RESPONSE_NORMAL + bytes([INVOKE, 0x00, 0x01, 0x00])  # an empty array
+
+
+def _answered(port: int, frames: list[tuple[int, bytes]], wait_s: float = 0.2) -> list[bool]:
+    """Send each (server SAP, APDU) in turn on one connection; whether each got an answer within `wait_s`."""
+    got = []
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as s:
+        for sap, apdu in frames:
+            s.sendall(wrap(apdu, source=16, destination=sap))
+            try:
+                header = _recv_exactly(s, 8)
+                _recv_exactly(s, int.from_bytes(header[6:8], "big"))
+                got.append(True)
+            except TimeoutError:
+                got.append(False)
+    return got
+
+
+def _recv_exactly(s: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def test_no_answer_decisions_depend_on_the_instant_and_request_not_on_other_traffic() -> None:
+    # A shared generator's n-th draw decided which request went unanswered: another meter's requests, an earlier
+    # instant's polls or a retry shifted every later decision, so `amr demo` lost different reads in each run.
+    flaky = [
+        SimulatedMeter(serial="VN26DLMF0001", seed=31, faults=Faults(no_answer=0.5)),
+        SimulatedMeter(serial="VN26DLMF0002", seed=32, faults=Faults(no_answer=0.5)),
+    ]
+    requests = [(16, bytes([0xC0, 0x01, 0xC1, i])) for i in range(10)] + [(16, bytes([0xC0, 0x01, 0xC1, 0]))] * 3
+    clock = SimClock.fixed(AT)
+    with start_dlms_server(flaky, clock=clock, seed=7) as handle:
+        alone = _answered(handle.port, requests)
+    clock = SimClock.fixed(AT - timedelta(hours=1))
+    with start_dlms_server(flaky, clock=clock, seed=7) as handle:
+        _answered(handle.port, requests[:4] + [(17, apdu) for _, apdu in requests[:6]])
+        clock.set(AT)
+        _answered(handle.port, [(17, apdu) for _, apdu in requests[:3]])
+        busy = _answered(handle.port, requests)
+    assert busy == alone
+    assert 2 <= alone.count(False) <= 11  # half of them, roughly

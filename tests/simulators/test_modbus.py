@@ -26,7 +26,7 @@ from amr.modbus.registermap import RegisterMap, read_register_map
 from simulators.clock import SimClock
 from simulators.faults import Faults
 from simulators.meter import OBIS_IMPORT, OBIS_RATE, SimulatedMeter
-from simulators.modbus import ModbusMeter, start_modbus_gateway
+from simulators.modbus import Gateway, GatewayHandle, ModbusMeter, start_modbus_gateway
 
 T0 = datetime(2025, 4, 14, 3, 0, tzinfo=UTC)
 VN = read_register_map("vn_sim_meter")
@@ -44,6 +44,11 @@ def fleet(n: int, regmap: RegisterMap = VN, faults: dict[int, Faults] | None = N
         )
         for u in range(1, n + 1)
     ]
+
+
+def tcp_port(h: GatewayHandle) -> int:
+    assert h.port is not None, "a TCP gateway has a port"
+    return h.port
 
 
 def read_all(client, unit: int, regmap: RegisterMap = VN) -> dict[str, float]:
@@ -92,7 +97,7 @@ def pty_pair() -> Iterator[tuple[str, str]]:
 def test_tcp_kinds_serve_the_right_values_per_unit(clock: SimClock, kind: str, framer: FramerType) -> None:
     meters = fleet(5, tariff_class="business")
     h = start_modbus_gateway(kind, meters, clock=clock)
-    client = ModbusTcpClient("127.0.0.1", port=h.port, framer=framer, timeout=3, retries=0)
+    client = ModbusTcpClient("127.0.0.1", port=tcp_port(h), framer=framer, timeout=3, retries=0)
     try:
         assert client.connect()
         for m in (meters[0], meters[2], meters[4]):
@@ -149,7 +154,7 @@ def test_registers_monotonic_while_the_clock_runs_and_rates_sum() -> None:
     clock = SimClock(T0, speed=7200)  # two simulated hours per real second
     meters = fleet(3, tariff_class="production", multiplier=40.0)
     h = start_modbus_gateway("tcp", meters, clock=clock)
-    client = ModbusTcpClient("127.0.0.1", port=h.port, timeout=3, retries=0)
+    client = ModbusTcpClient("127.0.0.1", port=tcp_port(h), timeout=3, retries=0)
     cumulative = [r.obis for r in VN.registers if r.unit in ("kWh", "kvarh")]
     try:
         assert client.connect()
@@ -173,7 +178,7 @@ def test_rollover_and_replacement_break_monotonicity_as_the_fault_says(clock: Si
     faults = {1: Faults(rollover_at=at), 2: Faults(replaced_at=at)}
     meters = fleet(2, faults=faults, register_digits=5)
     h = start_modbus_gateway("tcp", meters, clock=clock)
-    client = ModbusTcpClient("127.0.0.1", port=h.port, timeout=3, retries=0)
+    client = ModbusTcpClient("127.0.0.1", port=tcp_port(h), timeout=3, retries=0)
     try:
         assert client.connect()
         clock.set(at - timedelta(minutes=30))
@@ -191,7 +196,7 @@ def test_rollover_and_replacement_break_monotonicity_as_the_fault_says(clock: Si
 def test_dead_meter_times_out_while_the_others_answer(clock: SimClock) -> None:
     meters = fleet(3, faults={2: Faults(no_answer=1.0)})
     h = start_modbus_gateway("rtu-tcp", meters, clock=clock)
-    client = ModbusTcpClient("127.0.0.1", port=h.port, framer=FramerType.RTU, timeout=0.5, retries=0)
+    client = ModbusTcpClient("127.0.0.1", port=tcp_port(h), framer=FramerType.RTU, timeout=0.5, retries=0)
     try:
         assert client.connect()
         assert not client.read_input_registers(0, count=34, device_id=1).isError()
@@ -215,7 +220,7 @@ def test_exception_replies_arrive_as_modbus_exceptions(clock: SimClock, kind: st
     meters = fleet(2, faults={1: Faults(exception_code=4)})
     h = start_modbus_gateway(kind, meters, clock=clock)
     framer = FramerType.SOCKET if kind == "tcp" else FramerType.RTU
-    client = ModbusTcpClient("127.0.0.1", port=h.port, framer=framer, timeout=3, retries=0)
+    client = ModbusTcpClient("127.0.0.1", port=tcp_port(h), framer=framer, timeout=3, retries=0)
     try:
         assert client.connect()
         r = client.read_input_registers(0, count=34, device_id=1)
@@ -254,7 +259,7 @@ def test_bad_crc_is_detected_by_the_client(clock: SimClock) -> None:
                 data += s.recv(64)
             assert data[:3] == bytes((1, 4, 4))
             assert struct.unpack("<H", data[7:9])[0] != crc16(data[:7])
-        client = ModbusTcpClient("127.0.0.1", port=h.port, framer=FramerType.RTU, timeout=1, retries=0)
+        client = ModbusTcpClient("127.0.0.1", port=tcp_port(h), framer=FramerType.RTU, timeout=1, retries=0)
         try:
             assert client.connect()
             with pytest.raises(ModbusException):
@@ -269,7 +274,7 @@ def test_bad_crc_is_detected_by_the_client(clock: SimClock) -> None:
 
 def test_unknown_unit_on_tcp_gateway_gets_gateway_exception(clock: SimClock) -> None:
     h = start_modbus_gateway("tcp", fleet(1), clock=clock)
-    client = ModbusTcpClient("127.0.0.1", port=h.port, timeout=3, retries=0)
+    client = ModbusTcpClient("127.0.0.1", port=tcp_port(h), timeout=3, retries=0)
     try:
         assert client.connect()
         r = client.read_input_registers(0, count=2, device_id=99)
@@ -283,7 +288,7 @@ def test_sdm630_map_decodes_a_simulated_sdm630(clock: SimClock) -> None:
     sdm = read_register_map("eastron_sdm630")
     meters = fleet(2, regmap=sdm, tariff_class="business")
     h = start_modbus_gateway("tcp", meters, clock=clock)
-    client = ModbusTcpClient("127.0.0.1", port=h.port, timeout=3, retries=0)
+    client = ModbusTcpClient("127.0.0.1", port=tcp_port(h), timeout=3, retries=0)
     try:
         assert client.connect()
         want = meters[1].meter.read_registers(T0)
@@ -309,3 +314,26 @@ def test_sdm630_map_decodes_a_simulated_sdm630(clock: SimClock) -> None:
     finally:
         client.close()
         h.stop()
+
+
+def test_fault_decisions_depend_on_the_instant_and_request_not_on_other_traffic() -> None:
+    # The gateway drew no-answer / bad-CRC / exception decisions from one generator shared by its units: unit 2's
+    # polls or an earlier instant's retries changed which of unit 1's requests failed.
+    faults = {1: Faults(no_answer=0.3, bad_crc=0.5, exception_code=4, exception_share=0.3), 2: Faults(bad_crc=0.5)}
+    pdus = [struct.pack(">BHH", 4, address, 2) for address in range(0, 24, 2)] + [struct.pack(">BHH", 4, 0, 2)] * 3
+    clock = SimClock.fixed(T0)
+    quiet = Gateway(fleet(2, faults=faults), clock, seed=3)
+    alone = [quiet.respond(1, pdu) for pdu in pdus]
+    clock.set(T0 - timedelta(minutes=5))
+    busy = Gateway(fleet(2, faults=faults), clock, seed=3)
+    for pdu in pdus[:5]:
+        busy.respond(1, pdu)
+        busy.respond(2, pdu)
+    clock.set(T0)
+    got = []
+    for pdu in pdus:
+        busy.respond(2, pdu)
+        got.append(busy.respond(1, pdu))
+    assert got == alone
+    kinds = {"silent" if r.pdu is None else ("exception" if r.pdu[0] & 0x80 else "data") for r in alone if r}
+    assert kinds == {"silent", "exception", "data"} and any(r and r.corrupt_crc for r in alone)
