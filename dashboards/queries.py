@@ -3,7 +3,8 @@
 Pages read the small aggregate tables that refresh_dashboard_aggregates() fills (sql/040), live small tables
 (collector_status) and billing's own tables; the only query that touches raw readings is the one-meter
 drill-down, an index range scan on readings (meter_id, channel_id, ts). The Data quality page's queries over the
-continuous VEE's tables are in dashboards.queries_quality.
+continuous VEE's tables are in dashboards.queries_quality, the Billing page's figures of one bill run in
+dashboards.queries_billing.
 """
 
 from __future__ import annotations

@@ -3,24 +3,21 @@ the service's watermark (vee_state), its queue (vee_pending), the validated days
 vee_daily_versions, every version) and the exception episodes (vee_episodes).
 
 Fleet-wide figures are aggregated in SQL and bounded: open episodes (index vee_episodes (status, rule)), the
-validated days of a window of local days (index vee_daily (day)), a capped count of pending units. One meter's
-queries are index range scans on its primary keys (meter_id first).
+validated days of a window of local days from their pre-aggregate vee_quality_daily (per day, power company and
+quality code, which refresh_dashboard_aggregates() keeps: sql/090_quality_aggregates.sql), a capped count of pending
+units. One meter's queries are index range scans on its primary keys (meter_id first).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-import psycopg
 
 from amr.obis import BY_OBIS
 from dashboards.source import DataSource
-
-log = logging.getLogger(__name__)
 
 VEE_TABLES = ("vee_state", "vee_pending", "vee_daily", "vee_daily_versions", "vee_episodes")
 # The energy the page charts: 1.0.1.8.0 active import total. The rate registers (channels 2-4) add up to it, so
@@ -147,31 +144,47 @@ def fetch_worst_meters(src: DataSource, city: str | None, limit: int = WORST_MET
 
 # -- validated days -------------------------------------------------------------------------------------------
 DAILY_QUALITY_COLUMNS = ["day", "quality", "meter_days", "measured_kwh", "estimated_kwh"]
+QUALITY_AGGREGATE_TABLES = ("vee_quality_daily", "vee_quality_days")
 
 
-def fetch_daily_quality(
-    src: DataSource, first_day: dt.date, last_day: dt.date, city: str | None
-) -> pd.DataFrame | None:
+def fetch_daily_quality(src: DataSource, first_day: dt.date, last_day: dt.date, city: str | None) -> pd.DataFrame:
     """[day, quality, meter_days, measured_kwh, estimated_kwh]: the current validated days of the total-import
-    channel in the local days [first_day, last_day], per day and AEMO quality code (at most 6 rows a day).
+    channel in the local days [first_day, last_day], per day and AEMO quality code (at most 6 rows a day), from the
+    pre-aggregate vee_quality_daily (a few rows per day and power company), as of its refresh."""
+    where = " AND city = %(city)s" if city else ""
+    return src.fetch_frame(
+        "SELECT day, quality, sum(meter_days)::bigint AS meter_days, sum(measured_kwh) AS measured_kwh,"
+        "       sum(estimated_kwh) AS estimated_kwh"
+        f" FROM vee_quality_daily WHERE day BETWEEN %(first)s AND %(last)s{where}"
+        " GROUP BY day, quality ORDER BY day, quality",
+        {"first": first_day, "last": last_day, "city": city},
+        columns=DAILY_QUALITY_COLUMNS,
+        requires=["vee_quality_daily"],
+    )
 
-    This one reads every validated meter-day of the window (vee_daily has no aggregate beside it yet): None when
-    the pool's statement timeout cancelled it, which a whole national fleet can reach."""
-    where, params = _city_clause(city, meter_col="d.meter_id")
-    try:
-        return src.fetch_frame(
-            "SELECT d.day, d.quality, count(*) AS meter_days, sum(d.measured_kwh) AS measured_kwh,"
-            "       sum(d.estimated_kwh) AS estimated_kwh"
-            " FROM vee_daily d"
-            f" WHERE d.day BETWEEN %(first)s AND %(last)s AND d.channel_id = %(channel)s{where}"
-            " GROUP BY d.day, d.quality ORDER BY d.day, d.quality",
-            params | {"first": first_day, "last": last_day, "channel": TOTAL_IMPORT_CHANNEL},
-            columns=DAILY_QUALITY_COLUMNS,
-            requires=["vee_daily"],
-        )
-    except psycopg.errors.QueryCanceled:
-        log.warning("the Data quality page's day aggregate hit the statement timeout (%s to %s)", first_day, last_day)
-        return None
+
+@dataclass(frozen=True, kw_only=True)
+class QualityCounted:
+    """When the pre-aggregate's days of a window were counted (None: never)."""
+
+    oldest: dt.datetime | None
+    newest: dt.datetime | None
+    days: int  # days of the window counted
+
+
+def fetch_quality_counted(src: DataSource, first_day: dt.date, last_day: dt.date) -> QualityCounted:
+    """When the refresh last counted the window's days (vee_quality_days: one row per day)."""
+    frame = src.fetch_frame(
+        "SELECT min(counted_at) AS oldest, max(counted_at) AS newest, count(*) AS days FROM vee_quality_days"
+        " WHERE day BETWEEN %(first)s AND %(last)s",
+        {"first": first_day, "last": last_day},
+        columns=["oldest", "newest", "days"],
+        requires=["vee_quality_days"],
+    )
+    if frame.empty or not int(frame.iloc[0]["days"]):
+        return QualityCounted(oldest=None, newest=None, days=0)
+    row = frame.iloc[0]
+    return QualityCounted(oldest=row["oldest"], newest=row["newest"], days=int(row["days"]))
 
 
 # -- one meter ------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Data quality, live from the continuous VEE service (billing.continuous; sql/080_continuous_vee.sql), no billing
 run needed: open exception episodes by rule and power company, the share of energy estimated and the days by AEMO
-quality code per local day, the service's last pass, lag and queue, and a drill-down to one meter: its register
-reads, every version of its validated days and its episodes on one chart, with the versions in a table.
+quality code per local day (from the pre-aggregate the dashboards' refresh keeps, sql/090), the service's last
+pass, lag and queue, and a drill-down to one meter: its register reads, every version of its validated days and its
+episodes on one chart, with the versions in a table.
 
 The figures are about the total-import channel (1.0.1.8.0) where they are about energy; episodes of every channel
 count (a drifting clock is the meter's problem too)."""
@@ -446,17 +447,26 @@ class DaysView:
 
 def render_days(src: DataSource, city: str | None, today: dt.date | None = None) -> DaysView:
     """The validated days of the window for `city`: the estimated share (card and per day) and the days by quality
-    code. A fleet too large to aggregate within the statement timeout shows as such, not as a callback error."""
+    code, from the pre-aggregate the dashboards' refresh keeps (vee_quality_daily, sql/090), as of that refresh."""
     first_day, last_day = quality_window(today or local_today())
     note = f"validated days {first_day} to {last_day} (local), channel 1.0.1.8.0 (active import total)"
+    missing = src.fetch_missing_tables(qq.QUALITY_AGGREGATE_TABLES)
+    counted = qq.fetch_quality_counted(src, first_day, last_day)
     daily = qq.fetch_daily_quality(src, first_day, last_day, city)
-    if daily is None:
-        why = f"the {QUALITY_WINDOW_DAYS}-day aggregate over vee_daily took longer than the statement timeout"
-        empty = pd.DataFrame(columns=qq.DAILY_QUALITY_COLUMNS)
+    why: str | None = None
+    if missing:
+        why = "the day aggregate is missing (" + ", ".join(missing) + "): migrate the database (`amr db migrate`)"
+    elif not counted.days:
+        why = "no validated days counted yet: the aggregate refresh counts them (`amr dashboard refresh`)"
+    else:
+        note += f", counted by the aggregate refresh of {fmt_ts(counted.newest)} (ICT)"
+        if fmt_ts(counted.oldest) != fmt_ts(counted.newest):
+            note += f"; a day is re-counted when it changes, the oldest count is of {fmt_ts(counted.oldest)}"
+    if why is not None:
         return DaysView(
             kpi=kpi(f"energy estimated ({QUALITY_WINDOW_DAYS} days)", "—", id_="quality-kpi-estimated-share"),
-            share=share_figure(empty, first_day, last_day, empty=why),
-            quality_days=quality_days_figure(empty, first_day, last_day, empty=why),
+            share=share_figure(daily, first_day, last_day, empty=why),
+            quality_days=quality_days_figure(daily, first_day, last_day, empty=why),
             note=note + ": " + why,
         )
     est_kwh = float(daily["estimated_kwh"].sum()) if not daily.empty else 0.0
@@ -681,7 +691,7 @@ def _parse_day(value: str | None, default: dt.date) -> dt.date:
 
 
 def register(app: dash.Dash, src: DataSource) -> None:
-    # Two callbacks, so that Dash asks for both at once and a slow day aggregate does not hold the episodes back.
+    # Two callbacks, so that Dash asks for both at once.
     @app.callback(
         Output("quality-kpis", "children"),
         Output("quality-episodes", "figure"),

@@ -50,7 +50,15 @@ def vee_plan() -> seed.VeePlan:
 
 
 @pytest.fixture(scope="session")
-def dash_db(make_database: Callable[[str], DatabaseServer], vee_plan: seed.VeePlan) -> tuple[DatabaseServer, Path]:
+def bill_plan() -> seed.BillPlan:
+    """The continuous bill run and its corrections seeded into dash_db."""
+    return seed.plan_bills()
+
+
+@pytest.fixture(scope="session")
+def dash_db(
+    make_database: Callable[[str], DatabaseServer], vee_plan: seed.VeePlan, bill_plan: seed.BillPlan
+) -> tuple[DatabaseServer, Path]:
     server = make_database("dash_test")
     export_dir = make_state_dir("amr-dash-exports-")
     (export_dir / "bills_2024-05_HN.csv").write_text(
@@ -59,7 +67,14 @@ def dash_db(make_database: Callable[[str], DatabaseServer], vee_plan: seed.VeePl
     seed.seed(server.conninfo(Role.OWNER))
     seed.seed_billing(server.conninfo(Role.OWNER), str(export_dir))
     seed.seed_vee(server.conninfo(Role.OWNER), vee_plan)
+    seed.seed_continuous_billing(server.conninfo(Role.OWNER), bill_plan)
     return server, export_dir
+
+
+@pytest.fixture(scope="session")
+def bill_runs(dash_db: tuple[DatabaseServer, Path]) -> seed.BillRuns:
+    """The run ids of the seeded continuous bill run and of the rebill runs that correct it."""
+    return seed.bill_runs(dash_db[0].conninfo(Role.OWNER))
 
 
 @pytest.fixture(scope="session")

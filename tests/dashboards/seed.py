@@ -614,3 +614,230 @@ def seed_vee(conninfo_owner: str, plan: VeePlan) -> None:
                 if k == VEE_GAP_DAY and 12 <= step % 48 < 24:
                     continue
                 copy.write_row((ts, ids[VEE_SERIAL], 1, round(value, 3)))
+        # The validated days were written with their own (past) made_at: count every day of the window again, as
+        # the first refresh after sql/090 does.
+        conn.execute("DELETE FROM vee_quality_days")
+        conn.execute("SELECT * FROM refresh_dashboard_aggregates()").fetchall()
+
+
+# -- continuous billing ---------------------------------------------------------------------------------------------
+# A continuous bill run (billing.run, --source continuous) over 60 HN and 40 HCMC customers: households (a few
+# meters shared by two) and businesses (TOU), billed, held with the bill-ready gate's reasons, without data; then two
+# released rebill runs correcting it (billing.corrections: a cancel row negating the bill in force and a rebill row,
+# one customer corrected twice) and a failed one, which corrects nothing.
+BILL_PERIOD = "2024-06"
+BILL_CYCLE = (dt.date(2024, 6, 1), dt.date(2024, 7, 1))
+BILL_VND_PER_KWH = 2_000  # a flat price: the page sums what billing wrote, it does not price
+BILL_VAT_PERCENT = 8
+HOLD_REASONS = (
+    "3 of 30 days not validated",
+    "readings waiting for validation",
+    "2 of 30 days not validated; open blocking exception episode",
+    "35% of intervals estimated",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeededBill:
+    serial: str
+    city: str
+    power_company: str
+    tariff_class: str
+    households: int
+    status: str  # billed, held, no_data
+    energy_kwh: int
+    hold_reasons: str | None = None
+
+    @property
+    def amount_vnd(self) -> int:
+        return self.energy_kwh * BILL_VND_PER_KWH
+
+    @property
+    def vat_vnd(self) -> int:
+        return self.amount_vnd * BILL_VAT_PERCENT // 100
+
+    @property
+    def total_vnd(self) -> int:
+        return self.amount_vnd + self.vat_vnd
+
+    def rates_kwh(self) -> tuple[int | None, int | None, int | None]:
+        """(normal, peak, off-peak) kWh of a TOU bill; None for a household."""
+        if self.tariff_class == "household":
+            return None, None, None
+        peak, offpeak = self.energy_kwh * 15 // 100, self.energy_kwh * 25 // 100
+        return self.energy_kwh - peak - offpeak, peak, offpeak
+
+
+@dataclass(frozen=True, kw_only=True)
+class BillPlan:
+    bills: tuple[SeededBill, ...]
+    # per released rebill run, in order: (serial, new energy [kWh]) of each bill it corrects
+    rebills: tuple[tuple[tuple[str, int], ...], ...]
+
+    def billed(self) -> list[SeededBill]:
+        return [b for b in self.bills if b.status == "billed"]
+
+    def corrections(self) -> list[tuple[SeededBill, SeededBill]]:
+        """(bill in force before, new bill) of every rebill row, in order."""
+        in_force = {b.serial: b for b in self.bills}
+        out = []
+        for run in self.rebills:
+            for serial, kwh in run:
+                old = in_force[serial]
+                new = replace(old, energy_kwh=kwh)
+                out.append((old, new))
+                in_force[serial] = new
+        return out
+
+
+def plan_bills() -> BillPlan:
+    by_serial = {m.serial: m for m in plan_meters()}
+    serials = [f"{SERIAL_PREFIX}-HN-{i:05d}" for i in range(60)] + [f"{SERIAL_PREFIX}-HCM-{i:05d}" for i in range(40)]
+    bills = []
+    for i, serial in enumerate(serials):
+        m = by_serial[serial]
+        business = i % 10 == 9
+        status = "held" if i % 12 == 4 else ("no_data" if i % 31 == 17 else "billed")
+        kwh = (1500 + 97 * i) if business else (i * 53) % 650 + 3
+        bills.append(
+            SeededBill(
+                serial=serial,
+                city=m.city,
+                power_company=m.power_company,
+                tariff_class="business" if business else "household",
+                households=2 if not business and i % 7 == 3 else 1,
+                status=status,
+                energy_kwh=0 if status == "no_data" else kwh,
+                hold_reasons=HOLD_REASONS[(i // 12) % len(HOLD_REASONS)] if status == "held" else None,
+            )
+        )
+    household = next(b for b in bills if b.status == "billed" and b.tariff_class == "household" and b.energy_kwh > 100)
+    shop = next(b for b in bills if b.status == "billed" and b.tariff_class == "business")
+    return BillPlan(
+        bills=tuple(bills),
+        rebills=(
+            ((household.serial, household.energy_kwh + 25), (shop.serial, shop.energy_kwh - 300)),
+            ((household.serial, household.energy_kwh + 32),),
+        ),
+    )
+
+
+BILL_COLUMNS = (
+    "run_id, meter_id, customer_code, city, power_company, tariff_class, cycle_start, cycle_end, days, households,"
+    " multiplier, energy_kwh, normal_kwh, peak_kwh, offpeak_kwh, estimated_kwh, amount_vnd, vat_percent, vat_vnd,"
+    " total_vnd, tariff_versions, quality_flags, status, bill_kind, hold_reasons, determinant_versions, validated_days"
+)
+
+
+def _bill_row(run_id: int, meter_id: int, b: SeededBill, *, kind: str = "bill", sign: int = 1) -> tuple[Any, ...]:
+    normal, peak, offpeak = b.rates_kwh()
+    start, end = BILL_CYCLE
+    return (
+        run_id,
+        meter_id,
+        None,
+        b.city,
+        b.power_company,
+        b.tariff_class,
+        start,
+        end,
+        (end - start).days,
+        b.households,
+        1.0,
+        sign * b.energy_kwh,
+        None if normal is None else sign * normal,
+        None if peak is None else sign * peak,
+        None if offpeak is None else sign * offpeak,
+        0.0,
+        sign * b.amount_vnd,
+        BILL_VAT_PERCENT,
+        sign * b.vat_vnd,
+        sign * b.total_vnd,
+        f"{b.tariff_class}:2024-06-01:30d",
+        "",
+        "cancelled" if kind == "cancel" else b.status,
+        kind,
+        b.hold_reasons,
+        30,
+        30,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BillRuns:
+    bill: int  # the continuous bill run
+    rebills: tuple[int, ...]  # the released rebill runs correcting it, in order
+    failed: int  # a failed rebill run correcting it (corrects nothing)
+    empty: int  # the released 2024-04 HCMC bill run of seed_billing, without bills
+
+
+def bill_runs(conninfo_owner: str) -> BillRuns:
+    with psycopg.connect(conninfo_owner, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT run_id, kind, status, period FROM billing_runs WHERE kind IN ('bill', 'rebill') ORDER BY run_id"
+        ).fetchall()
+    bill = next(r for r, k, _, p in rows if k == "bill" and p == BILL_PERIOD)
+    return BillRuns(
+        bill=bill,
+        rebills=tuple(r for r, k, s, _ in rows if k == "rebill" and s == "released"),
+        failed=next(r for r, k, s, _ in rows if k == "rebill" and s == "failed"),
+        empty=next(r for r, k, s, p in rows if k == "bill" and p == "2024-04"),
+    )
+
+
+def seed_continuous_billing(conninfo_owner: str, plan: BillPlan) -> None:
+    """Write `plan` as billing.run and billing.corrections would have, then refresh the aggregates."""
+    billed = plan.billed()
+    with psycopg.connect(conninfo_owner, autocommit=True) as conn, conn.transaction():
+        ids: dict[str, int] = dict(
+            conn.execute(
+                "SELECT serial, meter_id FROM meters WHERE serial = ANY(%s)", ([b.serial for b in plan.bills],)
+            ).fetchall()
+        )
+        row = conn.execute(
+            "INSERT INTO billing_runs (kind, period, status, source, data_as_of, finished_at, customers, energy_kwh,"
+            " amount_vnd, vat_vnd, total_vnd, estimated_share)"
+            " VALUES ('bill', %s, 'released', 'continuous', now() - interval '1 hour', now(), %s, %s, %s, %s, %s, 0.01)"
+            " RETURNING run_id",
+            (
+                BILL_PERIOD,
+                len(plan.bills),
+                sum(b.energy_kwh for b in billed),
+                sum(b.amount_vnd for b in billed),
+                sum(b.vat_vnd for b in billed),
+                sum(b.total_vnd for b in billed),
+            ),
+        ).fetchone()
+        assert row is not None
+        bill_run = int(row[0])
+        with conn.cursor().copy(f"COPY bills ({BILL_COLUMNS}) FROM STDIN") as copy:
+            for b in plan.bills:
+                copy.write_row(_bill_row(bill_run, ids[b.serial], b))
+        corrections = iter(plan.corrections())
+        rebill_runs: list[int] = []
+        for run in plan.rebills:
+            pairs = [next(corrections) for _ in run]
+            row = conn.execute(
+                "INSERT INTO billing_runs (kind, period, status, source, corrects_run_id, data_as_of, finished_at,"
+                " customers, energy_kwh, total_vnd) VALUES ('rebill', %s, 'released', 'continuous', %s, now(), now(),"
+                " %s, %s, %s) RETURNING run_id",
+                (
+                    BILL_PERIOD,
+                    bill_run,
+                    len(pairs),
+                    sum(new.energy_kwh - old.energy_kwh for old, new in pairs),
+                    sum(new.total_vnd - old.total_vnd for old, new in pairs),
+                ),
+            ).fetchone()
+            assert row is not None
+            rebill_runs.append(int(row[0]))
+            with conn.cursor().copy(f"COPY bills ({BILL_COLUMNS}) FROM STDIN") as copy:
+                for old, new in pairs:
+                    copy.write_row(_bill_row(rebill_runs[-1], ids[old.serial], old, kind="cancel", sign=-1))
+                    copy.write_row(_bill_row(rebill_runs[-1], ids[new.serial], new, kind="rebill"))
+        conn.execute(
+            "INSERT INTO billing_runs (kind, period, status, source, corrects_run_id, finished_at)"
+            " VALUES ('rebill', %s, 'failed', 'continuous', %s, now())",
+            (BILL_PERIOD, bill_run),
+        )
+        conn.execute("SELECT * FROM refresh_dashboard_aggregates()").fetchall()

@@ -226,10 +226,63 @@ def test_quality_on_an_empty_database_is_an_empty_state(
     page.screenshot(path=str(screenshots / "quality_empty.png"), full_page=True)
 
 
+def test_billing_shows_the_newest_released_run(
+    live_dashboard: LiveDashboard, page: Page, screenshots: Path, bill_plan: seed.BillPlan, bill_runs: seed.BillRuns
+) -> None:
+    billed = bill_plan.billed()
+    held = [b for b in bill_plan.bills if b.status == "held"]
+    pairs = bill_plan.corrections()
+    page.goto(live_dashboard.url + "/billing")
+    expect(page.locator("#billing-run")).to_contain_text(f"run {bill_runs.bill} · {seed.BILL_PERIOD}")
+    expect(page.locator("#billing-run-kpi-billed")).to_have_text(f"{len(billed):,}")
+    expect(page.locator("#billing-run-kpi-energy")).to_have_text(f"{sum(b.energy_kwh for b in billed):,}")
+    expect(page.locator("#billing-run-kpi-total")).to_have_text(f"{sum(b.total_vnd for b in billed):,}")
+    expect(page.locator("#billing-run-kpi-held")).to_have_text(str(len(held)))
+    # The charts drew their data (SVG text: company names, tier and bin labels, reasons).
+    expect(page.locator("#billing-companies")).to_contain_text("Hoàn Kiếm (PD0100)")
+    expect(page.locator("#billing-companies")).to_contain_text("Sài Gòn (PE0100)")
+    expect(page.locator("#billing-companies .barlayer .trace")).to_have_count(3)
+    expect(page.locator("#billing-tiers")).to_contain_text("401+")
+    expect(page.locator("#billing-tiers-note")).to_contain_text("Pro-rating is ignored")
+    expect(page.locator("#billing-distribution")).to_contain_text("total incl. VAT [VND]")
+    expect(page.locator("#billing-distribution")).to_contain_text("500k–1M")
+    expect(page.locator("#billing-hold-reasons")).to_contain_text("days not validated")
+    expect(page.locator("#billing-held")).to_contain_text(held[0].serial)
+    expect(page.locator("#billing-held")).to_contain_text("open blocking exception episode")
+    expect(page.locator("#billing-corr-kpi-runs")).to_have_text(str(len(bill_plan.rebills)))
+    expect(page.locator("#billing-corr-kpi-bills")).to_have_text(str(len(pairs)))
+    diff_kwh = sum(new.energy_kwh - old.energy_kwh for old, new in pairs)
+    expect(page.locator("#billing-corr-kpi-kwh")).to_have_text(f"{diff_kwh:+,}")
+    expect(page.locator("#billing-corrections")).to_contain_text(pairs[0][0].serial)
+    # The distribution of energy instead of VND.
+    page.get_by_label("energy [kWh]").check()
+    expect(page.locator("#billing-distribution")).to_contain_text("billed customers by energy [kWh]")
+    expect(page.locator("#billing-distribution")).to_contain_text("2k–5k")
+    _wait_idle(page)
+    page.screenshot(path=str(screenshots / "billing_run.png"), full_page=True)
+    # Another run from the picker: one without bills says so.
+    page.locator("#billing-run").click()
+    page.get_by_role("option", name=re.compile(f"^run {bill_runs.empty} ")).click()
+    expect(page.locator("#billing-run-kpi-billed")).to_have_text("0")
+    expect(page.locator("#billing-companies")).to_contain_text("no billed customers")
+    expect(page.locator("#billing-held-note")).to_have_text(f"no held customer in run {bill_runs.empty}")
+    expect(page.locator("#billing-corrections-note")).to_contain_text("no rebill run corrects")
+
+
+def test_billing_on_an_empty_database_is_an_empty_state(empty_dashboard: LiveDashboard, page: Page) -> None:
+    page.goto(empty_dashboard.url + "/billing")
+    expect(page.locator("#billing-run-empty")).to_contain_text("No finished bill run yet")
+    expect(page.locator("#billing-companies")).to_contain_text("no bill run")
+    expect(page.locator("#billing-kpi-runs")).to_have_text("0")
+    expect(page.locator("#billing-empty")).to_contain_text("No billing runs yet")
+
+
 def test_billing_runs_and_export_download(live_dashboard: LiveDashboard, page: Page) -> None:
     page.goto(live_dashboard.url + "/billing")
-    expect(page.locator("#billing-kpi-runs")).to_have_text("3")
+    # seed_billing's VEE run and two bill runs; the continuous bill run, its two rebill runs and a failed one.
+    expect(page.locator("#billing-kpi-runs")).to_have_text("7")
     expect(page.locator("#billing-kpi-held")).to_have_text("1")
+    expect(page.locator("#billing-kpi-failed")).to_have_text("1")
     page.locator("#billing-status").click()
     page.get_by_role("option", name="held").click()
     expect(page.locator("#billing-kpi-runs")).to_have_text("1")
