@@ -3,9 +3,13 @@
     .venv/bin/python -m benchmarks.bench_dashboards [--quick] [--scale S] [--repeats N] [--concurrent [--users U]]
 
 On a throwaway TimescaleDB: the fleet generator (fleet) writes the registry at `--scale` (1.0 = the
-real size of both cities), SQL fills meter_last_seen / meter_comm_stats for the remote-read meters, then
-refresh_dashboard_aggregates() runs once (timed). Per page, the figure is the median time to build its layout
-and its callbacks' outputs (queries + figures + JSON encoding, what Dash sends), through the amr_reader pool.
+real size of both cities), SQL fills meter_last_seen / meter_comm_stats for the remote-read meters, the continuous
+VEE's current days (vee_daily, channel 1) of the last `--vee-days` days for every remote-read meter, and a released
+continuous bill run over every meter (about 0.5 % held, 0.5 % without data) with a rebill run correcting 0.01 % of
+its bills; then refresh_dashboard_aggregates() runs once (timed, with its parts: it counts every VEE day and
+summarises the new bill run) and a second time (timed: nothing changed, the steady state between passes).
+Per page, the figure is the median time to build its layout and its callbacks' outputs (queries + figures + JSON
+encoding, what Dash sends), through the amr_reader pool.
 Baseline: the page's headline numbers computed on a page load straight from the raw tables (meters,
 meter_last_seen), which is what the aggregates avoid; the ratio is baseline / page.
 
@@ -60,6 +64,8 @@ WEB_WORKERS, WEB_THREADS = 2, 4  # `amr dashboard`'s defaults
 SERVER_START_S = 60.0
 HTTP_TIMEOUT_S = 120.0  # a page under load may queue behind others; gunicorn's worker timeout is 120 s too
 SERVED_PAGES = {"rollout": "/", "network": "/network", "data quality": "/quality", "billing": "/billing"}
+VEE_DAYS = 2  # days of vee_daily per remote-read meter (full scale: about 5 M meter-days a day)
+BILL_PERIOD = "2024-06"
 ROUTE_OUTPUT = "..page.children...nav.children.."  # dashboards.app: the routing callback
 
 
@@ -108,12 +114,130 @@ def _fill_network_state(conninfo_owner: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _refresh(conninfo_owner: str) -> float:
+def _fill_vee_days(conninfo_owner: str, days: int) -> int:
+    """vee_daily (current version, channel 1) of the `days` local days before today for every remote-read meter:
+    97 % actual, the rest part-estimated, substituted or forward-estimated; returns the meter-days written."""
+    with psycopg.connect(conninfo_owner, autocommit=True) as conn:
+        cur = conn.execute(
+            "INSERT INTO vee_daily (meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured,"
+            " n_estimated, flags, methods, quality, method, reason, locked, made_at)"
+            " SELECT m.meter_id, 1, d.day, 1, q.measured, q.kwh - q.measured, q.n_measured, 48 - q.n_measured, 0, 0,"
+            "        q.quality, q.method, 'first_pass', false, now()"
+            " FROM meters m"
+            " CROSS JOIN generate_series(1, %(days)s) AS g (k)"
+            " CROSS JOIN LATERAL (SELECT ((now() AT TIME ZONE 'Asia/Ho_Chi_Minh')::date - g.k) AS day,"
+            "                            abs(hashint4(m.meter_id * 31 + g.k)) %% 1000 AS h) d"
+            " CROSS JOIN LATERAL (SELECT 3 + d.h %% 20 AS kwh,"
+            "     CASE WHEN d.h < 970 THEN 'A' WHEN d.h < 990 THEN 'V' WHEN d.h < 997 THEN 'S' ELSE 'E' END AS quality,"
+            "     CASE WHEN d.h < 970 THEN NULL WHEN d.h < 990 THEN 17 WHEN d.h < 997 THEN 14 ELSE 25 END AS method,"
+            "     CASE WHEN d.h < 970 THEN 48 WHEN d.h < 990 THEN 36 ELSE 0 END AS n_measured,"
+            "     CASE WHEN d.h < 970 THEN 3 + d.h %% 20 WHEN d.h < 990 THEN 0.75 * (3 + d.h %% 20) ELSE 0 END"
+            "       AS measured) q"
+            " WHERE m.remote_read",
+            {"days": days},
+        )
+        n = cur.rowcount
+        conn.execute("ANALYZE vee_daily")
+    return n
+
+
+def _fill_bill_run(conninfo_owner: str) -> dict[str, int]:
+    """A released continuous bill run over every meter and a rebill run correcting 0.01 % of its bills, written as
+    billing.run and billing.corrections would (a flat 2,000 VND/kWh, VAT 8 %)."""
+    reasons = (
+        "3 of 30 days not validated",
+        "readings waiting for validation",
+        "2 of 30 days not validated; open blocking exception episode",
+        "35% of intervals estimated",
+    )
+    columns = (
+        "run_id, meter_id, customer_code, city, power_company, tariff_class, cycle_start, cycle_end, days,"
+        " households, multiplier, energy_kwh, normal_kwh, peak_kwh, offpeak_kwh, estimated_kwh, amount_vnd,"
+        " vat_percent, vat_vnd, total_vnd, tariff_versions, quality_flags, status, bill_kind, hold_reasons,"
+        " determinant_versions, validated_days"
+    )
+    with psycopg.connect(conninfo_owner, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO billing_runs (kind, period, status, source, data_as_of)"
+            " VALUES ('bill', %s, 'running', 'continuous', now()) RETURNING run_id",
+            (BILL_PERIOD,),
+        ).fetchone()
+        assert row is not None
+        run_id = int(row[0])
+        # households 20-690 kWh (most under 250), businesses and production 500-50,500 kWh; 0.5 % held, 0.5 % no data
+        conn.execute(
+            f"INSERT INTO bills ({columns})"
+            " SELECT %(run)s, m.meter_id, m.customer_code, m.city, m.power_company, m.tariff_class, DATE '2024-06-01',"
+            "        DATE '2024-07-01', 30, m.households, m.multiplier, e.kwh,"
+            "        CASE WHEN e.tou THEN e.kwh - e.kwh * 15 / 100 - e.kwh / 4 END,"
+            "        CASE WHEN e.tou THEN e.kwh * 15 / 100 END, CASE WHEN e.tou THEN e.kwh / 4 END, 0,"
+            "        e.kwh * 2000, 8, e.kwh * 160, e.kwh * 2160, 'bench', '', e.status, 'bill',"
+            "        CASE WHEN e.status = 'held' THEN (%(reasons)s::text[])[1 + e.h %% 4] END, 30, 30"
+            " FROM meters m"
+            " CROSS JOIN LATERAL (SELECT abs(hashint4(m.meter_id)) AS h) x"
+            " CROSS JOIN LATERAL (SELECT x.h, m.tariff_class <> 'household' AS tou,"
+            "     CASE WHEN x.h %% 1000 < 5 THEN 'held' WHEN x.h %% 1000 < 10 THEN 'no_data' ELSE 'billed' END"
+            "       AS status,"
+            "     CASE WHEN x.h %% 1000 BETWEEN 5 AND 9 THEN 0"
+            "          WHEN m.tariff_class = 'household' THEN 20 + (x.h / 1000 %% 1000) ^ 2 / 1500"
+            "          ELSE 500 + x.h / 1000 %% 50000 END::bigint AS kwh) e",
+            {"run": run_id, "reasons": list(reasons)},
+        )
+        conn.execute(
+            "UPDATE billing_runs r SET status = 'released', finished_at = now(), customers = s.n,"
+            "       energy_kwh = s.kwh, amount_vnd = s.amount, vat_vnd = s.vat, total_vnd = s.total"
+            " FROM (SELECT count(*) AS n, sum(energy_kwh) FILTER (WHERE status = 'billed') AS kwh,"
+            "              sum(amount_vnd) FILTER (WHERE status = 'billed') AS amount,"
+            "              sum(vat_vnd) FILTER (WHERE status = 'billed') AS vat,"
+            "              sum(total_vnd) FILTER (WHERE status = 'billed') AS total"
+            "       FROM bills WHERE run_id = %(run)s) s WHERE r.run_id = %(run)s",
+            {"run": run_id},
+        )
+        row = conn.execute(
+            "INSERT INTO billing_runs (kind, period, status, source, corrects_run_id, data_as_of)"
+            " VALUES ('rebill', %s, 'running', 'continuous', %s, now()) RETURNING run_id",
+            (BILL_PERIOD, run_id),
+        ).fetchone()
+        assert row is not None
+        rebill = int(row[0])
+        picked = "b.run_id = %(run)s AND b.status = 'billed' AND abs(hashint4(b.meter_id + 7)) %% 10000 = 0"
+        conn.execute(
+            f"INSERT INTO bills ({columns})"
+            " SELECT %(rebill)s, meter_id, customer_code, city, power_company, tariff_class, cycle_start, cycle_end,"
+            "        days, households, multiplier, -energy_kwh, -normal_kwh, -peak_kwh, -offpeak_kwh, 0, -amount_vnd,"
+            "        vat_percent, -vat_vnd, -total_vnd, tariff_versions, quality_flags, 'cancelled', 'cancel', NULL,"
+            f"        determinant_versions, validated_days FROM bills b WHERE {picked}"
+            " UNION ALL"
+            " SELECT %(rebill)s, meter_id, customer_code, city, power_company, tariff_class, cycle_start, cycle_end,"
+            "        days, households, multiplier, energy_kwh + 12, normal_kwh + 12, peak_kwh, offpeak_kwh, 0,"
+            "        (energy_kwh + 12) * 2000, vat_percent, (energy_kwh + 12) * 160, (energy_kwh + 12) * 2160,"
+            "        tariff_versions, quality_flags, 'billed', 'rebill', NULL, determinant_versions + 1, validated_days"
+            f" FROM bills b WHERE {picked}",
+            {"run": run_id, "rebill": rebill},
+        )
+        conn.execute(
+            "UPDATE billing_runs SET status = 'released', finished_at = now(),"
+            " customers = (SELECT count(*) FROM bills WHERE run_id = %(rebill)s AND bill_kind = 'rebill')"
+            " WHERE run_id = %(rebill)s",
+            {"rebill": rebill},
+        )
+        conn.execute("ANALYZE bills; ANALYZE billing_runs")
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM bills WHERE run_id = %(run)s),"
+            "       (SELECT count(*) FROM bills WHERE run_id = %(rebill)s AND bill_kind = 'rebill')",
+            {"run": run_id, "rebill": rebill},
+        ).fetchone()
+    assert counts is not None
+    return {"bills": int(counts[0]), "rebills": int(counts[1])}
+
+
+def _refresh(conninfo_owner: str) -> tuple[float, dict[str, float]]:
+    """refresh_dashboard_aggregates() [s] and its parts [s] by aggregate."""
     t0 = time.perf_counter()
     with psycopg.connect(conninfo_owner, autocommit=True) as conn:
-        conn.execute("SELECT * FROM refresh_dashboard_aggregates()").fetchall()
+        rows = conn.execute("SELECT name, duration_ms FROM refresh_dashboard_aggregates()").fetchall()
         conn.execute("ANALYZE")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, {str(name): float(ms) / 1000 for name, ms in rows}
 
 
 def _pages(src: DataSource) -> dict[str, Callable[[], Any]]:
@@ -148,15 +272,41 @@ def _pages(src: DataSource) -> dict[str, Callable[[], Any]]:
         )
 
     def quality_page() -> int:
+        """The layout and the three callbacks that fire on load: episodes, validated days, the service."""
         size = _encode(quality.layout(src).to_plotly_json())
-        periods = src.fetch_value("SELECT max(period) FROM billing_runs WHERE kind = 'vee'")
-        view = quality.render_quality(src, periods, None, None)
-        return size + _encode([view.kpis.to_plotly_json(), view.exceptions, view.estimated, view.top_meters])
+        episodes = quality.render_episodes(src, None)
+        size += _encode([episodes.kpis.to_plotly_json(), episodes.figure, episodes.worst_meters])
+        days = quality.render_days(src, None)
+        size += _encode([days.kpi.to_plotly_json(), days.share, days.quality_days, days.note])
+        service = quality.render_service(src)
+        return size + _encode([service.status.to_plotly_json(), service.kpis.to_plotly_json()])
+
+    def quality_city() -> int:
+        episodes = quality.render_episodes(src, "HCM")
+        days = quality.render_days(src, "HCM")
+        return _encode([episodes.kpis.to_plotly_json(), episodes.figure, episodes.worst_meters]) + _encode(
+            [days.kpi.to_plotly_json(), days.share, days.quality_days]
+        )
 
     def billing_page() -> int:
-        size = _encode(billing.layout(src).to_plotly_json())
+        """The layout (its run picker's default: the newest released bill run) and the callbacks that fire on
+        load: the run list, the run's figures, its distribution, held customers and corrections."""
+        tree = billing.layout(src)
+        size = _encode(tree.to_plotly_json())
+        run_id = _component_value(tree, "billing-run")
         view = billing.render_billing(src, None, None)
-        return size + _encode([view.kpis.to_plotly_json(), view.runs])
+        size += _encode([view.kpis.to_plotly_json(), view.runs])
+        run = billing.render_run(src, run_id)
+        size += _encode([run.state, run.kpis.to_plotly_json(), run.companies, run.tiers])
+        size += _encode(billing.render_distribution(src, run_id, "total_vnd"))
+        held = billing.render_held(src, run_id)
+        size += _encode([held.reasons, held.note, held.rows])
+        corrections = billing.render_corrections(src, run_id)
+        return size + _encode([corrections.kpis.to_plotly_json(), corrections.note, corrections.rows])
+
+    def billing_measure() -> int:
+        run_id = _component_value(billing.layout(src), "billing-run")
+        return _encode(billing.render_distribution(src, run_id, "energy_kwh"))
 
     return {
         "rollout (load)": rollout_page,
@@ -164,8 +314,23 @@ def _pages(src: DataSource) -> dict[str, Callable[[], Any]]:
         "network (load)": network_page,
         "network (filter+page)": network_filtered,
         "data quality (load)": quality_page,
+        "data quality (city)": quality_city,
         "billing (load)": billing_page,
+        "billing (distribution by kWh)": billing_measure,
     }
+
+
+def _component_value(tree: Any, id_: str) -> Any:
+    """The `value` of the component with `id_` in a layout (None when absent)."""
+    if getattr(tree, "id", None) == id_:
+        return getattr(tree, "value", None)
+    children = getattr(tree, "children", None)
+    for child in children if isinstance(children, list | tuple) else [children]:
+        if child is not None and not isinstance(child, str | int | float):
+            found = _component_value(child, id_)
+            if found is not None:
+                return found
+    return None
 
 
 def _baselines(src: DataSource) -> dict[str, Callable[[], Any]]:
@@ -396,6 +561,7 @@ def run(
     *,
     scale: float | None = None,
     repeats: int | None = None,
+    vee_days: int = VEE_DAYS,
     concurrent_users: int = 0,
     rounds: int | None = None,
     web_workers: int = WEB_WORKERS,
@@ -417,8 +583,15 @@ def run(
             results["fleet_write_s"] = time.perf_counter() - t0
         with console.status("network state"):
             results["meters"] = _fill_network_state(owner)
+        with console.status(f"continuous VEE days ({vee_days}) and a bill run"):
+            t0 = time.perf_counter()
+            results["vee_meter_days"] = _fill_vee_days(owner, vee_days)
+            results["vee_days"] = vee_days
+            results["bill_run"] = _fill_bill_run(owner)
+            results["fill_s"] = time.perf_counter() - t0
         with console.status("refresh_dashboard_aggregates()"):
-            results["refresh_s"] = _refresh(owner)
+            results["refresh_s"], results["refresh_parts_s"] = _refresh(owner)
+            results["refresh_again_s"], results["refresh_again_parts_s"] = _refresh(owner)
         src = DataSource(db.conninfo(Role.READER))
         try:
             baselines = _baselines(src)
@@ -466,8 +639,21 @@ def _print(results: dict[str, Any]) -> None:
         )
     console.print(table)
     console.print(
-        f"fleet write {results['fleet_write_s']:,.1f} s; refresh_dashboard_aggregates() {results['refresh_s']:,.1f} s"
+        f"fleet write {results['fleet_write_s']:,.1f} s; {results['vee_meter_days']:,} VEE meter-days"
+        f" ({results['vee_days']} days) and a bill run of {results['bill_run']['bills']:,} bills"
+        f" ({results['bill_run']['rebills']:,} corrected) {results['fill_s']:,.1f} s"
     )
+    console.print(
+        f"refresh_dashboard_aggregates() {results['refresh_s']:,.1f} s (first), {results['refresh_again_s']:,.1f} s"
+        " (again, nothing changed)"
+    )
+    parts = Table(title="refresh_dashboard_aggregates() by aggregate [s]")
+    for col in ("aggregate", "first", "again"):
+        parts.add_column(col, justify="left" if col == "aggregate" else "right")
+    for name, first in results["refresh_parts_s"].items():
+        again = results["refresh_again_parts_s"].get(name)
+        parts.add_row(name, f"{first:,.2f}", f"{again:,.2f}" if again is not None else "—")
+    console.print(parts)
 
 
 def _print_served(results: dict[str, Any]) -> None:
@@ -507,6 +693,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"scale {QUICK_SCALE} instead of 1.0")
     parser.add_argument("--scale", type=float, default=None)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--vee-days", type=int, default=VEE_DAYS, help="days of vee_daily per remote-read meter")
     parser.add_argument("--concurrent", action="store_true", help="also load the pages from gunicorn, 1 and N users")
     parser.add_argument("--users", type=int, default=CONCURRENT_USERS, help="simulated users of --concurrent")
     parser.add_argument("--rounds", type=int, default=None, help="page loads per user and page (3 quick, 5 full)")
@@ -517,6 +704,7 @@ def main() -> None:
         args.quick,
         scale=args.scale,
         repeats=args.repeats,
+        vee_days=args.vee_days,
         concurrent_users=args.users if args.concurrent else 0,
         rounds=args.rounds,
         web_workers=args.web_workers,
