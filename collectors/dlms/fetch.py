@@ -23,6 +23,8 @@ from amr.errors import ProtocolError, ServiceError
 from amr.messages import Reading
 from amr.obis import CHANNELS
 from amr.timebase import LOCAL_TZ  # Vietnamese meters keep local time
+from collectors import clock_step
+from collectors.clock_step import CLOCK_STEP_REREADS
 from collectors.dlms import decode
 from collectors.dlms.session import DlmsMeterSession
 
@@ -35,11 +37,6 @@ LOAD_PROFILE_OBIS = "1.0.99.1.0.255"
 
 LOG = logging.getLogger(__name__)
 
-# How far the collector clock may run ahead of the monotonic clock (or back at all) during one read before the read
-# counts as straddling a clock step [s]. A real clock slews far less than this over a read; a stepped clock jumps
-# by its step. (A simulated collector clock running faster than real time is not a steady clock in this sense.)
-CLOCK_STEP_TOLERANCE_S = 1.0
-CLOCK_STEP_REREADS = 2  # reads again after a step before giving up (ClockStepped)
 
 # Without a previous read, fetch this much load profile: a day covers a missed daily read without pulling a
 # meter's whole buffer (weeks of entries) over a slow link.
@@ -126,12 +123,8 @@ def fetch_dlms_meter(
 
 
 def clock_step_s(started: datetime, ended: datetime, elapsed_s: float) -> float | None:
-    """How far the collector clock jumped while `elapsed_s` real seconds passed from `started` to `ended` [s]; None
-    when it ran steadily (or stood still, as a stepped simulated clock does between its steps)."""
-    jump_s = (ended - started).total_seconds() - max(elapsed_s, 0.0)
-    if (ended - started).total_seconds() < 0 or jump_s > CLOCK_STEP_TOLERANCE_S:
-        return jump_s
-    return None
+    """collectors.clock_step.clock_step_s on datetimes."""
+    return clock_step.clock_step_s(started.timestamp(), ended.timestamp(), elapsed_s)
 
 
 class _ClockJumped(Exception):

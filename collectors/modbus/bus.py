@@ -24,6 +24,7 @@ from typing import Protocol
 from amr.errors import ProtocolError
 from amr.messages import Reading
 from amr.modbus.framing import ModbusException
+from collectors.clock_step import CLOCK_STEP_REREADS, clock_step_s
 from collectors.modbus.transport import ModbusClient
 from collectors.stats import MeterStats
 
@@ -125,6 +126,36 @@ class BusPoller:
         finally:
             await self.client.close()
 
+    async def _read_blocks(self, m: _MeterState) -> list[bytes] | None:
+        """Every block's answer, or None after recording the failure."""
+        reader = m.reader
+        answers: list[bytes] = []
+        for block in reader.blocks:
+            tries = 0
+            while True:
+                try:
+                    answers.append(await self._request(reader.unit_id, block))
+                    break
+                except TimeoutError:
+                    m.stats.failure(self.wall_clock(), f"timeout after {self.timeout_s} s", timeout=True)
+                    return None
+                except ModbusException as exc:
+                    if exc.code in RETRYABLE_EXCEPTIONS and tries < self.retries:
+                        tries += 1
+                        continue
+                    m.stats.failure(self.wall_clock(), str(exc))
+                    return None
+                except ProtocolError as exc:
+                    if tries < self.retries:
+                        tries += 1
+                        continue
+                    m.stats.failure(self.wall_clock(), str(exc))
+                    return None
+                except (ConnectionError, OSError) as exc:
+                    m.stats.failure(self.wall_clock(), str(exc) or type(exc).__name__)
+                    return None
+        return answers
+
     async def _request(self, unit_id: int, block: Block) -> bytes:
         gap = self._last_request_end + self.inter_request_delay_s - time.monotonic()
         if gap > 0:
@@ -137,42 +168,30 @@ class BusPoller:
                 self._last_request_end = time.monotonic()
 
     async def poll_meter(self, m: _MeterState) -> bool:
-        """Read every block of one meter; on success hand its readings to the sink. Returns success."""
+        """Read every block of one meter; on success hand its readings to the sink. Returns success.
+
+        The readings carry the collector clock at the start of the read; a read during which that clock jumped (a
+        stepped simulated clock, an NTP step) mixed two instants and is taken again (collectors.clock_step)."""
         reader = m.reader
-        ts_s = self.wall_clock()
-        m.stats.attempt(ts_s)
-        answers: list[bytes] = []
-        for block in reader.blocks:
-            tries = 0
-            while True:
-                try:
-                    answers.append(await self._request(reader.unit_id, block))
-                    break
-                except TimeoutError:
-                    m.stats.failure(self.wall_clock(), f"timeout after {self.timeout_s} s", timeout=True)
-                    return False
-                except ModbusException as exc:
-                    if exc.code in RETRYABLE_EXCEPTIONS and tries < self.retries:
-                        tries += 1
-                        continue
-                    m.stats.failure(self.wall_clock(), str(exc))
-                    return False
-                except ProtocolError as exc:
-                    if tries < self.retries:
-                        tries += 1
-                        continue
-                    m.stats.failure(self.wall_clock(), str(exc))
-                    return False
-                except (ConnectionError, OSError) as exc:
-                    m.stats.failure(self.wall_clock(), str(exc) or type(exc).__name__)
-                    return False
+        for _ in range(CLOCK_STEP_REREADS + 1):
+            ts_s = self.wall_clock()
+            started = time.monotonic()
+            m.stats.attempt(ts_s)
+            answers = await self._read_blocks(m)
+            if answers is None:
+                return False
+            if clock_step_s(ts_s, self.wall_clock(), time.monotonic() - started) is None:
+                break
+        else:
+            m.stats.failure(self.wall_clock(), f"the collector clock jumped during {CLOCK_STEP_REREADS + 1} reads")
+            return False
         try:
             readings = reader.decode(answers, ts_s)
         except (ValueError, ProtocolError) as exc:
             m.stats.failure(self.wall_clock(), f"decode: {exc}")
             return False
         self.meter_reads += 1
-        m.stats.success(self.wall_clock(), len(readings))
+        m.stats.success(ts_s, len(readings))  # the instant the readings carry, not when the read ended
         if readings:
             self.sink(readings)
         return True

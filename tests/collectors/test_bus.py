@@ -123,3 +123,44 @@ def test_answers_are_checked_against_the_request() -> None:
 def test_rtu_crc_matches_the_specification_example() -> None:
     # Modbus over serial line v1.02, 6.2.2 example frame 'read 10 holding registers of unit 1 from 0'.
     assert rtu_request(1, bytes.fromhex("030000000a")).hex() == "01030000000ac5cd"
+
+
+class _SteppedOnce:
+    """A collector clock that a stepped simulation moves one day on, right after the first read started."""
+
+    def __init__(self, t0_s: float) -> None:
+        self.t_s, self.calls = t0_s, 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        if self.calls == 2:
+            self.t_s += 86_400.0
+        return self.t_s
+
+
+def test_a_read_during_which_the_clock_steps_is_taken_again_at_the_new_instant() -> None:
+    sim = SimClock(datetime(2026, 10, 1, tzinfo=UTC))
+    gw = start_gateway("tcp", "TSTEP", [1], sim)
+    port = gw.handle.port
+    assert port is not None
+    got: list[list[object]] = []
+    clock = _SteppedOnce(datetime(2026, 10, 1, 17, tzinfo=UTC).timestamp())
+    bus = BusPoller(name="b", client=TcpClient("b", "127.0.0.1", port), readers=_readers("TSTEP", [1]),
+                    sink=got.append, timeout_s=1.0, wall_clock=clock)  # fmt: skip
+
+    async def once() -> bool:
+        try:
+            return await bus.poll_meter(bus.meters[0])
+        finally:
+            await bus.client.close()
+
+    try:
+        assert asyncio.run(once())
+    finally:
+        gw.handle.stop()
+    stats = bus.meters[0].stats
+    (readings,) = got
+    stamps = {r.ts.timestamp() for r in readings}  # type: ignore[attr-defined]
+    # one instant, the one after the step, and the success is counted at the instant the readings carry
+    assert stamps == {clock.t_s} and stats.last_success_s == clock.t_s
+    assert stats.attempts == 2  # the straddling read, then the clean one
