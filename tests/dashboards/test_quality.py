@@ -362,7 +362,8 @@ def _cell(conn: psycopg.Connection, day: dt.date, company: str, quality_code: st
 
 def test_the_refresh_recounts_the_days_that_changed(live_dashboard: LiveDashboard, vee_plan: seed.VeePlan) -> None:
     """A refresh re-counts a day with a new version at once; a day changed without one (as a VEE transaction longer
-    than the refresh's hour would look) waits for the rotation, which reaches every day. Rolled back."""
+    than the refresh's hour would look) waits for the rotation, which re-counts the days counted more than six
+    hours ago, two a refresh, and so reaches every day. Rolled back."""
     serial = f"{seed.SERIAL_PREFIX}-HN-00010"  # an ordinary meter: actual 8 + 10 % 5 kWh every day
     company = vee_plan.company[serial][1]
     fresh, stale = vee_plan.day(15), vee_plan.day(16)
@@ -388,6 +389,17 @@ def test_the_refresh_recounts_the_days_that_changed(live_dashboard: LiveDashboar
             conn.execute("SELECT * FROM refresh_dashboard_aggregates()").fetchall()
             assert _cell(conn, fresh, company, "S") == (1, 11.5)
             assert _cell(conn, stale, company, "S") is None  # no version made: not seen yet
+            # Counted an hour ago: not re-counted whatever the refreshes.
+            conn.execute("UPDATE vee_quality_days SET counted_at = now() - interval '1 hour'")
+            conn.execute("SELECT * FROM refresh_dashboard_aggregates()").fetchall()
+            assert _cell(conn, stale, company, "S") is None
+            recounted = conn.execute(
+                "SELECT day FROM vee_quality_days WHERE counted_at > now() - interval '30 minutes' AND day < %s",
+                (vee_plan.day(2),),  # the seed's newest versions may be under an hour old after midnight
+            ).fetchall()
+            assert recounted == [(fresh,)]  # its new version, nothing rotated
+            # Seven hours later: the rotation reaches it.
+            conn.execute("UPDATE vee_quality_days SET counted_at = now() - interval '7 hours'")
             refreshes = 0
             while _cell(conn, stale, company, "S") is None and refreshes < 20:
                 conn.execute("SELECT * FROM refresh_dashboard_aggregates()").fetchall()
