@@ -34,6 +34,8 @@ from billing.continuous import estimate_span_days, run_pass
 from billing.rules import read_vee_rules
 from billing.synthetic import copy_readings, register_reads
 from billing.vee import CLOCK_CHANNEL, ENERGY_CHANNELS
+from ingest.strategy import Strategy
+from tests.ingested import store_through_ingest
 
 HCMC_METERS = 2_500_000
 QUICK_METERS = 50_000
@@ -103,22 +105,6 @@ def fill(db: DatabaseServer, n: int, first_day: date, seed: int = 5) -> tuple[di
     return {"readings before the day": before}, day_reads
 
 
-def _ingest(db: DatabaseServer, r: Any) -> int:
-    """The day's reads through ingest's own write path (it marks the units the pass validates)."""
-    from amr.pgcopy import unix_s_to_pg_us
-    from ingest.strategy import Strategy
-    from ingest.writer import BatchContent, ReadingColumns, prepare_session, write_batch
-
-    with psycopg.connect(db.conninfo(Role.INGEST)) as conn:
-        prepare_session(conn)
-        cols = ReadingColumns.from_arrays(
-            unix_s_to_pg_us(r.ts_s.astype(np.float64)), r.meter_id, r.channel_id, r.value, r.quality
-        )
-        write_batch(conn, BatchContent(readings=cols), Strategy.RAW)
-        conn.commit()
-    return len(r)
-
-
 def settle_history(db: DatabaseServer) -> None:
     """The days before DAY validated, as the service leaves them (untimed), and their pending units gone."""
     rules = read_vee_rules(None)
@@ -164,7 +150,7 @@ def run(quick: bool, meters: int | None = None) -> dict[str, Any]:
         t = time.perf_counter()
         settle_history(db)
         console.print(f"history validated in {time.perf_counter() - t:.0f} s (untimed)")
-        landed = sum(_ingest(db, r) for r in day_reads)
+        landed = sum(store_through_ingest(db, r, Strategy.RAW) for r in day_reads)
         console.print(f"the day landed through ingest: {landed:,} readings")
         window_first = DAY - timedelta(days=span)
         from_s = local_midnight_utc_s(window_first) - rules.history.days * DAY_S

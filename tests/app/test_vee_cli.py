@@ -13,11 +13,9 @@ import numpy as np
 import psycopg
 
 from amr.db.server import DatabaseServer, Role
-from amr.pgcopy import unix_s_to_pg_us
 from amr.timebase import DAY_S, local_midnight_utc_s
 from billing.synthetic import register_reads
-from ingest.strategy import Strategy
-from ingest.writer import BatchContent, ReadingColumns, prepare_session, write_batch
+from tests.ingested import store_through_ingest
 
 METERS = (
     "meter_id, serial, city, power_company, customer_code, tariff_class, meter_kind, multiplier, register_digits,"
@@ -49,12 +47,7 @@ def test_vee_commands_as_billing_staff_use_them(make_database: Callable[[str], D
     r = register_reads(meter_ids=np.array([1]), first_day=date(2026, 8, 10), n_days=56, interval_s=DAY_S,
                        kwh_per_day=np.array([10.0]), rng=np.random.default_rng(3))  # fmt: skip
     r = r.take(~np.isin(r.ts_s, [local_midnight_utc_s(date(2026, 9, d)) for d in (14, 15)]))  # a 3-day gap
-    with psycopg.connect(db.conninfo(Role.INGEST)) as conn:
-        prepare_session(conn)
-        cols = ReadingColumns.from_arrays(unix_s_to_pg_us(r.ts_s.astype(float)), r.meter_id, r.channel_id, r.value,
-                                          r.quality)  # fmt: skip
-        write_batch(conn, BatchContent(readings=cols), Strategy.SAVEPOINT)
-        conn.commit()
+    store_through_ingest(db, r)
 
     ran = _amr(db, "vee", "run", "--until", "2026-12-31")
     assert ran.returncode == 0, ran.stdout + ran.stderr

@@ -17,15 +17,13 @@ import psycopg
 import pytest
 
 from amr.db.server import DatabaseServer, Role
-from amr.pgcopy import unix_s_to_pg_us
 from amr.timebase import DAY_S, local_midnight_utc_s
 from billing.continuous import drain, run_pass
 from billing.editing import DayRef, EditRefused, edit_day, undo_day
 from billing.rules import read_vee_rules
 from billing.synthetic import concat, register_reads
 from billing.vee import CLOCK_CHANNEL, ReadingArrays
-from ingest.strategy import Strategy
-from ingest.writer import BatchContent, ReadingColumns, prepare_session, write_batch
+from tests.ingested import store_through_ingest
 
 RULES = read_vee_rules(None)
 FIRST = date(2026, 8, 10)
@@ -43,17 +41,6 @@ def _add_meters(db: DatabaseServer, ids: range) -> None:
             " ON CONFLICT DO NOTHING",
             [(m, f"CV{m:06d}", f"PE0100{m:07d}") for m in ids],
         )
-
-
-def _ingest(db: DatabaseServer, r: ReadingArrays) -> None:
-    """Through ingest's own write path and role, as the broker's messages would be stored."""
-    with psycopg.connect(db.conninfo(Role.INGEST)) as conn:
-        prepare_session(conn)
-        cols = ReadingColumns.from_arrays(
-            unix_s_to_pg_us(r.ts_s.astype(np.float64)), r.meter_id, r.channel_id, r.value, r.quality
-        )
-        write_batch(conn, BatchContent(readings=cols), Strategy.SAVEPOINT)
-        conn.commit()
 
 
 def _midnight(day: date) -> int:
@@ -75,7 +62,7 @@ def test_ingest_marks_units_and_a_pass_validates_them_once(vdb: DatabaseServer) 
     r = register_reads(meter_ids=np.array([1]), first_day=FIRST, n_days=41, interval_s=DAY_S,
                        kwh_per_day=np.array([12.0]), rng=np.random.default_rng(1))  # fmt: skip
     late = np.isin(r.ts_s, [_midnight(d) for d in GAP_DAYS])
-    _ingest(vdb, r.take(~late))
+    store_through_ingest(vdb, r.take(~late))
     pending = _rows(vdb, "SELECT count(*) FROM vee_pending WHERE meter_id = 1")[0][0]
     assert pending == 41 - 2 + 1  # one unit per local day that received a read
     passes = drain(vdb.conninfo(Role.BILLING), rules=RULES)
@@ -93,11 +80,11 @@ def test_ingest_marks_units_and_a_pass_validates_them_once(vdb: DatabaseServer) 
         == 1
     )
     # the same data again (a replayed batch) stores nothing new, marks nothing, and a pass changes nothing
-    _ingest(vdb, r.take(~late))
+    store_through_ingest(vdb, r.take(~late))
     assert run_pass(vdb.conninfo(Role.BILLING), rules=RULES).units == 0
 
     # the late reads arrive: the estimates become actuals as new versions, the GAP episode clears itself
-    _ingest(vdb, r.take(late))
+    store_through_ingest(vdb, r.take(late))
     drain(vdb.conninfo(Role.BILLING), rules=RULES)
     after = _rows(
         vdb,
@@ -122,7 +109,7 @@ def test_an_edit_is_a_version_with_an_audit_row_and_the_reader_may_not(vdb: Data
     _add_meters(vdb, range(2, 3))
     r = register_reads(meter_ids=np.array([2]), first_day=FIRST, n_days=41, interval_s=DAY_S,
                        kwh_per_day=np.array([8.0]), rng=np.random.default_rng(2))  # fmt: skip
-    _ingest(vdb, r)
+    store_through_ingest(vdb, r)
     drain(vdb.conninfo(Role.BILLING), rules=RULES)
     ref = DayRef(serial="CV000002", day=date(2026, 9, 15))
     (before,) = _rows(vdb, "SELECT measured_kwh + estimated_kwh FROM vee_daily WHERE meter_id = 2 AND channel_id = 1"
@@ -139,7 +126,7 @@ def test_an_edit_is_a_version_with_an_audit_row_and_the_reader_may_not(vdb: Data
     nxt = register_reads(meter_ids=np.array([2]), first_day=FIRST + timedelta(days=41), n_days=1, interval_s=DAY_S,
                          kwh_per_day=np.array([8.0]), rng=np.random.default_rng(3),
                          start_kwh=r.value[-1:] )  # fmt: skip
-    _ingest(vdb, nxt.take(nxt.ts_s > r.ts_s[-1]))
+    store_through_ingest(vdb, nxt.take(nxt.ts_s > r.ts_s[-1]))
     with psycopg.connect(vdb.conninfo(Role.OWNER), autocommit=True) as conn:
         conn.execute("INSERT INTO vee_pending (meter_id, day) VALUES (2, %s) ON CONFLICT DO NOTHING", (ref.day,))
     drain(vdb.conninfo(Role.BILLING), rules=RULES)
@@ -161,7 +148,7 @@ def test_a_drifting_clock_is_one_episode_per_rule_not_one_row_per_read(vdb: Data
         clock = ReadingArrays(meter_id=np.array([3], np.int32), channel_id=np.array([CLOCK_CHANNEL], np.int16),
                               ts_s=np.array([t], np.int64), value=np.array([offset_s]),
                               quality=np.zeros(1, np.int16))  # fmt: skip
-        _ingest(vdb, concat([energy.take(energy.ts_s == t), clock]))
+        store_through_ingest(vdb, concat([energy.take(energy.ts_s == t), clock]))
         drain(vdb.conninfo(Role.BILLING), rules=RULES)
     episodes = _rows(vdb, "SELECT rule, occurrences, status FROM vee_episodes WHERE meter_id = 3 ORDER BY rule")
     rules = [e[0] for e in episodes]
@@ -180,7 +167,7 @@ def test_a_pass_killed_with_sigkill_loses_and_duplicates_nothing(
     _add_meters(db, meters)
     r = register_reads(meter_ids=np.array(list(meters)), first_day=date(2026, 9, 1), n_days=30, interval_s=DAY_S,
                        kwh_per_day=np.full(len(meters), 9.0), rng=np.random.default_rng(5))  # fmt: skip
-    _ingest(db, r)
+    store_through_ingest(db, r)
     units = _rows(db, "SELECT count(*) FROM vee_pending")[0][0]
     code = (
         "import sys; from billing.continuous import drain; from billing.rules import read_vee_rules;"
@@ -212,7 +199,7 @@ def test_a_profile_meters_day_is_written_once_complete_not_at_each_push(vdb: Dat
     last_day = date(2026, 9, 3)
     for hours in (6, 12, 18, 24):  # the concentrator pushes the last day in four parts, a pass after each
         cut = _midnight(last_day) + hours * 3600
-        _ingest(vdb, r.take((r.ts_s <= cut) & (r.ts_s > cut - 6 * 3600) | (r.ts_s <= _midnight(last_day))))
+        store_through_ingest(vdb, r.take((r.ts_s <= cut) & (r.ts_s > cut - 6 * 3600) | (r.ts_s <= _midnight(last_day))))
         drain(vdb.conninfo(Role.BILLING), rules=RULES)
         rows = _rows(vdb, "SELECT version, reason, quality, n_measured FROM vee_daily_versions WHERE meter_id = 4"
                           " AND channel_id = 1 AND day = %s", (last_day,))  # fmt: skip
@@ -230,7 +217,7 @@ def test_a_pass_on_a_dask_cluster_writes_what_one_process_writes(
     r = r.take(~((r.meter_id % 3 == 0) & np.isin(r.ts_s, [_midnight(FIRST + timedelta(days=d)) for d in (9, 10)])))
     for db in (here, there):
         _add_meters(db, meters)
-        _ingest(db, r)
+        store_through_ingest(db, r)
     passes = drain(here.conninfo(Role.BILLING), rules=RULES)
     on_dask = run_pass(there.conninfo(Role.BILLING), rules=RULES, partition_meters=3, dask_scheduler="local")
     assert on_dask.units == sum(p.units for p in passes) and on_dask.seconds["fetch"] > 0

@@ -14,7 +14,6 @@ import psycopg
 import pytest
 
 from amr.db.server import DatabaseServer, Role
-from amr.pgcopy import unix_s_to_pg_us
 from amr.timebase import DAY_S, local_midnight_utc_s
 from billing.continuous import drain
 from billing.corrections import find_corrections, rebill
@@ -23,8 +22,7 @@ from billing.rules import read_vee_rules
 from billing.run import run_period
 from billing.synthetic import concat, register_reads
 from billing.vee import CLOCK_CHANNEL, ReadingArrays
-from ingest.strategy import Strategy
-from ingest.writer import BatchContent, ReadingColumns, prepare_session, write_batch
+from tests.ingested import store_through_ingest
 
 RULES = read_vee_rules(None)
 PERIOD = BillingPeriod(2026, 10)  # read day 1: the cycle is 2026-09-01 .. 2026-10-01
@@ -35,16 +33,6 @@ METERS = (
     "meter_id, serial, city, power_company, customer_code, tariff_class, meter_kind, multiplier, register_digits,"
     " households, read_day"
 )
-
-
-def _ingest(db: DatabaseServer, r: ReadingArrays) -> None:
-    with psycopg.connect(db.conninfo(Role.INGEST)) as conn:
-        prepare_session(conn)
-        cols = ReadingColumns.from_arrays(
-            unix_s_to_pg_us(r.ts_s.astype(np.float64)), r.meter_id, r.channel_id, r.value, r.quality
-        )
-        write_batch(conn, BatchContent(readings=cols), Strategy.SAVEPOINT)
-        conn.commit()
 
 
 def _bills(db: DatabaseServer, run_id: int) -> pd.DataFrame:
@@ -78,7 +66,7 @@ def billed(make_database: Callable[[str], DatabaseServer]) -> tuple[DatabaseServ
         meter_id=np.full(4, 6, np.int32), channel_id=np.full(4, CLOCK_CHANNEL, np.int16),
         ts_s=np.array(clock_days, np.int64), value=np.full(4, 1200.0), quality=np.zeros(4, np.int16),
     )  # fmt: skip
-    _ingest(db, concat([r.take(~late & ~stopped & ~inside), clock]))
+    store_through_ingest(db, concat([r.take(~late & ~stopped & ~inside), clock]))
     drain(db.conninfo(Role.BILLING), rules=RULES)
     return db, r
 
@@ -118,7 +106,7 @@ def test_late_reads_under_a_billed_estimate_are_a_correction_then_a_rebill(
     first = run_period(db.conninfo(Role.BILLING), period=PERIOD, kind="bill", source="continuous")
     assert find_corrections(db.conninfo(Role.BILLING), period=PERIOD).changes.empty
     late = (r.meter_id == 3) & np.isin(r.ts_s, [local_midnight_utc_s(d) for d in LATE])
-    _ingest(db, r.take(late))
+    store_through_ingest(db, r.take(late))
     drain(db.conninfo(Role.BILLING), rules=RULES)
 
     report = find_corrections(db.conninfo(Role.BILLING), period=PERIOD)
