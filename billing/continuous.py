@@ -77,7 +77,6 @@ class PassSummary:
     versions: dict[str, int] = field(default_factory=dict)  # new versions by reason
     episodes_opened: int = 0
     episodes_cleared: int = 0
-    left_pending: int = 0
     busy: bool = False  # another pass held the lock
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -190,8 +189,6 @@ def _pass(
     summary.first_day, summary.last_day = window.first_day, _date(last_day)
     summary.versions = {str(k): int(v) for k, v in new_versions["reason"].value_counts().sort_index().items()}
     summary.episodes_opened, summary.episodes_cleared = opened, cleared
-    left = conn.execute("SELECT count(*) FROM vee_pending").fetchone()
-    summary.left_pending = int(left[0]) if left else 0
 
 
 @dataclass(kw_only=True)

@@ -82,8 +82,6 @@ def _write(cur: psycopg.Cursor[Any], values: dict[str, Any], *, locked: bool) ->
 def edit_day(conn: psycopg.Connection, ref: DayRef, *, kwh: float, reason: str, operator: str) -> Version:
     """A new version with the day's energy set to `kwh` [kWh] (substituted, quality S), locked against automatic
     passes until it is estimated again or undone."""
-    if not reason.strip():
-        raise EditRefused("an edit needs a reason")
     if not (kwh >= 0 and kwh < 1e9):
         raise EditRefused(f"{kwh} kWh is not a plausible day's energy")
     return _act(conn, ref, "edit", operator, reason, lambda cur: {"measured_kwh": 0.0, "estimated_kwh": kwh,

@@ -12,6 +12,7 @@ import psycopg
 
 from amr.pgcopy import US_PER_S
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S
+from ingest.last_seen import int_array_literal
 
 MARK_SQL = (
     "INSERT INTO vee_pending (meter_id, day, marks, touched_at)"
@@ -39,8 +40,5 @@ def mark_touched(cur: psycopg.Cursor[Any], meter_id: npt.NDArray[np.int32], day_
     """Upsert the units (from ``touched_units``) into vee_pending; returns how many."""
     if not len(meter_id):
         return 0
-    cur.execute(
-        MARK_SQL,
-        ("{" + ",".join(map(str, meter_id.tolist())) + "}", "{" + ",".join(map(str, day_pg.tolist())) + "}"),
-    )
+    cur.execute(MARK_SQL, (int_array_literal(meter_id), int_array_literal(day_pg)))
     return len(meter_id)
