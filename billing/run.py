@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -23,11 +23,29 @@ import psycopg
 from amr.errors import ConfigError
 from amr.timebase import DAY_S, LOCAL_TZ_NAME, local_midnight
 from billing import flags as F
-from billing.bill_ready import Readiness, bill_ready, days_as_vee
+from billing.bill_ready import (
+    BackgroundCopy,
+    Readiness,
+    bill_ready,
+    cycle_bill_ready,
+    cycle_determinants,
+    days_as_vee,
+)
 from billing.continuous import PASS_LOCK
 from billing.cycles import BillingPeriod
 from billing.export import write_exports
-from billing.load import PARTITION_METERS, MeterTable, fetch_meters, fetch_readings, fetch_validated_days
+from billing.load import (
+    CONTINUOUS_PARTITION_METERS,
+    CYCLE_SUM_MAX_DAYS,
+    PARTITION_METERS,
+    CycleSums,
+    MeterTable,
+    ValidatedDays,
+    fetch_cycle_sums_concurrently,
+    fetch_meters,
+    fetch_readings,
+    fetch_validated_days,
+)
 from billing.metrics import write_run_textfile
 from billing.pricing import BILL_DB_COLUMNS, Determinants, determinants, price_bills
 from billing.rules import DEFAULT_RULES_FILE, VeeRules, read_vee_rules, rules_sha256
@@ -104,15 +122,70 @@ def _run_partition(job: _PartitionJob) -> _PartitionResult:
 
 
 def _continuous_partition(job: _PartitionJob) -> _PartitionResult:
-    """Determinants and the bill-ready gate of one meter-id range from vee_daily (no readings, no VEE)."""
+    """Determinants and the bill-ready gate of one meter-id range from vee_daily (no readings, no VEE): PostgreSQL
+    sums each series' days over the cycle (billing.load.fetch_cycle_sums_concurrently), so one row per series is
+    read instead of one per day."""
     seconds: dict[str, float] = {}
     part, window = job.meters, job.window
-    lo, hi = int(part.meter_id[0]), int(part.meter_id[-1])
+    t = time.perf_counter()
+    sums: CycleSums | None = None
+    days: ValidatedDays | None = None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        gate_rows = pool.submit(_pending_and_episodes, job)  # on a connection of its own, beside the sums
+        if window.n_days <= CYCLE_SUM_MAX_DAYS:
+            first = np.datetime64(window.first_day, "D")
+            sums = fetch_cycle_sums_concurrently(
+                job.conninfo, meter_ids=part.meter_id, channels=ENERGY_CHANNELS, first_day=window.first_day,
+                n_days=window.n_days, start=(job.start - first).astype(np.int64),
+                end=(job.end - first).astype(np.int64),
+            )  # fmt: skip
+        else:  # a window longer than a day mask (no billing period has one): every day
+            with psycopg.connect(job.conninfo, autocommit=True) as conn:
+                days = fetch_validated_days(
+                    conn, meter_ids=part.meter_id, channels=ENERGY_CHANNELS, first_day=window.first_day,
+                    n_days=window.n_days,
+                )  # fmt: skip
+        pending, episodes = gate_rows.result()
+    seconds["fetch"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if sums is not None:
+        det = cycle_determinants(sums, part, job.start, job.end, window)
+        days_read = int(np.bitwise_count(sums.day_mask).sum())
+    else:
+        assert days is not None
+        det = determinants(days_as_vee(days, window), part, job.start, job.end, energy_multiplied=True)
+        days_read = len(days)
+    intervals = det.n_measured + det.n_estimated
+    share = np.divide(det.n_estimated, intervals, out=np.full(len(part), np.nan), where=intervals > 0)
+    gate = dict(
+        meter_id=part.meter_id,
+        start=job.start,
+        end=job.end,
+        pending_meter=pending[:, 0],
+        pending_day=pending[:, 1],
+        episode_meter=episodes[:, 0],
+        episode_first_day=episodes[:, 1],
+        episode_last_day=episodes[:, 2],
+        estimated_share=share,
+        rules=job.rules.bill_ready,
+    )
+    if sums is not None:
+        readiness = cycle_bill_ready(window=window, sums=sums, **gate)
+    else:
+        assert days is not None
+        readiness = bill_ready(days=days, **gate)
+    seconds["determinants"] = time.perf_counter() - t
+    return _PartitionResult(
+        determinants=det, exceptions=empty_exceptions(), readings=days_read, seconds=seconds, readiness=readiness
+    )
+
+
+def _pending_and_episodes(job: _PartitionJob) -> tuple[np.ndarray, np.ndarray]:
+    """The partition's units waiting in vee_pending over the window, (meter, local day number), and its open
+    episodes of a blocking severity, (meter, first local day, last local day)."""
+    window = job.window
+    lo, hi = int(job.meters.meter_id[0]), int(job.meters.meter_id[-1])
     with psycopg.connect(job.conninfo, autocommit=True) as conn:
-        t = time.perf_counter()
-        days = fetch_validated_days(
-            conn, meter_ids=part.meter_id, channels=ENERGY_CHANNELS, first_day=window.first_day, n_days=window.n_days
-        )
         pending = np.array(
             conn.execute(
                 "SELECT meter_id, day - date '1970-01-01' FROM vee_pending WHERE meter_id BETWEEN %s AND %s"
@@ -132,29 +205,7 @@ def _continuous_partition(job: _PartitionJob) -> _PartitionResult:
             ).fetchall(),
             dtype=np.int64,
         ).reshape(-1, 3)  # fmt: skip
-        seconds["fetch"] = time.perf_counter() - t
-    t = time.perf_counter()
-    vee = days_as_vee(days, window)
-    det = determinants(vee, part, job.start, job.end, energy_multiplied=True)
-    intervals = det.n_measured + det.n_estimated
-    share = np.divide(det.n_estimated, intervals, out=np.full(len(part), np.nan), where=intervals > 0)
-    readiness = bill_ready(
-        meter_id=part.meter_id,
-        start=job.start,
-        end=job.end,
-        days=days,
-        pending_meter=pending[:, 0],
-        pending_day=pending[:, 1],
-        episode_meter=episodes[:, 0],
-        episode_first_day=episodes[:, 1],
-        episode_last_day=episodes[:, 2],
-        estimated_share=share,
-        rules=job.rules.bill_ready,
-    )
-    seconds["determinants"] = time.perf_counter() - t
-    return _PartitionResult(
-        determinants=det, exceptions=empty_exceptions(), readings=len(days), seconds=seconds, readiness=readiness
-    )
+    return pending, episodes
 
 
 def _worker_init() -> None:
@@ -231,7 +282,7 @@ def run_period(
     override_hold: bool = False,
     rules_file: Path | None = None,
     tariff_dir: Path | None = None,
-    partition_meters: int = PARTITION_METERS,
+    partition_meters: int | None = None,
     workers: int = DEFAULT_WORKERS,
     dask_scheduler: str | None = None,
     on_progress: ProgressFn | None = None,
@@ -240,7 +291,8 @@ def run_period(
 ) -> RunSummary:
     """VEE (kind='vee') or VEE + billing (kind='bill') for one period, on the database at `conninfo` (the billing
     role's: every partition connects with it too); see the module docstring.
-    Partitions of partition_meters meters run in `workers` processes (1: in this process), or on the Dask
+    Partitions of partition_meters meters (default billing.load.PARTITION_METERS, CONTINUOUS_PARTITION_METERS for
+    the continuous source) run in `workers` processes (1: in this process), or on the Dask
     cluster at `dask_scheduler` ('local': a LocalCluster); the per-stage seconds add up the workers' time.
     `metrics_file`: at the end of the run (failed or not), its stage durations as a node_exporter textfile
     (billing.metrics).
@@ -251,6 +303,8 @@ def run_period(
         raise ConfigError(f"unknown source {source!r} (one of {', '.join(SOURCES)})", source="--source")
     if source == "continuous" and kind != "bill":
         raise ConfigError("a VEE run validates readings: it has no continuous source", source="--source")
+    if partition_meters is None:  # a continuous partition reads sums, not days: larger ones
+        partition_meters = CONTINUOUS_PARTITION_METERS if source == "continuous" else PARTITION_METERS
     rules: VeeRules = read_vee_rules(rules_file)
     book = read_tariff_book(tariff_dir)
     clock: dict[str, float] = {}
@@ -271,6 +325,7 @@ def run_period(
             run_id=run_id, kind=kind, period=period, status="running", customers=len(meters), source=source
         )
         lock = _ContinuousSnapshot(conn) if source == "continuous" else None
+        store: BackgroundCopy | None = None  # the bills' COPY of a continuous run
         try:
             if len(meters) == 0:
                 # Nothing selected is nothing to release: an 'empty' run is recorded (who asked for what),
@@ -346,8 +401,15 @@ def run_period(
                     columns += ["hold_reasons", "determinant_versions", "validated_days"]
                 clock["price"] = time.perf_counter() - t
                 t = time.perf_counter()
-                copy_frame(conn, "bills", bills[columns], not_null=("tariff_versions", "quality_flags"))
-                clock["store_bills"] = time.perf_counter() - t
+                if source == "continuous":
+                    # binary COPY on connections of its own (billing.bill_ready.COPY_STREAMS), beside the summary
+                    # and the exports below: the database's work beside this process's; committed when waited for
+                    store = BackgroundCopy(
+                        conninfo, "bills", bills[columns], not_null=("tariff_versions", "quality_flags")
+                    )
+                else:
+                    copy_frame(conn, "bills", bills[columns], not_null=("tariff_versions", "quality_flags"))
+                    clock["store_bills"] = time.perf_counter() - t
                 billed = bills["status"] == "billed"
                 summary.billed = int(billed.sum())
                 summary.no_data = int((bills["status"] == "no_data").sum())
@@ -371,6 +433,8 @@ def run_period(
                     )
                     clock["export"] = time.perf_counter() - t
                     fields["export_dir"] = str(run_dir)
+                if store is not None:
+                    clock["store_bills"] = store.wait()  # from its start: it ran beside the summary and exports
                 fields |= {
                     "source": source,
                     "data_as_of": data_as_of,
@@ -404,6 +468,8 @@ def run_period(
             summary.status = "failed"
             if lock is not None:
                 lock.release()
+            if store is not None:
+                store.wait(raise_error=False)  # its bills are stored or not; the run is failed either way
             finish_run(conn, run_id, status="failed")
             raise
         finally:
@@ -446,18 +512,22 @@ def _concat_readiness(parts: list[Readiness | None]) -> Readiness:
 
 
 def open_episodes(conn: psycopg.Connection, meter_ids: np.ndarray, window: PeriodWindow) -> pd.DataFrame:
-    """Episodes open or acknowledged over the window for these meters, as the run's exceptions (the columns of
-    billing.vee's exception frame, plus episode_id, occurrences, status)."""
+    """Episodes open or acknowledged over the window for these meters (sorted ids), as the run's exceptions (the
+    columns of billing.vee's exception frame, plus episode_id, occurrences, status)."""
+    lo, hi = (int(meter_ids[0]), int(meter_ids[-1])) if len(meter_ids) else (0, -1)
     with conn.cursor() as cur:
+        # the meters' id range (a city's ids as one array parameter cost more than the query), then the meters;
+        # ties in (meter, start) in one order
         cur.execute(
             "SELECT e.meter_id, e.channel_id, e.first_start, e.last_end, e.rule, e.severity, e.value_max,"
             " e.episode_id, e.occurrences, e.status FROM vee_episodes e"
-            " WHERE e.status IN ('open', 'acknowledged') AND e.meter_id = ANY(%s) AND e.last_end > %s"
-            " AND e.first_start < %s ORDER BY e.meter_id, e.first_start",
-            ([int(m) for m in meter_ids], local_midnight(window.first_day),
-             local_midnight(window.last_day + timedelta(days=1))),
-        )  # fmt: skip
+            " WHERE e.status IN ('open', 'acknowledged') AND e.meter_id BETWEEN %s AND %s AND e.last_end > %s"
+            " AND e.first_start < %s ORDER BY e.meter_id, e.first_start, e.channel_id, e.rule, e.episode_id",
+            (lo, hi, local_midnight(window.first_day), local_midnight(window.last_day + timedelta(days=1))),
+        )
         rows = cur.fetchall()
+    if len(meter_ids) != hi - lo + 1:
+        rows = [r for r, keep in zip(rows, np.isin([r[0] for r in rows], meter_ids), strict=True) if keep]
     columns = ["meter_id", "channel_id", "interval_start", "interval_end", "rule", "severity", "value"]
     frame = pd.DataFrame(rows, columns=[*columns, "episode_id", "occurrences", "status"])
     for c in ("interval_start", "interval_end"):
