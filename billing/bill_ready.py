@@ -2,7 +2,8 @@
 (not the whole run) whose cycle is not ready; numpy on what billing.run read (billing.load.fetch_cycle_sums: each
 series' days summed by PostgreSQL; or billing.load.fetch_validated_days: the days themselves, as the arrays
 billing.pricing.determinants takes), the pending units and the open episodes. And the run's bills stored by binary
-COPY (copy_frame_binary, BackgroundCopy).
+COPY (copy_frame_binary, BackgroundCopy), the estimates they used made final (finalize_billed_estimates) in the
+same transaction.
 
 A cycle [start, end) is bill-ready when
 - every day of it has a validated total (or, on a meter without one, every rate register) and no unit of it is
@@ -15,7 +16,9 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 import numpy as np
@@ -28,10 +31,19 @@ from psycopg.adapt import PyFormat
 
 from amr import pgcopy
 from billing import kernels as K
+from billing.continuous import PASS_LOCK
 from billing.load import CycleSums, MeterTable, ValidatedDays
 from billing.pricing import Determinants
 from billing.rules import BillReadyRules
-from billing.vee import RATE_CHANNELS, TOTAL_CHANNEL, FlagRecords, PeriodWindow, VeeResult, empty_exceptions
+from billing.vee import (
+    ENERGY_CHANNELS,
+    RATE_CHANNELS,
+    TOTAL_CHANNEL,
+    FlagRecords,
+    PeriodWindow,
+    VeeResult,
+    empty_exceptions,
+)
 
 _UNIX_EPOCH = np.datetime64("1970-01-01", "D")
 
@@ -565,10 +577,20 @@ class BackgroundCopy:
             with self._lock:
                 self._errors.append(exc)
 
-    def wait(self, *, raise_error: bool = True) -> float:
+    def wait(
+        self, *, raise_error: bool = True, before_commit: Callable[[psycopg.Connection], object] | None = None
+    ) -> float:
+        """`before_commit(conn)`: run on each stream's connection, in its transaction (which sees its own rows and
+        not the other streams'), once every part went in and before any commits."""
         for thread in self._threads:
             thread.join()
         error = self._errors[0] if self._errors else None
+        if error is None and before_commit is not None:
+            try:
+                for conn in self._conns:
+                    before_commit(conn)
+            except BaseException as exc:  # every part is rolled back
+                error = exc
         for conn in self._conns:
             try:
                 if error is None:
@@ -582,3 +604,63 @@ class BackgroundCopy:
         if error is not None and raise_error:
             raise error
         return time.perf_counter() - self._t0
+
+
+# -- final versions of the billed estimates ------------------------------------------------------------------------
+# One statement, in the transaction that stores the bills (sql/095_final_versions.sql): every current estimated day
+# (E, S, V; through the partial index vee_daily_estimated) of a billed customer's cycle, on the channels whose
+# versions the bill summed, that is still the version the run read (made at or before its snapshot: a pass that
+# committed since took the pass lock after the run let it go, and so started later; an edit since is newer too),
+# gets version + 1 with quality F and the same values, and the bill's version sum counts it. Rows locked first
+# (FOR UPDATE, re-checked on a concurrent change) so a person's edit of the same day waits instead of deadlocking.
+# Only the bills this transaction sees: its own (the other streams' are not committed yet).
+FINALIZE_BILLED_ESTIMATES = """
+WITH billed AS (
+    SELECT meter_id, cycle_start, cycle_end FROM bills
+    WHERE run_id = %(run_id)s AND bill_kind = 'bill' AND status = 'billed'
+), estimated AS (
+    SELECT d.meter_id, d.channel_id, d.day, d.version, d.measured_kwh, d.estimated_kwh, d.n_measured, d.n_estimated,
+           d.flags, d.methods, d.method
+    FROM billed b JOIN vee_daily d ON d.meter_id = b.meter_id AND d.day >= b.cycle_start AND d.day < b.cycle_end
+    WHERE d.quality IN ('E', 'S', 'V') AND d.channel_id = ANY(%(channels)s::smallint[]) AND d.made_at <= %(as_of)s
+    FOR UPDATE OF d
+), finals AS (
+    INSERT INTO vee_daily_versions (meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured,
+        n_estimated, flags, methods, quality, method, reason, made_by, note)
+    SELECT meter_id, channel_id, day, version + 1, measured_kwh, estimated_kwh, n_measured, n_estimated, flags,
+           methods, 'F', method, 'billed', %(made_by)s, %(note)s
+    FROM estimated
+    RETURNING meter_id, channel_id, day, version, made_at
+), made_current AS (
+    UPDATE vee_daily d SET version = f.version, quality = 'F', reason = 'billed', made_at = f.made_at
+    FROM finals f
+    WHERE d.meter_id = f.meter_id AND d.channel_id = f.channel_id AND d.day = f.day AND d.version = f.version - 1
+    RETURNING d.meter_id
+), grown AS (
+    UPDATE bills b SET determinant_versions = b.determinant_versions + c.days
+    FROM (SELECT meter_id, count(*) AS days FROM made_current GROUP BY meter_id) c
+    WHERE b.run_id = %(run_id)s AND b.bill_kind = 'bill' AND b.meter_id = c.meter_id
+    RETURNING c.days
+)
+SELECT count(*), coalesce(sum(days), 0) FROM grown
+"""
+
+
+def finalize_billed_estimates(conn: psycopg.Connection, *, run_id: int, data_as_of: datetime) -> tuple[int, int]:
+    """Make the estimated days the run's billed bills (those `conn`'s transaction sees) used final versions (F,
+    reason 'billed'), and count them in the bills' version sums: FINALIZE_BILLED_ESTIMATES, under the VEE pass lock
+    taken shared (no pass writes meanwhile; the bill streams do not wait for each other). Returns (bills, days)
+    made final."""
+    conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PASS_LOCK,))
+    row = conn.execute(
+        FINALIZE_BILLED_ESTIMATES,
+        {
+            "run_id": run_id,
+            "channels": list(ENERGY_CHANNELS),
+            "as_of": data_as_of,
+            "made_by": f"bill-run {run_id}",
+            "note": f"billed by run {run_id}",
+        },
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])

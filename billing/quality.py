@@ -11,10 +11,12 @@ from billing import flags as F
 ACTUAL = "A"  # every interval of the day measured
 FORWARD_ESTIMATE = "E"  # estimated from one side only (no closing read yet): to be replaced
 SUBSTITUTED = "S"  # estimated between valid reads, or edited by a person
-FINAL = "F"  # a substitute that will not be replaced (billed)
+FINAL = "F"  # final substitute: an estimate a released bill used (reason 'billed'); a later version corrects the bill
 NULL = "N"  # nothing measured or estimated
 VARIABLE = "V"  # measured and estimated intervals in the same day
 QUALITY_CODES = (ACTUAL, FORWARD_ESTIMATE, SUBSTITUTED, FINAL, NULL, VARIABLE)
+# The estimates a released bill makes final: F is their final form (sql/095_final_versions.sql, billing.bill_ready).
+ESTIMATE_CODES = (FORWARD_ESTIMATE, SUBSTITUTED, VARIABLE)
 
 # AEMO substitution methods, by our method bits in the order that names a day (the first present wins): a
 # like-day shape dominates the day's estimate, then interpolation, then a flat rate, then scaling alone.

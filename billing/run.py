@@ -30,6 +30,7 @@ from billing.bill_ready import (
     cycle_bill_ready,
     cycle_determinants,
     days_as_vee,
+    finalize_billed_estimates,
 )
 from billing.continuous import PASS_LOCK
 from billing.cycles import BillingPeriod
@@ -254,6 +255,8 @@ class RunSummary:
     no_data_share: float = 0.0
     readings: int = 0  # raw readings read (source 'readings') or validated days read ('continuous')
     held: int = 0  # customers whose cycle is not bill-ready (source 'continuous')
+    final_bills: int = 0  # billed customers whose estimated days became final (F) versions (source 'continuous')
+    final_days: int = 0  # those days (every energy channel)
     source: str = "readings"
     exceptions_by_rule: dict[str, int] = field(default_factory=dict)
     price_flags: dict[str, int] = field(default_factory=dict)  # billed customers per price flag (flags.PRICE_FLAG_*)
@@ -434,7 +437,19 @@ def run_period(
                     clock["export"] = time.perf_counter() - t
                     fields["export_dir"] = str(run_dir)
                 if store is not None:
-                    clock["store_bills"] = store.wait()  # from its start: it ran beside the summary and exports
+                    # The estimates the released bills used become final (F), in the bills' own transactions.
+                    made_final: list[tuple[int, int]] = []
+
+                    def finalize(c: psycopg.Connection, as_of: Any = data_as_of) -> None:
+                        t = time.perf_counter()
+                        made_final.append(finalize_billed_estimates(c, run_id=run_id, data_as_of=as_of))
+                        clock["finalize"] = clock.get("finalize", 0.0) + time.perf_counter() - t
+
+                    released = summary.status in ("released", "overridden")
+                    # from its start: it ran beside the summary and exports
+                    clock["store_bills"] = store.wait(before_commit=finalize if released else None)
+                    summary.final_bills = sum(b for b, _ in made_final)
+                    summary.final_days = sum(d for _, d in made_final)
                 fields |= {
                     "source": source,
                     "data_as_of": data_as_of,
@@ -449,6 +464,14 @@ def run_period(
                 fields["customers"] = len(meters)
             clock["total"] = time.perf_counter() - t0
             summary.seconds = clock
+            detail: dict[str, Any] = {
+                "readings": summary.readings,
+                "no_data_share": summary.no_data_share,
+                "price_flags": summary.price_flags,
+                "seconds": {k: round(v, 3) for k, v in clock.items()},
+            }
+            if store is not None:  # the estimated days the bills used, made final (F)
+                detail["made_final"] = {"bills": summary.final_bills, "days": summary.final_days}
             finish_run(
                 conn,
                 run_id,
@@ -456,12 +479,7 @@ def run_period(
                 estimated_share=summary.estimated_share,
                 exceptions=summary.exceptions_by_rule,
                 hold_reason=summary.hold_reason,
-                detail={
-                    "readings": summary.readings,
-                    "no_data_share": summary.no_data_share,
-                    "price_flags": summary.price_flags,
-                    "seconds": {k: round(v, 3) for k, v in clock.items()},
-                },
+                detail=detail,
                 **fields,
             )
         except BaseException:

@@ -137,6 +137,11 @@ def _execute(
     console.print(table)
     for path in summary.files:
         console.print(f"[dim]wrote {path}[/dim]")
+    if summary.final_days:
+        console.print(
+            f"{summary.final_days:,} estimated day(s) of {summary.final_bills:,} bill(s) made final (quality F, reason"
+            " 'billed'): a later version of them is a correction (amr bill corrections)."
+        )
     if summary.held:
         console.print(
             f"[yellow]{summary.held:,} customer(s) held[/yellow]: their cycle is not bill-ready (bills status 'held',"

@@ -59,13 +59,21 @@ def test_vee_commands_as_billing_staff_use_them(make_database: Callable[[str], D
         (episode,) = conn.execute("SELECT episode_id FROM vee_episodes WHERE rule = 'GAP'").fetchone() or (None,)
     bill = _amr(db, "bill", "run", "--period", "2026-10", "--out", str(db.settings.state_dir / "exports"))
     assert bill.returncode == 0, bill.stdout + bill.stderr
+    assert "3 estimated day(s) of 1 bill(s) made final" in bill.stdout, bill.stdout
 
     refused = _amr(db, "vee", "edit", "CLI000001", "--day", "2026-09-14", "--kwh", "55", "--reason", "meter photo",
                    "--role", "reader", "--by", "mallory")  # fmt: skip
     assert refused.returncode == 2 and "may not change validated data" in refused.stderr, refused.stderr
     edited = _amr(db, "vee", "edit", "CLI000001", "--day", "2026-09-14", "--kwh", "55", "--reason", "meter photo",
                   "--by", "thu.nguyen")  # fmt: skip
-    assert edited.returncode == 0 and "version 2" in edited.stdout, edited.stdout + edited.stderr
+    # version 3: the bill run made the billed estimate final (version 2, quality F); a person may still edit it
+    assert edited.returncode == 0 and "version 3" in edited.stdout, edited.stdout + edited.stderr
+    with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
+        history = conn.execute(
+            "SELECT version, quality, reason FROM vee_daily_versions WHERE day = '2026-09-14' AND channel_id = 1"
+            " ORDER BY version"
+        ).fetchall()
+    assert history == [(1, "S", "first_pass"), (2, "F", "billed"), (3, "S", "manual_edit")]
     acked = _amr(db, "vee", "ack", str(episode), "--note", "customer away, photo requested", "--by", "thu.nguyen")
     assert acked.returncode == 0, acked.stderr
     assert "acknowledged" in _amr(db, "vee", "exceptions", "--status", "acknowledged").stdout

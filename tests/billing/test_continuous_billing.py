@@ -1,11 +1,11 @@
 """Billing from the continuous VEE's validated days on a real TimescaleDB: equal to a from-scratch run on the same
-readings, the bill-ready gate holds single customers, and a billed estimate replaced by late reads becomes a
-correction with the exact difference, put right by a cancel-and-rebill run."""
+readings, the bill-ready gate holds single customers, a billed estimate becomes final (quality F) for that bill, and
+its replacement by late reads is a correction with the exact difference, put right by a cancel-and-rebill run."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from amr.timebase import DAY_S, local_midnight_utc_s
 from billing.continuous import drain
 from billing.corrections import find_corrections, rebill
 from billing.cycles import BillingPeriod
+from billing.editing import DayRef, edit_day, undo_day
 from billing.rules import read_vee_rules
 from billing.run import run_period
 from billing.synthetic import concat, register_reads
@@ -43,6 +44,40 @@ def _bills(db: DatabaseServer, run_id: int) -> pd.DataFrame:
             (run_id,),
         ).fetchall()
     return pd.DataFrame(rows, columns=["meter_id", "bill_kind", "status", "energy_kwh", "total_vnd", "hold_reasons"])
+
+
+DAY_COLUMNS = ["meter_id", "channel_id", "day", "version", "kwh", "n_measured", "n_estimated", "quality", "method"]
+
+
+def _current_days(db: DatabaseServer) -> pd.DataFrame:
+    """vee_daily of the energy channels, one row per (meter, channel, day)."""
+    with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
+        rows = conn.execute(
+            "SELECT meter_id, channel_id, day, version, measured_kwh + estimated_kwh, n_measured, n_estimated,"
+            " quality, method FROM vee_daily WHERE channel_id BETWEEN 1 AND 4 ORDER BY 1, 2, 3"
+        ).fetchall()
+    return pd.DataFrame(rows, columns=DAY_COLUMNS)
+
+
+def _version_count(db: DatabaseServer) -> int:
+    with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
+        row = conn.execute("SELECT count(*) FROM vee_daily_versions").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _revalidate(db: DatabaseServer, meter_ids: list[int]) -> None:
+    """Mark the meters' days pending, as ingest does when readings land, and drain: a pass over them. Every day of
+    the data, as when it was ingested: an estimate depends on the history a pass reads before its window."""
+    first, last = FIRST, FIRST + timedelta(days=N_DAYS - 1)
+    with psycopg.connect(db.conninfo(Role.OWNER), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO vee_pending (meter_id, day) SELECT m, d::date FROM unnest(%s::integer[]) AS m,"
+            " generate_series(%s::date, %s::date, interval '1 day') AS d ON CONFLICT (meter_id, day) DO UPDATE"
+            " SET marks = vee_pending.marks + 1",
+            (meter_ids, first, last),
+        )
+    drain(db.conninfo(Role.BILLING), rules=RULES)
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +138,71 @@ def test_late_reads_under_a_billed_estimate_are_a_correction_then_a_rebill(
     billed: tuple[DatabaseServer, ReadingArrays],
 ) -> None:
     db, r = billed
+    before = _current_days(db).set_index(["meter_id", "channel_id", "day"])
     first = run_period(db.conninfo(Role.BILLING), period=PERIOD, kind="bill", source="continuous")
+    # The billed estimates are final for that bill: each estimated day (S, E, V) of a billed customer's cycle is
+    # now F at the next version, with the same values; the held customers' and the days outside the cycles are not.
+    after = _current_days(db).set_index(["meter_id", "channel_id", "day"])
+    estimate = before["quality"].isin(["S", "E", "V", "F"])
+    in_cycle = (before.index.get_level_values("day") >= date(2026, 9, 1)) & (
+        before.index.get_level_values("day") < date(2026, 10, 1)
+    )
+    billed_meter = before.index.get_level_values("meter_id").isin([1, 2, 3, 4, 7])
+    finals = after["quality"] == "F"
+    target = estimate & in_cycle & billed_meter
+    assert target.sum() >= 6 and {3, 7} <= set(before[target].index.get_level_values("meter_id"))
+    assert (finals == target).all()  # exactly the billed estimates
+    if (before["quality"] == "F").any():  # the module's first bill run made them F: this one makes nothing more
+        assert after.equals(before)
+    else:
+        assert (after.loc[target, "version"] == before.loc[target, "version"] + 1).all()
+        assert (after.loc[~target, "version"] == before.loc[~target, "version"]).all()
+    same = ["kwh", "n_measured", "n_estimated", "method"]
+    assert after.loc[finals, same].fillna(-1).equals(before.loc[finals, same].fillna(-1))
+    with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
+        billing_run = conn.execute(  # the module's first continuous run billed the estimates
+            "SELECT min(run_id) FROM billing_runs WHERE source = 'continuous' AND kind = 'bill'"
+        ).fetchall()[0][0]
+        history = conn.execute(
+            "SELECT day, version, quality, reason, made_by, note, measured_kwh + estimated_kwh FROM vee_daily_versions"
+            " WHERE meter_id = 3 AND channel_id = 1 AND day BETWEEN '2026-09-29' AND '2026-10-01' ORDER BY day, version"
+        ).fetchall()
+        versions_billed = conn.execute(
+            "SELECT b.determinant_versions, (SELECT sum(d.version) FROM vee_daily d WHERE d.meter_id = b.meter_id"
+            " AND d.channel_id BETWEEN 1 AND 4 AND d.day >= b.cycle_start AND d.day < b.cycle_end)"
+            " FROM bills b WHERE b.run_id = %s AND b.status = 'billed' ORDER BY b.meter_id",
+            (first.run_id,),
+        ).fetchall()
+    n = history[0][1]  # the estimate's version
+    assert [(d.day, q, why) for d, _, q, why, *_ in history] == [
+        (29, "S", "first_pass"), (29, "F", "billed"), (30, "S", "first_pass"), (30, "F", "billed"),
+        (1, "S", "first_pass"),  # the cycle's end: not billed, still an estimate
+    ]  # fmt: skip
+    assert [v for _, v, *_ in history] == [n, n + 1, n, n + 1, n]
+    assert {(by, note) for _, _, q, _, by, note, _ in history if q == "F"} == {
+        (f"bill-run {billing_run}", f"billed by run {billing_run}")
+    }
+    assert history[0][-1] == history[1][-1] and history[2][-1] == history[3][-1]  # the same kWh
+    # Each bill's version sum includes the F versions: the F days are not corrections.
+    assert all(billed_sum == now_sum for billed_sum, now_sum in versions_billed)
     assert find_corrections(db.conninfo(Role.BILLING), period=PERIOD).changes.empty
+
+    # The VEE service leaves an F day alone while its estimate is the same: a pass over them writes nothing.
+    count = _version_count(db)
+    _revalidate(db, [3, 7])
+    assert _version_count(db) == count
+    assert _current_days(db).set_index(["meter_id", "channel_id", "day"]).equals(after)
+
     late = (r.meter_id == 3) & np.isin(r.ts_s, [local_midnight_utc_s(d) for d in LATE])
     store_through_ingest(db, r.take(late))
     drain(db.conninfo(Role.BILLING), rules=RULES)
+    # The reads replace the final estimate with a new version (n + 2): measured now, a correction of the bill.
+    with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
+        replaced = conn.execute(
+            "SELECT day, version, quality, reason FROM vee_daily WHERE meter_id = 3 AND channel_id = 1"
+            " AND day BETWEEN '2026-09-29' AND '2026-09-30' ORDER BY day"
+        ).fetchall()
+    assert [(v, q, why) for _, v, q, why in replaced] == [(n + 2, "A", "late_data")] * 2
 
     report = find_corrections(db.conninfo(Role.BILLING), period=PERIOD)
     assert report.run_id == first.run_id
@@ -131,3 +226,32 @@ def test_late_reads_under_a_billed_estimate_are_a_correction_then_a_rebill(
     with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
         audit = conn.execute("SELECT operator, action FROM vee_audit WHERE action = 'rebill'").fetchall()
     assert audit == [("lan.tran", "rebill")]
+
+
+def test_a_final_day_is_edited_and_undone_by_a_person(billed: tuple[DatabaseServer, ReadingArrays]) -> None:
+    """F is the VEE service's word, not the operator's: a person may still edit a billed estimate (audited, a
+    correction of the bill), and undo the edit back to F, which the service then leaves alone."""
+    db, _ = billed
+    run_period(db.conninfo(Role.BILLING), period=PERIOD, kind="bill", source="continuous")
+    days = _current_days(db)
+    final = days[(days["meter_id"] == 7) & (days["channel_id"] == 1) & (days["quality"] == "F")].iloc[0]
+    ref = DayRef(serial="CB000007", day=final["day"])
+    with psycopg.connect(db.conninfo(Role.BILLING)) as conn:
+        edited = edit_day(conn, ref, kwh=42.0, reason="meter photo", operator="lan.tran")
+        assert (edited.version, edited.kwh, edited.quality, edited.reason) == (
+            final["version"] + 1, 42.0, "S", "manual_edit"
+        )  # fmt: skip
+        change = find_corrections(db.conninfo(Role.BILLING), period=PERIOD).changes.set_index("meter_id")
+        assert list(change.index) == [7] and abs(change.loc[7, "diff_kwh"] - (42.0 - final["kwh"])) <= 1
+        undone = undo_day(conn, ref, reason="wrong meter", operator="lan.tran")
+        assert (undone.version, undone.quality, undone.reason) == (final["version"] + 2, "F", "undo")
+        assert undone.kwh == pytest.approx(final["kwh"])
+        audit = conn.execute(
+            "SELECT action, old_version, new_version FROM vee_audit WHERE meter_id = 7 AND day = %s ORDER BY audit_id",
+            (final["day"],),
+        ).fetchall()
+    assert audit == [("edit", final["version"], final["version"] + 1), ("undo", final["version"] + 1,
+                                                                        final["version"] + 2)]  # fmt: skip
+    count = _version_count(db)
+    _revalidate(db, [7])  # unlocked again (the undo restored F), and left alone
+    assert _version_count(db) == count
