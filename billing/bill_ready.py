@@ -329,12 +329,24 @@ class _Column:
     offsets: np.ndarray | None = None
 
 
+def _csv_decimal(value: object) -> Decimal:
+    """A numeric value as the CSV writes it: a Decimal or an integer as it is (not through a float: digits and
+    scale), a float by its shortest text."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        return Decimal(int(value))
+    return Decimal(repr(float(value)))  # type: ignore[arg-type]
+
+
 def _column(series: pd.Series, pg_type: str, *, keep_empty: bool, conn: psycopg.Connection, name: str) -> _Column:
     """As copy_frame's CSV would have it: NaN, None and (unless keep_empty) empty text are NULL."""
     if pg_type == "text":  # through Arrow: UTF-8 bytes and offsets without a Python object per row
         text = pa.array(series, type=pa.large_string(), from_pandas=True)
         if isinstance(text, pa.ChunkedArray):  # pandas' Arrow-backed strings
             text = text.combine_chunks()
+        if keep_empty:  # the CSV writes a NULL as an empty field, which FORCE_NOT_NULL reads as ''
+            text = text.fill_null("")
         n = len(text)
         buffers = text.buffers()
         offsets = np.frombuffer(buffers[1], dtype=np.int64, count=n + 1, offset=text.offset * 8)
@@ -347,7 +359,7 @@ def _column(series: pd.Series, pg_type: str, *, keep_empty: bool, conn: psycopg.
     if pg_type == "numeric":  # psycopg's binary numeric of each distinct float's shortest text, as the CSV had it
         codes, uniques = pd.factorize(series, use_na_sentinel=True)
         dumper = conn.adapters.get_dumper(Decimal, PyFormat.BINARY)(Decimal, conn)
-        encoded = [bytes(dumper.dump(Decimal(repr(float(u)))) or b"") for u in uniques]
+        encoded = [bytes(dumper.dump(_csv_decimal(u)) or b"") for u in uniques]
         return _Column(
             codes=codes.astype(np.int64),
             pool=np.frombuffer(b"".join(encoded), dtype=np.uint8),
@@ -507,8 +519,9 @@ def copy_frame_binary(
     chunk_rows: int = BINARY_COPY_CHUNK_ROWS,
 ) -> int:
     """billing.store.copy_frame by binary COPY: the same rows stored (NaN, None and, outside `not_null`, empty text
-    as NULL; numeric from the floats' shortest text), the fields in the table's column types (smallint, integer,
-    bigint, real, double precision, boolean, date, numeric, text)."""
+    as NULL; in a `not_null` text column a missing value is '', as FORCE_NOT_NULL reads the CSV's empty field;
+    numeric from the floats' shortest text, Decimals and integers as they are), the fields in the table's column
+    types (smallint, integer, bigint, real, double precision, boolean, date, numeric, text)."""
     if frame.empty:
         return 0
     types: dict[str, str] = dict(

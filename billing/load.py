@@ -339,9 +339,14 @@ def decode_array_row(stream: bytes | bytearray | memoryview, wires: list[str]) -
         raise pgcopy.CopyFormatError("not a PGCOPY binary stream")
     pos = len(pgcopy.HEADER) + int.from_bytes(view[len(pgcopy.HEADER) - 4 : len(pgcopy.HEADER)], "big")
 
+    def need(size: int) -> None:
+        if size < 0 or pos + size > len(view):  # numpy would raise ValueError, or read a negative count as "all"
+            raise pgcopy.CopyFormatError("binary COPY stream cut short (or a field's length is wrong)")
+
     def take(fmt: str) -> int:
         nonlocal pos
         size = np.dtype(fmt).itemsize
+        need(size)
         value = int(np.frombuffer(view, dtype=fmt, count=1, offset=pos)[0])
         pos += size
         return value
@@ -359,9 +364,10 @@ def decode_array_row(stream: bytes | bytearray | memoryview, wires: list[str]) -
         ndim, has_null = take(">i4"), take(">i4")
         take(">i4")  # element type oid
         count = take(">i4") if ndim else 0
-        if ndim > 1 or has_null:
+        if ndim not in (0, 1) or has_null:
             raise pgcopy.CopyFormatError("expected one-dimensional arrays without NULLs")
         pos += 4 * ndim  # lower bound
+        need(count * (4 + dtype.itemsize))
         elements = np.frombuffer(view, dtype=[("len", ">i4"), ("v", wire)], count=count, offset=pos)
         if (elements["len"] != dtype.itemsize).any():
             raise pgcopy.CopyFormatError(f"array elements are not {dtype.itemsize} bytes")
