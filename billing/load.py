@@ -26,6 +26,10 @@ PARTITION_METERS = 50_000
 # Billing from the validated days (fetch_cycle_sums) reads one sum per series, not the days: a partition's memory is
 # small at any size, and fewer partitions leave the database less idle between them (HCMC: 10 instead of 50).
 CONTINUOUS_PARTITION_METERS = 250_000
+# fetch_readings reads a whole id range when at least 1/DENSE_FETCH_SHARE of it is wanted: a row sent and dropped
+# costs ~1 us, an `meter_id = ANY(array)` test in PostgreSQL ~0.7 us on every row (a 50,000-meter VEE pass: 14.3 s
+# against 7.2 s for the same range read whole).
+DENSE_FETCH_SHARE = 2
 # The readings as billing reads and writes them (billing.synthetic writes test data in the same layout).
 READING_ROWS = pgcopy.FixedRows(
     ("meter_id", "int4"), ("channel_id", "int2"), ("ts", "timestamptz"), ("value", "float8"), ("quality", "int2")
@@ -53,7 +57,9 @@ def fetch_readings(
     if meter_ids.size == 0:
         return parse_binary_readings(pgcopy.HEADER + pgcopy.TRAILER)
     lo, hi = int(meter_ids[0]), int(meter_ids[-1])
-    dense = meter_ids.size == hi - lo + 1
+    # Most of the id range wanted (a VEE pass's pending meters, a partition of a city): reading the range and
+    # dropping the few others here costs less than PostgreSQL testing every row against a long id array.
+    dense = meter_ids.size * DENSE_FETCH_SHARE >= hi - lo + 1
     where: list[sql.Composable] = [
         sql.SQL("meter_id BETWEEN {} AND {}").format(sql.Literal(lo), sql.Literal(hi)),
         sql.SQL("channel_id = ANY({}::smallint[])").format(sql.Literal(list(channels))),
@@ -68,7 +74,12 @@ def fetch_readings(
     with conn.cursor() as cur, cur.copy(query) as copy:
         for chunk in copy:
             buf += chunk
-    return parse_binary_readings(buf)
+    readings = parse_binary_readings(buf)
+    if dense and meter_ids.size < hi - lo + 1:
+        wanted = np.zeros(hi - lo + 1, dtype=bool)
+        wanted[meter_ids.astype(np.int64) - lo] = True
+        readings = readings.take(wanted[readings.meter_id.astype(np.int64) - lo])
+    return readings
 
 
 @dataclass(frozen=True, kw_only=True)
