@@ -163,8 +163,7 @@ def rebill(conninfo: str, *, period: BillingPeriod, operator: str, tariff_dir: P
 
 
 def _meters(conn: psycopg.Connection, meter_ids: np.ndarray) -> MeterTable:
-    every = fetch_meters(conn)
-    return every.take(np.flatnonzero(np.isin(every.meter_id, meter_ids)))
+    return fetch_meters(conn, meter_ids=meter_ids)
 
 
 def _empty_changes() -> pd.DataFrame:

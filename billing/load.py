@@ -105,9 +105,17 @@ class MeterTable:
 
 
 def fetch_meters(
-    conn: psycopg.Connection, *, city: str | None = None, power_company: str | None = None, read_day: int | None = None
+    conn: psycopg.Connection,
+    *,
+    city: str | None = None,
+    power_company: str | None = None,
+    read_day: int | None = None,
+    meter_ids: np.ndarray | None = None,
 ) -> MeterTable:
+    """The registry's meters (those of `city`, `power_company`, `read_day` and `meter_ids` when given), by id."""
     where: list[sql.Composable] = [sql.SQL("true")]
+    if meter_ids is not None:
+        where.append(sql.SQL("meter_id = ANY({}::integer[])").format(sql.Literal([int(m) for m in meter_ids])))
     if city:
         where.append(sql.SQL("city = {}").format(sql.Literal(city)))
     if power_company:

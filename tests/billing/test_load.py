@@ -11,7 +11,7 @@ import pytest
 
 from amr.db.server import DatabaseServer, Role
 from amr.timebase import DAY_S, local_midnight_utc_s
-from billing.load import DENSE_FETCH_SHARE, fetch_readings
+from billing.load import DENSE_FETCH_SHARE, fetch_meters, fetch_readings
 from billing.synthetic import copy_readings, register_reads
 
 FIRST = date(2026, 10, 1)
@@ -69,3 +69,12 @@ def test_the_same_rows_whichever_way_the_meters_are_selected(fleet: DatabaseServ
 
 def test_the_share_that_reads_a_whole_range_keeps_the_wanted_meters_a_majority() -> None:
     assert DENSE_FETCH_SHARE <= 2  # a range read whole sends at most twice the rows wanted
+
+
+def test_fetch_meters_by_id_reads_only_those_meters(fleet: DatabaseServer) -> None:
+    with psycopg.connect(fleet.conninfo(Role.BILLING), autocommit=True) as conn:
+        some = fetch_meters(conn, meter_ids=np.array([9, 3, 5], np.int32))
+        every = fetch_meters(conn)
+    assert some.meter_id.tolist() == [3, 5, 9]
+    assert some.serial.tolist() == ["LD3", "LD5", "LD9"]
+    assert len(every) == N_METERS
