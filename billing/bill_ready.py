@@ -552,7 +552,10 @@ class BackgroundCopy:
     """copy_frame_binary of `frame` into `table` in threads started at once, on `streams` connections to
     `conninfo` (contiguous parts of the rows): the database stores the rows while the caller goes on (its
     exports). wait() commits them all if every part went in (else none) and returns the seconds from the start, or
-    raises what a copy raised."""
+    raises what a copy raised.
+
+    `unique`: the table's key columns. Rows that repeat a key are refused here (ValueError), before any copy: in
+    two streams the second would wait for the first's transaction, which only wait() commits, for ever."""
 
     def __init__(
         self,
@@ -561,8 +564,12 @@ class BackgroundCopy:
         frame: pd.DataFrame,
         *,
         not_null: tuple[str, ...] = (),
+        unique: tuple[str, ...] = (),
         streams: int = COPY_STREAMS,
     ) -> None:
+        if unique and frame.duplicated(list(unique)).any():
+            repeated = frame.loc[frame.duplicated(list(unique), keep=False), list(unique)].head(3)
+            raise ValueError(f"{table}: rows repeat the key {unique}, e.g. {repeated.to_dict('records')}")
         self._t0 = time.perf_counter()
         self._conns: list[psycopg.Connection] = []
         self._errors: list[BaseException] = []

@@ -408,7 +408,11 @@ def run_period(
                     # binary COPY on connections of its own (billing.bill_ready.COPY_STREAMS), beside the summary
                     # and the exports below: the database's work beside this process's; committed when waited for
                     store = BackgroundCopy(
-                        conninfo, "bills", bills[columns], not_null=("tariff_versions", "quality_flags")
+                        conninfo,
+                        "bills",
+                        bills[columns],
+                        not_null=("tariff_versions", "quality_flags"),
+                        unique=("run_id", "meter_id", "bill_kind"),
                     )
                 else:
                     copy_frame(conn, "bills", bills[columns], not_null=("tariff_versions", "quality_flags"))

@@ -308,3 +308,17 @@ def test_a_repeated_key_fails_the_copy_and_stores_nothing(
     with pytest.raises(psycopg.errors.UniqueViolation):
         BackgroundCopy(db.conninfo(Role.OWNER), binary, frame, not_null=NOT_NULL, streams=2).wait()
     assert _count(conn, binary) == 0
+
+
+def test_a_key_repeated_across_two_streams_is_refused_before_any_copy(
+    db: DatabaseServer, tables: tuple[psycopg.Connection, str, str]
+) -> None:
+    """Without `unique`, the row in the second stream waits for the first stream's uncommitted row for ever (seen:
+    stuck); with it, the frame is refused at once and nothing is stored."""
+    conn, _, binary = tables
+    frame = _bills(10)
+    frame["meter_id"] = frame["meter_id"].where(frame.index != 8, frame["meter_id"][1])  # streams 1 and 2
+    with pytest.raises(ValueError, match="repeat the key"):
+        BackgroundCopy(db.conninfo(Role.OWNER), binary, frame, not_null=NOT_NULL, streams=2,
+                       unique=("run_id", "meter_id", "bill_kind"))  # fmt: skip
+    assert _count(conn, binary) == 0
