@@ -31,6 +31,8 @@ WORST_METERS_ROWS = 25
 DRILLDOWN_MAX_DAYS = 62
 DRILLDOWN_MAX_EPISODES = 200
 DRILLDOWN_MAX_VERSIONS = 2_000
+# A profile meter's validated intervals (vee_intervals, sql/096_vee_intervals.sql): 15-min slots at most.
+DRILLDOWN_MAX_INTERVALS = DRILLDOWN_MAX_DAYS * 96
 
 
 def _city_clause(city: str | None, *, meter_col: str) -> tuple[str, dict[str, Any]]:
@@ -252,6 +254,28 @@ def fetch_meter_versions(src: DataSource, meter_id: int, first_day: dt.date, las
         },
         columns=VERSION_COLUMNS,
         requires=["vee_daily_versions"],
+    )
+
+
+INTERVAL_COLUMNS = ["interval_end", "energy_kwh", "quality", "method", "version"]
+
+
+def fetch_meter_intervals(src: DataSource, meter_id: int, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
+    """One profile meter's validated intervals ending in (start, end], total-import channel, oldest first (primary
+    key (meter_id, channel_id, interval_end)); none for a daily-register meter."""
+    return src.fetch_frame(
+        f"SELECT {', '.join(INTERVAL_COLUMNS)} FROM vee_intervals"
+        " WHERE meter_id = %(meter)s AND channel_id = %(channel)s AND interval_end > %(start)s"
+        " AND interval_end <= %(end)s ORDER BY interval_end LIMIT %(limit)s",
+        {
+            "meter": meter_id,
+            "channel": TOTAL_IMPORT_CHANNEL,
+            "start": start,
+            "end": end,
+            "limit": DRILLDOWN_MAX_INTERVALS,
+        },
+        columns=INTERVAL_COLUMNS,
+        requires=["vee_intervals"],
     )
 
 

@@ -248,10 +248,12 @@ def drilldown_figure(
     serial: str,
     start: dt.datetime,
     end: dt.datetime,
+    intervals: pd.DataFrame | None = None,
 ) -> go.Figure:
     """One chart: the register reads [kWh] (left axis); the validated energy of each day [kWh/day] (right axis),
-    the current version solid, earlier versions as dashed day-long segments; episodes as shaded spans (colour =
-    severity, faint once resolved) with a hover marker each along the top."""
+    the current version solid, earlier versions as dashed day-long segments; a profile meter's validated intervals
+    [kWh] as steps on an axis of their own (scale in the hover; marker colour = quality code); episodes as shaded
+    spans (colour = severity, faint once resolved) with a hover marker each along the top."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     x0, x1 = start.astimezone(LOCAL_TZ).replace(tzinfo=None), end.astimezone(LOCAL_TZ).replace(tzinfo=None)
     if not readings.empty:
@@ -279,6 +281,28 @@ def drilldown_figure(
             hovertext=_day_hover(current),
             hoverinfo="text",
             secondary_y=True,
+        )
+    if intervals is not None and not intervals.empty:
+        fig.add_scatter(
+            x=_local_naive(intervals["interval_end"]),
+            y=intervals["energy_kwh"],
+            yaxis="y4",
+            mode="lines+markers",
+            line={"color": "#7a9cc6", "width": 1, "shape": "vh"},  # a slot's value over the slot, up to its end
+            marker={"size": 3, "color": [QUALITY_CODES.get(q, ("", "#333"))[1] for q in intervals["quality"]]},
+            name="validated intervals [kWh]",
+            hovertext=[
+                f"{fmt_ts(e)} ICT: {k:.3f} kWh, {QUALITY_CODES.get(q, (q, ''))[0]}, {method_label(m)}, version {v}"
+                for e, k, q, m, v in zip(
+                    intervals["interval_end"],
+                    intervals["energy_kwh"],
+                    intervals["quality"],
+                    intervals["method"],
+                    intervals["version"],
+                    strict=True,
+                )
+            ],
+            hoverinfo="text",
         )
     if not versions.empty:
         now_version = _current_versions(current)
@@ -362,6 +386,7 @@ def drilldown_figure(
         legend={"orientation": "h", "y": -0.12},
         xaxis={"range": [x0, x1]},
         yaxis3={"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True},
+        yaxis4={"overlaying": "y", "rangemode": "tozero", "visible": False},
     )
     fig.update_yaxes(title_text="register [kWh]", secondary_y=False)
     fig.update_yaxes(
@@ -565,6 +590,7 @@ def render_drilldown(src: DataSource, serial: str | None, first_day: dt.date, la
     current = qq.fetch_meter_current_days(src, meter_id, first_day, last_day)
     versions = qq.fetch_meter_versions(src, meter_id, first_day, last_day)
     episodes = qq.fetch_meter_episodes(src, meter_id, start, end)
+    intervals = qq.fetch_meter_intervals(src, meter_id, start, end)
     row = meter.iloc[0]
     n_estimated = int((current["quality"] != "A").sum()) if not current.empty else 0
     n_open = int((episodes["status"] == "open").sum()) if not episodes.empty else 0
@@ -579,7 +605,9 @@ def render_drilldown(src: DataSource, serial: str | None, first_day: dt.date, la
     if current.empty:
         newest = qq.fetch_meter_newest_day(src, meter_id)
         note += f"; newest validated day: {newest}" if newest else "; no day of this meter is validated yet"
-    figure = drilldown_figure(readings, current, versions, episodes, serial=serial, start=start, end=end)
+    figure = drilldown_figure(
+        readings, current, versions, episodes, serial=serial, start=start, end=end, intervals=intervals
+    )
     return DrillView(figure=figure, note=note, versions=version_rows(versions, current))
 
 
