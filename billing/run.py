@@ -412,7 +412,7 @@ def run_period(
                         "bills",
                         bills[columns],
                         not_null=("tariff_versions", "quality_flags"),
-                        unique=("run_id", "meter_id", "bill_kind"),
+                        unique=("run_id", "meter_id"),  # bill_kind: the default, "bill"
                     )
                 else:
                     copy_frame(conn, "bills", bills[columns], not_null=("tariff_versions", "quality_flags"))
