@@ -28,8 +28,9 @@ import psycopg
 
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S, local_day_number
 from billing import episodes as E
+from billing.intervals import interval_frame, store_intervals
 from billing.load import fetch_readings
-from billing.quality import day_quality
+from billing.quality import ESTIMATE_CODES, FINAL, day_quality
 from billing.rules import VeeRules
 from billing.store import copy_frame
 from billing.vee import CLOCK_CHANNEL, ENERGY_CHANNELS, PeriodWindow, VeeResult, validate_estimate
@@ -173,11 +174,13 @@ def _pass(
             summary.seconds[stage] = summary.seconds.get(stage, 0.0) + seconds
     fresh = pd.concat([p.fresh for p in parts], ignore_index=True)
     flags = pd.concat([p.flags for p in parts], ignore_index=True)
+    intervals = pd.concat([p.intervals for p in parts], ignore_index=True)
 
     t = time.perf_counter()
     current = _current_rows(conn, known, window)
     new_versions = _changed(fresh, current)
     _write_versions(conn, new_versions, service)
+    store_intervals(conn, intervals, current, new_versions)
     _replace_flags(conn, known, window, flags)
     opened, cleared = _rebuild_episodes(conn, known, window)
     _settle_pending(conn, pending)
@@ -208,6 +211,7 @@ class _PassJob:
 class _PassPart:
     fresh: pd.DataFrame  # the days the partition's new readings can change (see _daily_frame)
     flags: pd.DataFrame  # its rule occurrences over the window
+    intervals: pd.DataFrame  # the profile series' interval slots over the days of `fresh` (billing.intervals)
     readings: int
     seconds: dict[str, float]
 
@@ -234,8 +238,9 @@ def _validate_partition(job: _PassJob) -> _PassPart:
     fresh = _daily_frame(vee, readings.meter_id, readings.channel_id, readings.ts_s, job.meter_ids, job.multiplier,
                          job.pending_midnight_s)  # fmt: skip
     flags = _beyond_data_dropped(vee.exceptions[~vee.exceptions["rule"].isin(WINDOW_RULES)], readings)
+    intervals = interval_frame(vee, readings, fresh, job.meter_ids, job.multiplier, job.digits, rules)
     seconds["results"] = time.perf_counter() - t
-    return _PassPart(fresh=fresh, flags=flags, readings=len(readings), seconds=seconds)
+    return _PassPart(fresh=fresh, flags=flags, intervals=intervals, readings=len(readings), seconds=seconds)
 
 
 def _run_parts(jobs: list[_PassJob], dask_scheduler: str | None) -> list[_PassPart]:
@@ -347,7 +352,10 @@ def _current_rows(conn: psycopg.Connection, meter_ids: np.ndarray, window: Perio
 
 def _changed(fresh: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
     """The fresh rows that differ from the current version (or have none), with their version and reason; days a
-    person edited (locked) are left alone."""
+    person edited (locked) are left alone. A final version (F: the estimate a bill used) stands while the fresh
+    row is an estimate by the same method with no more measured intervals: a pass whose window read other history
+    splits a gap a little differently, and that is not a reason to correct a bill. Reads that arrive for the day,
+    or another method (a forward estimate interpolated once the closing read is in), replace it."""
     key = ["meter_id", "channel_id", "day"]
     merged = fresh.merge(current, on=key, how="left", suffixes=("", "_cur"), indicator=True)
     is_new = (merged["_merge"] == "left_only").to_numpy()
@@ -359,7 +367,13 @@ def _changed(fresh: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
         else:
             same &= a == b
     locked = merged["locked"].fillna(False).to_numpy(bool)
-    take = (is_new | ~same) & ~locked
+    final_stands = (
+        (merged["quality_cur"].to_numpy() == FINAL)
+        & np.isin(merged["quality"].to_numpy(), ESTIMATE_CODES)
+        & (merged["method"].to_numpy() == merged["method_cur"].to_numpy())
+        & (merged["n_measured"].to_numpy() <= merged["n_measured_cur"].fillna(0).to_numpy())
+    )
+    take = (is_new | ~same) & ~locked & ~final_stands
     out = merged.loc[take, [*key, *COMPARED]].copy()
     cur = merged.loc[take]
     out["version"] = np.where(is_new[take], 1, cur["version"].fillna(0).to_numpy() + 1).astype(np.int32)

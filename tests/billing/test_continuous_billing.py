@@ -66,10 +66,11 @@ def _version_count(db: DatabaseServer) -> int:
     return int(row[0])
 
 
-def _revalidate(db: DatabaseServer, meter_ids: list[int]) -> None:
+def _revalidate(db: DatabaseServer, meter_ids: list[int], days: tuple[date, date] | None = None) -> None:
     """Mark the meters' days pending, as ingest does when readings land, and drain: a pass over them. Every day of
-    the data, as when it was ingested: an estimate depends on the history a pass reads before its window."""
-    first, last = FIRST, FIRST + timedelta(days=N_DAYS - 1)
+    the data, as when it was ingested, unless `days` (first, last) says otherwise: an estimate depends on the
+    history a pass reads before its window."""
+    first, last = days or (FIRST, FIRST + timedelta(days=N_DAYS - 1))
     with psycopg.connect(db.conninfo(Role.OWNER), autocommit=True) as conn:
         conn.execute(
             "INSERT INTO vee_pending (meter_id, day) SELECT m, d::date FROM unnest(%s::integer[]) AS m,"
@@ -192,6 +193,15 @@ def test_late_reads_under_a_billed_estimate_are_a_correction_then_a_rebill(
     _revalidate(db, [3, 7])
     assert _version_count(db) == count
     assert _current_days(db).set_index(["meter_id", "channel_id", "day"]).equals(after)
+    # Nor when a pass over other days reads other history and so splits the same gap a little differently: a billed
+    # estimate is not re-estimated for that (rebill noise); only measured intervals or another method replace it.
+    _revalidate(db, [3, 7], days=(date(2026, 9, 5), date(2026, 10, 2)))
+    shifted = _current_days(db).set_index(["meter_id", "channel_id", "day"])
+    assert shifted.loc[finals].equals(after.loc[finals])
+    # the pass did re-estimate: meter 3's unbilled estimates after the cycle got revalidation versions
+    moved = shifted.loc[~finals, "version"] != after.loc[~finals, "version"]
+    assert moved.any() and set(shifted.loc[~finals][moved].index.get_level_values("meter_id")) == {3}
+    assert (shifted.loc[~finals][moved].index.get_level_values("day") >= date(2026, 10, 1)).all()
 
     late = (r.meter_id == 3) & np.isin(r.ts_s, [local_midnight_utc_s(d) for d in LATE])
     store_through_ingest(db, r.take(late))
