@@ -180,9 +180,9 @@ def _pass(
     current = _current_rows(conn, known, window)
     new_versions = _changed(fresh, current)
     _write_versions(conn, new_versions, service)
-    store_intervals(conn, intervals, current, new_versions)
-    _replace_flags(conn, known, window, flags)
-    opened, cleared = _rebuild_episodes(conn, known, window)
+    store_intervals(conn, intervals, new_versions)
+    flagged = _replace_flags(conn, known, window, flags)
+    opened, cleared = _rebuild_episodes(conn, flagged, window)
     _settle_pending(conn, pending)
     summary.seconds["store"] = time.perf_counter() - t
 
@@ -407,27 +407,35 @@ def _write_versions(conn: psycopg.Connection, rows: pd.DataFrame, made_by: str) 
     conn.execute("DROP TABLE vee_daily_new")
 
 
-def _replace_flags(conn: psycopg.Connection, meter_ids: np.ndarray, window: PeriodWindow, flags: pd.DataFrame) -> None:
+def _replace_flags(
+    conn: psycopg.Connection, meter_ids: np.ndarray, window: PeriodWindow, flags: pd.DataFrame
+) -> np.ndarray:
     """The window's occurrences of these meters become this pass's (the kernel reports every read whose interval
-    overlaps the window, and so this deletes exactly what it can re-create)."""
+    overlaps the window, and so this deletes exactly what it can re-create). Returns the meters that had or have
+    an occurrence in the window (sorted): the only ones whose episodes can change."""
     start = pd.Timestamp(window.day0_s, unit="s", tz="UTC")
     end = pd.Timestamp(window.end_s, unit="s", tz="UTC")
-    conn.execute(
-        "DELETE FROM vee_flags WHERE meter_id = ANY(%s) AND interval_end > %s AND interval_start < %s",
+    deleted = conn.execute(
+        "WITH gone AS (DELETE FROM vee_flags WHERE meter_id = ANY(%s) AND interval_end > %s AND interval_start < %s"
+        " RETURNING meter_id) SELECT DISTINCT meter_id FROM gone",
         ([int(m) for m in meter_ids], start.to_pydatetime(), end.to_pydatetime()),
-    )
+    ).fetchall()
+    flagged = np.union1d(np.array([m for (m,) in deleted], np.int64), flags["meter_id"].to_numpy(np.int64))
     if flags.empty:
-        return
+        return flagged
     frame = flags.drop_duplicates(["meter_id", "channel_id", "rule", "interval_start"])
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS vee_flags_new (LIKE vee_flags) ON COMMIT DROP")
     copy_frame(conn, "vee_flags_new", frame[["meter_id", "channel_id", "rule", "interval_start", "interval_end",
                                               "severity", "value"]])  # fmt: skip
     conn.execute("INSERT INTO vee_flags SELECT * FROM vee_flags_new ON CONFLICT DO NOTHING")
     conn.execute("DROP TABLE vee_flags_new")
+    return flagged
 
 
 def _rebuild_episodes(conn: psycopg.Connection, meter_ids: np.ndarray, window: PeriodWindow) -> tuple[int, int]:
     """Episodes of these meters from their occurrences since the horizon; (opened, cleared)."""
+    if meter_ids.size == 0:
+        return 0, 0
     horizon = pd.Timestamp(window.day0_s - EPISODE_HORIZON_DAYS * DAY_S, unit="s", tz="UTC").to_pydatetime()
     ids = [int(m) for m in meter_ids]
     with conn.cursor() as cur:

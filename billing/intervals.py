@@ -513,45 +513,35 @@ def interval_frame(
     )
 
 
-def _day_versions(current: pd.DataFrame, new_versions: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
-    """(meter_id, channel_id, day number, version) of the days of these series (key = meter << 16 | channel)
-    current after the pass: its new version, else the current one; days a person edited (locked) left out."""
-    parts = []
-    for frame, locked in ((current, current["locked"].to_numpy(bool) if "locked" in current else None),
-                          (new_versions, None)):  # fmt: skip
-        if frame.empty:
-            continue
-        key = frame["meter_id"].to_numpy(np.int64) << 16 | frame["channel_id"].to_numpy(np.int64)
-        mine = np.isin(key, keys)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "meter_id": frame["meter_id"].to_numpy(np.int32)[mine],
-                    "channel_id": frame["channel_id"].to_numpy(np.int16)[mine],
-                    "day": np.asarray(frame["day"].to_numpy()[mine], dtype="datetime64[D]").astype(np.int64),
-                    "version": frame["version"].to_numpy(np.int64)[mine],
-                    "locked": locked[mine] if locked is not None else np.zeros(int(mine.sum()), bool),
-                }
-            )
-        )
-    if not parts:
+def _day_versions(new_versions: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
+    """(meter_id, channel_id, day number, version) of the days of these series (key = meter << 16 | channel) that
+    the pass gave a new version (never a locked day: the pass leaves those alone)."""
+    if new_versions.empty:
         return pd.DataFrame(columns=["meter_id", "channel_id", "day", "version"])
-    versions = pd.concat(parts, ignore_index=True).drop_duplicates(["meter_id", "channel_id", "day"], keep="last")
-    return versions[~versions["locked"].to_numpy(bool)].drop(columns="locked")
+    key = new_versions["meter_id"].to_numpy(np.int64) << 16 | new_versions["channel_id"].to_numpy(np.int64)
+    mine = np.isin(key, keys)
+    return pd.DataFrame(
+        {
+            "meter_id": new_versions["meter_id"].to_numpy(np.int32)[mine],
+            "channel_id": new_versions["channel_id"].to_numpy(np.int16)[mine],
+            "day": np.asarray(new_versions["day"].to_numpy()[mine], dtype="datetime64[D]").astype(np.int64),
+            "version": new_versions["version"].to_numpy(np.int64)[mine],
+        }
+    )
 
 
-def store_intervals(
-    conn: psycopg.Connection, intervals: pd.DataFrame, current: pd.DataFrame, new_versions: pd.DataFrame
-) -> int:
-    """Upsert the pass's interval slots (interval_frame's) whose energy, quality or method changed, or that are
-    new, each with the version of its day current after this pass (`new_versions`' if the pass made one, else
-    `current`'s: the daily version the value was made at); a day a person edited (locked) keeps its intervals.
+def store_intervals(conn: psycopg.Connection, intervals: pd.DataFrame, new_versions: pd.DataFrame) -> int:
+    """Upsert the pass's interval slots (interval_frame's) of the days it gave a new version (`new_versions`, with
+    that version: the daily version the value was made at) whose energy, quality or method changed, or that are
+    new. A day whose daily result did not change keeps its slots: a pass whose window read other history may split
+    a gap inside it a little differently, which is not a new result (and half a daily pass's slots are those of the
+    day before, already stored). A day a person edited (locked) gets no new version and keeps its intervals.
     One binary COPY into a temporary table and one INSERT .. ON CONFLICT DO UPDATE .. WHERE changed; nothing is
     deleted. Returns the rows written."""
     if intervals.empty:
         return 0
     keys = np.unique(intervals["meter_id"].to_numpy(np.int64) << 16 | intervals["channel_id"].to_numpy(np.int64))
-    versions = _day_versions(current, new_versions, keys)
+    versions = _day_versions(new_versions, keys)
     merged = intervals.merge(versions, on=["meter_id", "channel_id", "day"], how="inner")
     if merged.empty:
         return 0
