@@ -31,7 +31,7 @@ from amr import pgcopy
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S
 from billing import flags as F
 from billing import kernels as K
-from billing.kernels import SPIKE_LOOKAHEAD_READS, LikeDayProfile, VeeInputError, check_array, check_holiday_days
+from billing.kernels import LikeDayProfile, VeeInputError, check_array, check_holiday_days, spike_falls_back
 from billing.quality import ACTUAL, SUBSTITUTED, VARIABLE, day_quality
 from billing.rules import VeeRules, VeeThresholds, kernel_thresholds
 from billing.store import COPY_CHUNK_ROWS
@@ -258,20 +258,8 @@ def _valid_deltas(
         d = v - base_val
         if f & _ROLLOVER:
             d += modulus
-        if f & _SPIKE:
-            # the kernel's look-ahead: the register comes back down within the next few reads: a bad read
-            j = i + 1
-            seen = 0
-            bad = False
-            while j < n and seen < SPIKE_LOOKAHEAD_READS:
-                if ts[j] != t:
-                    seen += 1
-                    if value[j] < v:
-                        bad = True
-                        break
-                j += 1
-            if bad:
-                continue
+        if f & _SPIKE and spike_falls_back(ts, value, i):  # the kernel's look-ahead: a bad read
+            continue
         delta[i] = d
         if t - base_ts == interval_s:
             local_day = (base_ts + LOCAL_UTC_OFFSET_S) // DAY_S

@@ -216,6 +216,23 @@ def _profile_weight(t_start: int, length_s: int, profile: LikeDayProfile) -> flo
 
 # -- pass 1: validation -------------------------------------------------------------------------------------------
 @njit(cache=True)
+def spike_falls_back(ts: np.ndarray, value: np.ndarray, i: int) -> bool:
+    """Whether the register comes back below read i's value within the next SPIKE_LOOKAHEAD_READS reads (of other
+    instants): read i is bad, not the energy. A meter glitch can hold for more than one read, so the look goes
+    beyond the next one."""
+    t, v = ts[i], value[i]
+    j = i + 1
+    seen = 0
+    while j < ts.shape[0] and seen < SPIKE_LOOKAHEAD_READS:
+        if ts[j] != t:
+            seen += 1
+            if value[j] < v:
+                return True
+        j += 1
+    return False
+
+
+@njit(cache=True)
 def _validate_series(
     ts: np.ndarray,
     value: np.ndarray,
@@ -316,19 +333,7 @@ def _validate_series(
         ref = last_rate * dt if last_rate > 0.0 else 0.0
         if d > th.spike_factor * ref and d > th.spike_min_kw * dt / 3600.0:
             f |= _SPIKE
-            # The register comes back down within the next few reads: this read is bad, not the energy. A meter
-            # glitch can hold for more than one read, so look beyond the next one.
-            j = i + 1
-            seen = 0
-            bad = False
-            while j < n and seen < SPIKE_LOOKAHEAD_READS:
-                if ts[j] != t:
-                    seen += 1
-                    if value[j] < v:
-                        bad = True
-                        break
-                j += 1
-            if bad:
+            if spike_falls_back(ts, value, i):
                 out.flags[i] = f
                 continue
         if d == 0.0:
