@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
+import os
 import shutil
 import tempfile
 import time
@@ -397,13 +398,32 @@ def _excel_after(run_dir: Path) -> float | None:
     return time.perf_counter() - t
 
 
-def measure(db: DatabaseServer, n: int, source: str, *, excel: bool = False, **run_options: Any) -> dict[str, Any]:
-    """The floor, then the bill run, on a filled database (each after a read of its tables): the figures."""
-    out = Path(tempfile.mkdtemp(prefix="amr-bench-billing-out-"))
+def cold_cache(db: DatabaseServer) -> float:
+    """PostgreSQL restarted (its shared buffers empty) and the kernel's page cache dropped: a measurement then reads
+    its tables from disk, as a bill run does on a server whose memory went to other work. Seconds."""
+    t = time.perf_counter()
+    assert db.cluster is not None
+    db.cluster.stop()
+    os.sync()
     try:
-        warm_floor_s = warm_cache(db, source)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as exc:  # not root, or a container that may not: the measurement is then not cold
+        raise SystemExit(f"--cold needs to drop the page cache (as root): {exc}") from exc
+    db.cluster.start()
+    return time.perf_counter() - t
+
+
+def measure(
+    db: DatabaseServer, n: int, source: str, *, excel: bool = False, cold: bool = False, **run_options: Any
+) -> dict[str, Any]:
+    """The floor, then the bill run, on a filled database (each after a read of its tables, or each from a cold
+    cache): the figures."""
+    out = Path(tempfile.mkdtemp(prefix="amr-bench-billing-out-"))
+    prepare = (lambda: cold_cache(db)) if cold else (lambda: warm_cache(db, source))
+    try:
+        warm_floor_s = prepare()
         floor_s, floor_bytes = copy_out_floor(db, source)
-        warm_run_s = warm_cache(db, source)
+        warm_run_s = prepare()
         with _run_excel(excel) as excel_left_out:
             summary = run_period(
                 db.conninfo(Role.BILLING), period=PERIOD, kind="bill", source=source, out_dir=out, **run_options
@@ -417,8 +437,9 @@ def measure(db: DatabaseServer, n: int, source: str, *, excel: bool = False, **r
             "copy_out_floor_mb": floor_bytes / 1e6,
             "ratio_run_to_copy_floor": total / floor_s,
             "excel_in_run": not excel_left_out,
-            "cache_warm_before_floor_s": warm_floor_s,
-            "cache_warm_before_run_s": warm_run_s,
+            "cache": "cold (restart, page cache dropped)" if cold else "warm (tables read first)",
+            "cache_prepared_before_floor_s": warm_floor_s,
+            "cache_prepared_before_run_s": warm_run_s,
         }
         if excel_left_out:
             figures["excel_after_run_s"] = _excel_after(out / f"{PERIOD.label}_run{summary.run_id}")
@@ -438,7 +459,9 @@ def measure(db: DatabaseServer, n: int, source: str, *, excel: bool = False, **r
         shutil.rmtree(out, ignore_errors=True)
 
 
-def run(quick: bool, customers: int | None = None, source: str = "continuous", excel: bool = False) -> dict[str, Any]:
+def run(
+    quick: bool, customers: int | None = None, source: str = "continuous", excel: bool = False, cold: bool = False
+) -> dict[str, Any]:
     if source not in SOURCES:
         raise ValueError(f"source {source!r}: one of {SOURCES}")
     n = customers or (QUICK_CUSTOMERS if quick else HCMC_CUSTOMERS)
@@ -446,7 +469,7 @@ def run(quick: bool, customers: int | None = None, source: str = "continuous", e
         t = time.perf_counter()
         filled = fill_validated_days(db, n) if source == "continuous" else fill_readings(db, n)
         figures: dict[str, Any] = {"source": source, "customers": n, **filled, "fill_s": time.perf_counter() - t}
-        return figures | measure(db, n, source, excel=excel)
+        return figures | measure(db, n, source, excel=excel, cold=cold)
 
 
 def _cell(value: Any) -> str:
@@ -492,8 +515,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=None, help=f"default {HCMC_CUSTOMERS:,} (HCMC, scale 1.0)")
     parser.add_argument("--source", choices=SOURCES, default="continuous")
     parser.add_argument("--excel", action="store_true", help="the run writes its Excel workbooks too")
+    parser.add_argument(
+        "--cold", action="store_true", help="restart PostgreSQL and drop the page cache before each measurement"
+    )
     args = parser.parse_args()
-    print_table(run(args.quick, args.customers, args.source, args.excel))
+    print_table(run(args.quick, args.customers, args.source, args.excel, args.cold))
 
 
 if __name__ == "__main__":
