@@ -174,7 +174,13 @@ def fill_validated_days(db: DatabaseServer, n: int, seed: int = 3) -> dict[str, 
             " estimated_kwh float8, n_measured integer, n_estimated integer, flags integer, methods smallint,"
             " quality smallint, method smallint)"
         )
-        # Indexes are built once after the load (the same indexes; a bulk build instead of 80 M inserts).
+        # Indexes are built once after the load (the same indexes, as the migrations define them; a bulk build
+        # instead of 80 M inserts).
+        row = conn.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'vee_daily_pkey'"
+        ).fetchone()
+        assert row is not None
+        primary_key = str(row[0])
         conn.execute("ALTER TABLE vee_daily DROP CONSTRAINT vee_daily_pkey")
         conn.execute("DROP INDEX vee_daily_day")
         codes = "ARRAY[" + ", ".join(f"'{c}'" for c in QUALITY_CODES) + "]::char(1)[]"
@@ -223,7 +229,7 @@ def fill_validated_days(db: DatabaseServer, n: int, seed: int = 3) -> dict[str, 
             rows += int(live.sum())
             est_rows += int(est.sum())
         conn.execute("DROP TABLE vee_fill")
-        conn.execute("ALTER TABLE vee_daily ADD PRIMARY KEY (meter_id, channel_id, day)")
+        conn.execute(f"ALTER TABLE vee_daily ADD CONSTRAINT vee_daily_pkey {primary_key}")
         conn.execute("CREATE INDEX vee_daily_day ON vee_daily (day)")
         episodes = _fill_episodes(
             conn, s_meter, s_channel, gap & (stop_day[:, None] > np.arange(CYCLE_DAYS)), s_row, rng, n
