@@ -567,8 +567,9 @@ class BackgroundCopy:
         unique: tuple[str, ...] = (),
         streams: int = COPY_STREAMS,
     ) -> None:
-        if unique and frame.duplicated(list(unique)).any():
-            repeated = frame.loc[frame.duplicated(list(unique), keep=False), list(unique)].head(3)
+        repeats = frame.duplicated(list(unique), keep=False) if unique else None
+        if repeats is not None and repeats.any():
+            repeated = frame.loc[repeats, list(unique)].head(3)
             raise ValueError(f"{table}: rows repeat the key {unique}, e.g. {repeated.to_dict('records')}")
         self._t0 = time.perf_counter()
         self._conns: list[psycopg.Connection] = []

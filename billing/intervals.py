@@ -31,7 +31,14 @@ from amr import pgcopy
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S
 from billing import flags as F
 from billing import kernels as K
-from billing.kernels import LikeDayProfile, VeeInputError, check_array, check_holiday_days, spike_falls_back
+from billing.kernels import (
+    LikeDayProfile,
+    VeeInputError,
+    check_array,
+    check_holiday_days,
+    gap_profile_weights,
+    spike_falls_back,
+)
 from billing.quality import ACTUAL, SUBSTITUTED, VARIABLE, day_quality
 from billing.rules import VeeRules, VeeThresholds, kernel_thresholds
 from billing.store import COPY_CHUNK_ROWS
@@ -363,20 +370,7 @@ def _series_intervals(
             _add(slot_end, energy, n_meas, n_est, methods, from_s, interval_s, t, d, np.uint8(0))
         elif span <= th.estimate_max_s:
             # as _estimate_between: linear up to linear_max_s, like-day weights beyond, scaled to the delta
-            use_profile = span > th.linear_max_s
-            weight_sum = 0.0
-            if use_profile:
-                st = a
-                while st < t:
-                    en = min(st + interval_s, t)
-                    w = K._profile_weight(st, en - st, profile)
-                    if w < 0.0:
-                        use_profile = False
-                        break
-                    weight_sum += w
-                    st = en
-                if weight_sum <= 0.0:
-                    use_profile = False
+            use_profile, weight_sum = gap_profile_weights(a, t, profile, th.linear_max_s)
             method = (_M_HISTORICAL if use_profile else _M_LINEAR) | _M_SCALED
             st = a
             while st < t:

@@ -435,6 +435,25 @@ def _flag_days(day_flags: np.ndarray, s: int, a: int, b: int, flag: np.uint32, d
 
 
 @njit(cache=True)
+def gap_profile_weights(a: int, b: int, profile: LikeDayProfile, linear_max_s: int) -> tuple[bool, float]:
+    """How a gap (a, b] between two valid reads is split: (by the like-day profile, the sum of its weights over the
+    gap's intervals). Linearly (False) up to linear_max_s, and when an interval has no profile weight."""
+    interval_s = profile.interval_s
+    if b - a <= linear_max_s:
+        return False, 0.0
+    weight_sum = 0.0
+    st = a
+    while st < b:
+        en = min(st + interval_s, b)
+        w = _profile_weight(st, en - st, profile)
+        if w < 0.0:
+            return False, 0.0
+        weight_sum += w
+        st = en
+    return weight_sum > 0.0, weight_sum
+
+
+@njit(cache=True)
 def _estimate_between(
     days: DayArrays,
     s: int,
@@ -449,20 +468,7 @@ def _estimate_between(
     linear up to linear_max_s, like-day weights beyond; both scaled to sum exactly to the delta."""
     interval_s = profile.interval_s
     span = b - a
-    use_profile = span > linear_max_s
-    weight_sum = 0.0
-    if use_profile:
-        st = a
-        while st < b:
-            en = min(st + interval_s, b)
-            w = _profile_weight(st, en - st, profile)
-            if w < 0.0:
-                use_profile = False
-                break
-            weight_sum += w
-            st = en
-        if weight_sum <= 0.0:
-            use_profile = False
+    use_profile, weight_sum = gap_profile_weights(a, b, profile, linear_max_s)
     method = (_M_HISTORICAL if use_profile else _M_LINEAR) | _M_SCALED
     st = a
     while st < b:
