@@ -83,6 +83,9 @@ def days_as_vee(days: ValidatedDays, window: PeriodWindow) -> VeeResult:
         series_flags=np.zeros(s_count, np.uint32),
         series_interval_s=np.zeros(s_count, np.int64),
         hist_kwh_per_day=np.full(s_count, np.nan),
+        seeded=np.zeros(s_count, bool),
+        state=K.new_series_arrays(s_count),
+        state_zero_days=np.zeros(s_count, np.int64),
         flag_records=FlagRecords(
             n_readings=0,
             seg=np.zeros(1, np.int64),

@@ -176,15 +176,27 @@ def _pass(
     flags = pd.concat([p.flags for p in parts], ignore_index=True)
     intervals = pd.concat([p.intervals for p in parts], ignore_index=True)
 
-    t = time.perf_counter()
+    t = t_store = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        summary.seconds[stage] = now - t
+        t = now
+
     current = _current_rows(conn, known, window)
     new_versions = _changed(fresh, current)
+    lap("store: compare")
     _write_versions(conn, new_versions, service)
+    lap("store: versions")
     store_intervals(conn, intervals, new_versions)
+    lap("store: intervals")
     flagged = _replace_flags(conn, known, window, flags)
     opened, cleared = _rebuild_episodes(conn, flagged, window)
+    lap("store: flags and episodes")
     _settle_pending(conn, pending)
-    summary.seconds["store"] = time.perf_counter() - t
+    lap("store: pending")
+    summary.seconds["store"] = time.perf_counter() - t_store
 
     summary.units = len(pending)
     summary.meters = len(known)
@@ -238,6 +250,7 @@ def _validate_partition(job: _PassJob) -> _PassPart:
     fresh = _daily_frame(vee, readings.meter_id, readings.channel_id, readings.ts_s, job.meter_ids, job.multiplier,
                          job.pending_midnight_s)  # fmt: skip
     flags = _beyond_data_dropped(vee.exceptions[~vee.exceptions["rule"].isin(WINDOW_RULES)], readings)
+    seconds["results: days"] = time.perf_counter() - t
     intervals = interval_frame(vee, readings, fresh, job.meter_ids, job.multiplier, job.digits, rules)
     seconds["results"] = time.perf_counter() - t
     return _PassPart(fresh=fresh, flags=flags, intervals=intervals, readings=len(readings), seconds=seconds)

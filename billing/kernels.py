@@ -105,6 +105,31 @@ class SeriesArrays(NamedTuple):
     hist_kwh_per_day: np.ndarray  # float64, NaN without history
     first_valid_s: np.ndarray  # int64, -1: no valid read
     last_valid_s: np.ndarray  # int64, -1: no valid read
+    # The validation state after the series' last valid read at a local midnight (see SeriesSeed): what a later
+    # pass resumes from without reading the series' history again. state_s -1: no such read.
+    state_s: np.ndarray  # int64, that read [UTC epoch s]
+    state_kwh: np.ndarray  # float64, its register value [kWh]
+    state_rate: np.ndarray  # float64, the rate of the last valid interval then [kWh/s], -1: none
+    state_zero_since_s: np.ndarray  # int64, start of the register's unchanged run then [s], -1: none
+    state_avg_kwh_per_day: np.ndarray  # float64, the smoothed average day then [kWh/day], NaN: none
+
+
+class SeriesSeed(NamedTuple):
+    """Per series, (S,): the validation state a series resumes from, as a previous pass left it (SeriesArrays'
+    state_*), for a batch whose first read of the series is that state's read itself (a valid read at a local
+    midnight, re-read or restored) and whose later reads follow it. A series without a state: rate -1,
+    zero_since_s -1, avg NaN (the kernels then start from nothing, as on a series' first reads)."""
+
+    rate: np.ndarray  # float64 [kWh/s]
+    zero_since_s: np.ndarray  # int64 [s]
+    avg_kwh_per_day: np.ndarray  # float64 [kWh/day]
+
+
+def no_seed(n_series: int) -> SeriesSeed:
+    return SeriesSeed(
+        rate=np.full(n_series, -1.0), zero_since_s=np.full(n_series, -1, np.int64),
+        avg_kwh_per_day=np.full(n_series, np.nan),
+    )  # fmt: skip
 
 
 def new_day_arrays(n_series: int, n_days: int) -> DayArrays:
@@ -125,6 +150,11 @@ def new_series_arrays(n_series: int) -> SeriesArrays:
         hist_kwh_per_day=np.zeros(n_series, np.float64),
         first_valid_s=np.zeros(n_series, np.int64),
         last_valid_s=np.zeros(n_series, np.int64),
+        state_s=np.full(n_series, -1, np.int64),
+        state_kwh=np.zeros(n_series, np.float64),
+        state_rate=np.zeros(n_series, np.float64),
+        state_zero_since_s=np.zeros(n_series, np.int64),
+        state_avg_kwh_per_day=np.zeros(n_series, np.float64),
     )
 
 
@@ -243,11 +273,20 @@ def _validate_series(
     holiday_days: np.ndarray,
     profile: LikeDayProfile,
     out: ReadVerdicts,
-) -> tuple[float, int]:
+    seed_rate: float,
+    seed_zero_since_s: int,
+    seed_avg: float,
+    state: np.ndarray,
+) -> tuple[float, int, int]:
     """Validate each read of one series against the last valid one into `out`; add the valid single intervals to
     the (zeroed) `profile`, except those starting on a local day in `holiday_days` (local day numbers, strictly
     ascending), and to the history (reads up to day0_s) as they are accepted.
-    Returns (history [kWh/day], NaN without history; first valid read [s], -1 without)."""
+    The series resumes from a seed (SeriesSeed: last rate [kWh/s], unchanged since [s], smoothed average day
+    [kWh/day]; -1, -1, NaN: none), taken up when its first valid read becomes the base. `state` (float64, 4)
+    receives the state after the last valid read at a local midnight: register [kWh], rate, unchanged since, the
+    smoothed average day (an exponential average of the valid intervals' daily rate, horizon th.history_s).
+    Returns (history [kWh/day], NaN without history; first valid read [s], -1 without; that last valid read at a
+    local midnight [s], -1 without)."""
     # Integer divisions dominate the per-read cost, so on the regular grid (the common case) the alignment, the
     # profile cell and the day index are carried forward from the previous read instead of recomputed; the
     # holidays are walked with a cursor (interval starts only move forward), by comparisons.
@@ -268,6 +307,8 @@ def _validate_series(
     last_rate = -1.0
     zero_start = -1
     first_valid_s = -1
+    avg = np.nan
+    state_s = -1
     n = ts.shape[0]
     for i in range(n):
         t = ts[i]
@@ -306,6 +347,9 @@ def _validate_series(
                 base_val = v
                 base_cell = _profile_index(t, interval_s, n_slots)
                 first_valid_s = t
+                last_rate = seed_rate
+                zero_start = seed_zero_since_s
+                avg = seed_avg
             continue
         out.start_s[i] = base_ts
         if invalid:
@@ -361,10 +405,18 @@ def _validate_series(
             hist_kwh += d
             hist_s += dt
         last_rate = d / dt
+        day_kwh = last_rate * DAY_S
+        avg = day_kwh if np.isnan(avg) else avg + (day_kwh - avg) * min(1.0, dt / th.history_s)
         base_ts = t
         base_val = v
+        if (t + LOCAL_UTC_OFFSET_S) % DAY_S == 0:
+            state_s = t
+            state[0] = v
+            state[1] = last_rate
+            state[2] = zero_start
+            state[3] = avg
     hist_kwh_per_day = hist_kwh / hist_s * DAY_S if hist_s > 0 else np.nan
-    return hist_kwh_per_day, first_valid_s
+    return hist_kwh_per_day, first_valid_s, state_s
 
 
 def _check_series(ts_s: np.ndarray, **columns: tuple[np.ndarray, type]) -> None:
@@ -383,6 +435,8 @@ class SeriesValidation:
     profile: LikeDayProfile  # profile.interval_s: the series' interval
     hist_kwh_per_day: float  # NaN without history
     first_valid_s: int  # -1: no valid read
+    state_s: int  # the last valid read at a local midnight [s], -1: none
+    state: np.ndarray  # float64 (4,): the state after it (see _validate_series)
 
 
 def validate_series(
@@ -395,10 +449,14 @@ def validate_series(
     allowed_s: np.ndarray,
     day0_s: int,
     holiday_days: np.ndarray,
+    seed_rate: float = -1.0,
+    seed_zero_since_s: int = -1,
+    seed_avg_kwh_per_day: float = np.nan,
 ) -> SeriesValidation:
     """The validation pass on one series: reads sorted by time (int64 [s], float64 register [kWh], int16 status
     bits), the register's modulus (10 ** digits), the allowed intervals [s] (int64, ascending), the public holidays
-    the like-day profile leaves out (int64 local day numbers, strictly ascending; empty: none)."""
+    the like-day profile leaves out (int64 local day numbers, strictly ascending; empty: none); the seed a series
+    resumes from (SeriesSeed's fields; the defaults: none)."""
     _check_series(ts_s, value=(value, np.float64), quality=(quality, np.int16))
     check_array("allowed_s", allowed_s, np.int64)
     check_holiday_days(holiday_days)
@@ -408,10 +466,13 @@ def validate_series(
     interval_s = int(_series_interval(ts_s, allowed_s, thresholds.default_interval_s))
     profile = _empty_profile(interval_s)
     verdicts = ReadVerdicts(np.zeros(n, np.uint32), np.zeros(n, np.int64), np.zeros(n, np.float64))
-    hist, first = _validate_series(
-        ts_s, value, quality, float(modulus), thresholds, int(day0_s), holiday_days, profile, verdicts
-    )
-    return SeriesValidation(verdicts=verdicts, profile=profile, hist_kwh_per_day=float(hist), first_valid_s=int(first))
+    state = np.zeros(4, np.float64)
+    hist, first, state_s = _validate_series(
+        ts_s, value, quality, float(modulus), thresholds, int(day0_s), holiday_days, profile, verdicts,
+        float(seed_rate), int(seed_zero_since_s), float(seed_avg_kwh_per_day), state,
+    )  # fmt: skip
+    return SeriesValidation(verdicts=verdicts, profile=profile, hist_kwh_per_day=float(hist), first_valid_s=int(first),
+                            state_s=int(state_s), state=state)  # fmt: skip
 
 
 # -- pass 2: daily aggregation ------------------------------------------------------------------------------------
@@ -668,10 +729,11 @@ def vee_kernel(
     exc_counts: np.ndarray,
     days: DayArrays,
     series: SeriesArrays,
+    seed: SeriesSeed,
 ) -> None:
     """VEE over all series (validation, then daily aggregation, per series), in rec_rows.shape[0] parallel chunks
     of series (chunk_series); days and series are zeroed by the caller. holiday_days: the local day numbers (int64,
-    strictly ascending) whose intervals the like-day profiles leave out.
+    strictly ascending) whose intervals the like-day profiles leave out; seed: what each series resumes from.
 
     Flag records: chunk c writes its reads with a nonzero flag (read index, flags, interval start [s]) to
     rec_read / rec_flags / rec_start from seg[first series of c] on, in read order, rec_rows[c] of them; reads
@@ -688,6 +750,9 @@ def vee_kernel(
     # writes to local names; passing the record on to a called kernel is fine.
     series_flags, series_interval, series_hist = series.flags, series.interval_s, series.hist_kwh_per_day
     series_first, series_last = series.first_valid_s, series.last_valid_s
+    state_s_out, state_kwh, state_rate = series.state_s, series.state_kwh, series.state_rate
+    state_zero, state_avg = series.state_zero_since_s, series.state_avg_kwh_per_day
+    seed_rate, seed_zero, seed_avg = seed.rate, seed.zero_since_s, seed.avg_kwh_per_day
     for c in prange(n_chunks):
         s_first, s_end = chunk_series(n_series, n_chunks, c)
         longest = 0
@@ -696,6 +761,7 @@ def vee_kernel(
         flags_buf = np.empty(longest, dtype=np.uint32)
         start_buf = np.empty(longest, dtype=np.int64)
         delta_buf = np.empty(longest, dtype=np.float64)
+        state = np.empty(4, dtype=np.float64)
         k = seg[s_first]
         for s in range(s_first, s_end):
             lo = seg[s]
@@ -704,9 +770,16 @@ def vee_kernel(
             verdicts = ReadVerdicts(flags_buf[:n], start_buf[:n], delta_buf[:n])
             interval_s = _series_interval(ts[lo:hi], allowed, th.default_interval_s)
             profile = _empty_profile(interval_s)
-            hist, first = _validate_series(
-                ts[lo:hi], value[lo:hi], quality[lo:hi], modulus[s], th, day0_s, holiday_days, profile, verdicts
-            )
+            hist, first, state_s = _validate_series(
+                ts[lo:hi], value[lo:hi], quality[lo:hi], modulus[s], th, day0_s, holiday_days, profile, verdicts,
+                seed_rate[s], seed_zero[s], seed_avg[s], state,
+            )  # fmt: skip
+            state_s_out[s] = state_s
+            if state_s >= 0:
+                state_kwh[s] = state[0]
+                state_rate[s] = state[1]
+                state_zero[s] = np.int64(state[2])
+                state_avg[s] = state[3]
             sflags, last = _aggregate_series(ts[lo:hi], verdicts, profile, th, first, day0_s, period_end_s, days, s)
             series_interval[s] = interval_s
             series_hist[s] = hist
@@ -791,8 +864,13 @@ def use_check_kernel(
     high_factor: float,
     low_factor: float,
     zero_days: int,
+    zero_run0: np.ndarray,
+    run_day: np.ndarray,
+    zero_run_out: np.ndarray,
 ) -> None:
-    """High / low / zero use per day against the series' own average day [kWh/day] (active customers only)."""
+    """High / low / zero use per day against the series' own average day [kWh/day] (active customers only).
+    zero_run0 (S,) int64: zero days in a row before the first day (a series resuming from its state);
+    zero_run_out[s] (S,) int64: the run after day index run_day[s] (-1: none; left as it is)."""
     # local names, not days.x[...]: see vee_kernel (numba drops NamedTuple array writes in a prange body)
     measured, estimated, n_meas, n_est, day_flags = (
         days.measured_kwh,
@@ -805,8 +883,10 @@ def use_check_kernel(
         h = hist_kwh_per_day[s]
         if not check[s] or np.isnan(h) or h < active_min:
             continue
-        zero_run = 0
+        zero_run = zero_run0[s]
         for d in range(measured.shape[1]):
+            if d - 1 == run_day[s]:
+                zero_run_out[s] = zero_run
             if n_meas[s, d] + n_est[s, d] == 0:
                 zero_run = 0
                 continue
@@ -821,6 +901,8 @@ def use_check_kernel(
                     day_flags[s, d] |= _ZERO_USE
             else:
                 zero_run = 0
+        if run_day[s] == measured.shape[1] - 1:
+            zero_run_out[s] = zero_run
 
 
 @njit(cache=True, parallel=True)

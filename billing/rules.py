@@ -150,6 +150,7 @@ class VeeThresholds(NamedTuple):
     estimate_max_s: int
     status_invalid_mask: int  # amr.obis.STATUS_BITS: value not used
     status_review_mask: int  # value used, flagged STATUS_WARN
+    history_s: int  # the horizon of a series' smoothed average day (history.days) [s]
 
 
 def kernel_thresholds(rules: VeeRules) -> VeeThresholds:
@@ -167,6 +168,7 @@ def kernel_thresholds(rules: VeeRules) -> VeeThresholds:
         estimate_max_s=int(rules.estimation.max_s),
         status_invalid_mask=rules.status_invalid_mask,
         status_review_mask=rules.status_review_mask,
+        history_s=int(rules.history.days) * DAY_S,
     )
 
 

@@ -115,6 +115,23 @@ class FlagRecords:
         return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class SeriesStates:
+    """The state each series resumes from (K.SeriesSeed, plus its zero days), sorted by (meter_id, channel_id):
+    what a previous pass left after the series' last valid read at a local midnight. validate_estimate takes it
+    up for the series whose first read in the batch is that read."""
+
+    meter_id: np.ndarray  # int32
+    channel_id: np.ndarray  # int16
+    rate: np.ndarray  # float64, the last valid interval's rate [kWh/s], -1: none
+    zero_since_s: np.ndarray  # int64, register unchanged since [s], -1: none
+    avg_kwh_per_day: np.ndarray  # float64, smoothed average day [kWh/day], NaN: none
+    zero_days: np.ndarray  # int64, zero days in a row up to that read (ZERO_USE)
+
+    def __len__(self) -> int:
+        return int(self.meter_id.shape[0])
+
+
 @dataclass(kw_only=True)
 class VeeResult:
     window: PeriodWindow
@@ -128,7 +145,10 @@ class VeeResult:
     day_methods: np.ndarray  # (S, D) uint8
     series_flags: np.ndarray  # (S,) uint32
     series_interval_s: np.ndarray  # (S,) int64
-    hist_kwh_per_day: np.ndarray  # (S,) float64, NaN without history
+    hist_kwh_per_day: np.ndarray  # (S,) float64, NaN without history (a resumed series: its state's average day)
+    seeded: np.ndarray  # (S,) bool, resumed from a SeriesStates row
+    state: K.SeriesArrays  # its state_* fields: each series' state after its last valid read at a local midnight
+    state_zero_days: np.ndarray  # (S,) int64, zero days in a row up to that read
     flag_records: FlagRecords  # the energy reads with a flag; reading_flags expands them
     exceptions: pd.DataFrame  # meter_id, channel_id, interval_start, interval_end, rule, severity, value
 
@@ -188,13 +208,16 @@ def validate_estimate(
     meter_ids: np.ndarray | None = None,
     register_digits: np.ndarray | None = None,
     holiday_days: np.ndarray | None = None,
+    states: SeriesStates | None = None,
 ) -> VeeResult:
     """Run every VEE rule over a batch of reads (energy channels 1-4 and the clock offset, channel 20).
 
     readings: sorted by (meter_id, channel_id, ts_s), covering the window plus the rules' history days before it;
     meter_ids / register_digits: the meters' register sizes (sorted by meter_id) for rollover detection;
     holiday_days: the local day numbers (amr.timebase.local_day_number; int64, strictly ascending) the like-day
-    profiles leave out; None: default_holiday_days (Viet Nam's public holidays), an empty array: none.
+    profiles leave out; None: default_holiday_days (Viet Nam's public holidays), an empty array: none;
+    states: the state the series in it resume from (each such series' first read must be its state's read: the
+    caller puts it there), with its average day as the history the day checks use.
     """
     check_readings(readings, sorted_check=False)
     if holiday_days is None:
@@ -235,6 +258,8 @@ def validate_estimate(
     exc_counts = np.zeros((K.VEE_CHUNKS, _RULE_BITS.shape[0]), np.int64)
     days = K.new_day_arrays(n_series, d)
     series = K.new_series_arrays(n_series)
+    seed, seeded, zero_run0 = _seed(series_meter, series_channel, states)
+    zero_days = np.zeros(n_series, np.int64)
     allowed = np.asarray(rules.interval.allowed_s, dtype=np.int64)
     day0_s, end_s = window.day0_s, window.end_s
     if n_series:
@@ -257,8 +282,11 @@ def validate_estimate(
             exc_counts,
             days,
             series,
+            seed,
         )
+        series.hist_kwh_per_day[seeded] = seed.avg_kwh_per_day[seeded]
         h = rules.history
+        state_day = np.where(series.state_s >= 0, (series.state_s - 1 - day0_s) // DAY_S, _NO_DAY)
         K.use_check_kernel(
             days,
             series.hist_kwh_per_day,
@@ -267,6 +295,9 @@ def validate_estimate(
             h.high_factor,
             h.low_factor,
             h.zero_days,
+            zero_run0,
+            state_day,
+            zero_days,
         )
         if rules.tou_sum.enabled:
             total_idx, rate_idx = tou_groups(series_meter, series_channel)
@@ -302,9 +333,39 @@ def validate_estimate(
         series_flags=series.flags,
         series_interval_s=series.interval_s,
         hist_kwh_per_day=series.hist_kwh_per_day,
+        seeded=seeded,
+        state=series,
+        state_zero_days=zero_days,
         flag_records=records,
         exceptions=exceptions,
     )
+
+
+_NO_DAY = -(1 << 62)  # a day index no window has
+
+
+def _seed(
+    series_meter: np.ndarray, series_channel: np.ndarray, states: SeriesStates | None
+) -> tuple[K.SeriesSeed, np.ndarray, np.ndarray]:
+    """Each series' seed from `states` (by meter and channel), whether it has one, its zero days before."""
+    n = series_meter.shape[0]
+    seed = K.no_seed(n)
+    seeded = np.zeros(n, bool)
+    zero_run0 = np.zeros(n, np.int64)
+    if states is None or len(states) == 0 or n == 0:
+        return seed, seeded, zero_run0
+    key = states.meter_id.astype(np.int64) << 16 | states.channel_id.astype(np.int64)
+    if key.shape[0] > 1 and bool((key[1:] <= key[:-1]).any()):
+        raise VeeInputError("states: rows must be sorted by (meter_id, channel_id), one per series")
+    want = series_meter.astype(np.int64) << 16 | series_channel.astype(np.int64)
+    pos = np.clip(np.searchsorted(key, want), 0, key.shape[0] - 1)
+    seeded = key[pos] == want
+    at = pos[seeded]
+    seed.rate[seeded] = states.rate[at]
+    seed.zero_since_s[seeded] = states.zero_since_s[at]
+    seed.avg_kwh_per_day[seeded] = states.avg_kwh_per_day[at]
+    zero_run0[seeded] = states.zero_days[at]
+    return seed, seeded, zero_run0
 
 
 def default_holiday_days(window: PeriodWindow) -> np.ndarray:

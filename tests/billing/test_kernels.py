@@ -184,6 +184,10 @@ def test_each_kernel_pass_matches_its_twin(data: tuple[list[int], list[float], l
     # the same float operations in the same order: equal, not approximately (NaN where the read is not valid)
     np.testing.assert_array_equal(val.verdicts.delta_kwh, np.asarray(twin.delta, np.float64))
     assert val.first_valid_s == twin.first_valid
+    if twin.state is None:
+        assert val.state_s == -1
+    else:
+        assert (val.state_s, *val.state.tolist()) == pytest.approx(twin.state, rel=0, abs=0, nan_ok=True)
     if math.isnan(twin.hist):
         assert math.isnan(val.hist_kwh_per_day)
     else:
@@ -216,6 +220,43 @@ def test_each_kernel_pass_matches_its_twin(data: tuple[list[int], list[float], l
         assert days.n_estimated[0, d] == want.n_est.get(d, 0)
         assert days.methods[0, d] == want.methods.get(d, 0)
         assert days.flags[0, d] == want.day_flags.get(d, 0), d
+
+
+@given(series(), st.integers(1, 14))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_a_series_resumed_from_its_state_is_validated_as_in_one_run(
+    data: tuple[list[int], list[float], list[int], int], split_day: int
+) -> None:
+    """Validated up to a local midnight, then resumed from the state it left (its read at that midnight and the
+    seed) with only the later reads: every later read gets the verdict of one run over all the reads, and the
+    state after them is the same. This is what lets a VEE pass read a day's readings without their history."""
+    ts, values, quality, digits = data
+    kw = {"modulus": 10.0**digits, "thresholds": THRESHOLDS, "allowed_s": ALLOWED_S, "day0_s": DAY0,
+          "holiday_days": HOLIDAYS}  # fmt: skip
+    ts_s, value, q = np.asarray(ts, np.int64), np.asarray(values, np.float64), np.asarray(quality, np.int16)
+    whole = K.validate_series(ts_s, value, q, **kw)  # type: ignore[arg-type]
+    cut = DAY0 - 5 * DAY_S + split_day * DAY_S
+    head = ts_s <= cut
+    first = K.validate_series(ts_s[head], value[head], q[head], **kw)  # type: ignore[arg-type]
+    if first.state_s < 0:
+        return  # no valid read at a midnight up to the cut: nothing to resume from
+    c = first.state_s
+    rest = ts_s > c
+    seed_kwh, rate, zero_since, avg = first.state.tolist()
+    resumed = K.validate_series(
+        np.r_[c, ts_s[rest]], np.r_[seed_kwh, value[rest]], np.r_[np.int16(0), q[rest]],
+        seed_rate=rate, seed_zero_since_s=int(zero_since), seed_avg_kwh_per_day=avg, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    if resumed.profile.interval_s != whole.profile.interval_s:
+        return  # too few reads after the cut to tell the interval: the pass takes it from the state's day too
+    np.testing.assert_array_equal(resumed.verdicts.flags[1:], whole.verdicts.flags[rest])
+    np.testing.assert_array_equal(resumed.verdicts.start_s[1:], whole.verdicts.start_s[rest])
+    np.testing.assert_array_equal(resumed.verdicts.delta_kwh[1:], whole.verdicts.delta_kwh[rest])
+    if resumed.state_s >= 0:
+        assert resumed.state_s == whole.state_s
+        np.testing.assert_array_equal(resumed.state, whole.state)
+    else:
+        assert whole.state_s == c
 
 
 def test_series_wrappers_refuse_what_the_kernels_cannot_take() -> None:

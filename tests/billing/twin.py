@@ -27,6 +27,8 @@ class TwinValidation:
     delta: list[float] = field(default_factory=list)
     hist: float = math.nan
     first_valid: int = -1
+    # after the last valid read at a local midnight: (read [s], register, rate, unchanged since, average day)
+    state: tuple[int, float, float, int, float] | None = None
 
 
 @dataclass
@@ -69,8 +71,17 @@ def twin_series(
 
 
 def twin_validate(
-    ts: list[int], values: list[float], quality: list[int], *, modulus: float, rules: VeeRules, day0: int
+    ts: list[int],
+    values: list[float],
+    quality: list[int],
+    *,
+    modulus: float,
+    rules: VeeRules,
+    day0: int,
+    seed: tuple[float, int, float] | None = None,
 ) -> TwinValidation:
+    """seed: (rate [kWh/s], unchanged since [s], average day [kWh/day]) the series resumes from at its first valid
+    read (None: nothing; -1 / -1 / NaN mean none of each)."""
     out = TwinValidation()
     r = rules
     inv_mask = sum(STATUS_BITS[b] for b in set(r.status.invalid_bits))
@@ -94,6 +105,8 @@ def twin_validate(
     last_rate = -1.0
     zero_start: int | None = None
     first_valid = -1
+    average: float | None = None  # the smoothed average day [kWh/day]
+    horizon_s = r.history.days * DAY_S
     n = len(ts)
     for i in range(n):
         t, v, q = ts[i], values[i], quality[i]
@@ -121,6 +134,10 @@ def twin_validate(
             if not bad_status:
                 base = (t, v)
                 first_valid = t
+                if seed is not None:
+                    last_rate = seed[0]
+                    zero_start = None if seed[1] < 0 else seed[1]
+                    average = None if math.isnan(seed[2]) else seed[2]
             continue
         out.start.append(base[0])
         if bad_status:
@@ -161,7 +178,11 @@ def twin_validate(
         out.flags.append(f)
         out.delta.append(d)
         last_rate = d / dt
+        per_day = last_rate * DAY_S
+        average = per_day if average is None else average + (per_day - average) * min(1.0, dt / horizon_s)
         base = (t, v)
+        if (t + LOCAL_UTC_OFFSET_S) % DAY_S == 0:
+            out.state = (t, v, last_rate, -1 if zero_start is None else zero_start, average)
     out.first_valid = first_valid
 
     # history: the valid reads up to the period start
