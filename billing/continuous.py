@@ -28,12 +28,14 @@ import psycopg
 
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S, local_day_number
 from billing import episodes as E
+from billing import flags as F
 from billing.intervals import interval_frame, store_intervals
 from billing.load import fetch_readings
 from billing.quality import ESTIMATE_CODES, FINAL, day_quality
 from billing.rules import VeeRules
+from billing.series_state import STATE_ROWS, StoredStates, load_states, save_states, states_of
 from billing.store import copy_frame
-from billing.vee import CLOCK_CHANNEL, ENERGY_CHANNELS, PeriodWindow, VeeResult, validate_estimate
+from billing.vee import CLOCK_CHANNEL, ENERGY_CHANNELS, PeriodWindow, ReadingArrays, VeeResult, validate_estimate
 
 _SEGMENT_STRIDE_S = 1 << 33  # above any epoch second this side of year 2200: series apart in one sorted array
 SERVICE = "vee-service"  # made_by of automatic versions and the vee_state row
@@ -78,6 +80,7 @@ class PassSummary:
     versions: dict[str, int] = field(default_factory=dict)  # new versions by reason
     episodes_opened: int = 0
     episodes_cleared: int = 0
+    resumed: int = 0  # meters validated from their state (sql/097_vee_series_state.sql), not their history
     busy: bool = False  # another pass held the lock
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -156,25 +159,36 @@ def _pass(
     meter_first_pending = pd.Series(pending[:, 1]).groupby(pending[:, 0]).min()
     pending_midnight_s = meter_first_pending.reindex(known).fillna(meter_first_pending.min()).to_numpy(np.int64) * DAY_S
     pending_midnight_s -= LOCAL_UTC_OFFSET_S
-    jobs = [
-        _PassJob(
-            conninfo=conninfo,
-            meter_ids=known[lo : lo + partition_meters],
-            multiplier=multiplier[lo : lo + partition_meters],
-            digits=digits[lo : lo + partition_meters],
-            pending_midnight_s=pending_midnight_s[lo : lo + partition_meters],
-            window=window,
-            rules=rules,
-        )
-        for lo in range(0, len(known), partition_meters)
-    ]
+    t = time.perf_counter()
+    stored = load_states(conn, known)
+    resumable, resume_s = _resumable(known, pending_midnight_s, stored)
+    summary.seconds["claim: states"] = time.perf_counter() - t
+
+    def jobs_of(sel: np.ndarray, states: StoredStates | None, from_s: int = -1) -> list[_PassJob]:
+        ids, mult, dig, mid = known[sel], multiplier[sel], digits[sel], pending_midnight_s[sel]
+        return [
+            _PassJob(conninfo=conninfo, meter_ids=ids[lo : lo + partition_meters],
+                     multiplier=mult[lo : lo + partition_meters], digits=dig[lo : lo + partition_meters],
+                     pending_midnight_s=mid[lo : lo + partition_meters], window=window, rules=rules,
+                     states=None if states is None else _states_of(states, ids[lo : lo + partition_meters]),
+                     resume_s=from_s)
+            for lo in range(0, len(ids), partition_meters)
+        ]  # fmt: skip
+
+    # Meters that resume from their states, one window per states' midnight (a backlog's meters may differ).
+    jobs = [job for r in np.unique(resume_s[resumable])
+            for job in jobs_of(resumable & (resume_s == r), stored, int(r))]  # fmt: skip
     parts = _run_parts(jobs, dask_scheduler)
+    fallback = np.unique(np.concatenate([p.fallback for p in parts] + [np.zeros(0, np.int32)]))
+    summary.resumed = int(resumable.sum()) - int(fallback.size)
+    parts += _run_parts(jobs_of(~resumable | np.isin(known, fallback), None), dask_scheduler)
     for part in parts:
         for stage, seconds in part.seconds.items():
             summary.seconds[stage] = summary.seconds.get(stage, 0.0) + seconds
     fresh = pd.concat([p.fresh for p in parts], ignore_index=True)
     flags = pd.concat([p.flags for p in parts], ignore_index=True)
     intervals = pd.concat([p.intervals for p in parts], ignore_index=True)
+    flags_from_s = pd.concat([p.flags_from_s for p in parts]).sort_index()
 
     t = t_store = time.perf_counter()
 
@@ -191,16 +205,23 @@ def _pass(
     lap("store: versions")
     store_intervals(conn, intervals, new_versions)
     lap("store: intervals")
-    flagged = _replace_flags(conn, known, window, flags)
+    flagged = _replace_flags(conn, flags_from_s.index.to_numpy(np.int32), flags_from_s.to_numpy(np.int64), window,
+                             flags)  # fmt: skip
     opened, cleared = _rebuild_episodes(conn, flagged, window)
     lap("store: flags and episodes")
     _settle_pending(conn, pending)
     lap("store: pending")
+    save_states(
+        conn,
+        _concat_columns([p.states for p in parts]),
+        (np.concatenate([p.states_gone[0] for p in parts]), np.concatenate([p.states_gone[1] for p in parts])),
+    )
+    lap("store: states")  # fmt: skip
     summary.seconds["store"] = time.perf_counter() - t_store
 
     summary.units = len(pending)
     summary.meters = len(known)
-    summary.readings = sum(p.readings for p in parts)
+    summary.readings = sum(p.readings for p in parts)  # what was read: a resumed and then fallen back meter twice
     summary.first_day, summary.last_day = window.first_day, _date(last_day)
     summary.versions = {str(k): int(v) for k, v in new_versions["reason"].value_counts().sort_index().items()}
     summary.episodes_opened, summary.episodes_cleared = opened, cleared
@@ -217,20 +238,31 @@ class _PassJob:
     pending_midnight_s: np.ndarray  # per meter: the local midnight of its first pending day [UTC epoch s]
     window: PeriodWindow
     rules: VeeRules
+    # the stored states of the partition's series, when its meters resume from them (_resumable); None: the meters
+    # are validated from their history
+    states: StoredStates | None = None
+    resume_s: int = -1  # the local midnight the states are at [UTC epoch s]
 
 
 @dataclass(kw_only=True)
 class _PassPart:
     fresh: pd.DataFrame  # the days the partition's new readings can change (see _daily_frame)
     flags: pd.DataFrame  # its rule occurrences over the window
+    flags_from_s: pd.Series  # per meter id: its occurrences ending after this [UTC epoch s] are the pass's
     intervals: pd.DataFrame  # the profile series' interval slots over the days of `fresh` (billing.intervals)
+    states: dict[str, np.ndarray]  # the series' states to store (billing.series_state.STATE_ROWS columns)
+    states_gone: tuple[np.ndarray, np.ndarray]  # (meter ids, channel ids) of series whose stored state goes
+    fallback: np.ndarray  # meters that could not resume from their state (left out of the rest): validate in full
     readings: int
     seconds: dict[str, float]
 
 
 def _validate_partition(job: _PassJob) -> _PassPart:
-    """Read one partition's readings (with the rules' history) and run the kernels; nothing is written here: the
-    pass compares and writes every partition's results in its one transaction."""
+    """Read one partition's readings (with the rules' history, or from the state its series resume from) and run
+    the kernels; nothing is written here: the pass compares and writes every partition's results in its one
+    transaction."""
+    if job.states is not None:
+        return _resume_partition(job, job.states)
     seconds: dict[str, float] = {}
     window, rules = job.window, job.rules
     t = time.perf_counter()
@@ -253,7 +285,109 @@ def _validate_partition(job: _PassJob) -> _PassPart:
     seconds["results: days"] = time.perf_counter() - t
     intervals = interval_frame(vee, readings, fresh, job.meter_ids, job.multiplier, job.digits, rules)
     seconds["results"] = time.perf_counter() - t
-    return _PassPart(fresh=fresh, flags=flags, intervals=intervals, readings=len(readings), seconds=seconds)
+    every = np.arange(vee.series_meter.shape[0])
+    no_state = vee.state.state_s < 0
+    return _PassPart(
+        fresh=fresh, flags=flags, flags_from_s=pd.Series(window.day0_s, index=job.meter_ids, dtype=np.int64),
+        intervals=intervals, states=states_of(vee, every),
+        states_gone=(vee.series_meter[no_state], vee.series_channel[no_state]), fallback=np.zeros(0, np.int32),
+        readings=len(readings), seconds=seconds,
+    )  # fmt: skip
+
+
+def _resumable(
+    meter_ids: np.ndarray, pending_midnight_s: np.ndarray, stored: StoredStates
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per meter: whether it can resume from its stored states, and from when [UTC epoch s]. Its series' states
+    must be at one local midnight, at or before its first pending day's (the readings that landed are all later:
+    the pass reads everything after the states, days not pending included)."""
+    resume_s = np.full(meter_ids.shape[0], -1, np.int64)
+    if len(stored) == 0:
+        return np.zeros(meter_ids.shape[0], bool), resume_s
+    at = np.searchsorted(meter_ids, stored.seeds.meter_id)
+    earliest = np.full(meter_ids.shape[0], np.iinfo(np.int64).max)
+    np.minimum.at(earliest, at, stored.read_s)
+    np.maximum.at(resume_s, at, stored.read_s)
+    ok = (resume_s >= 0) & (earliest == resume_s) & (resume_s <= pending_midnight_s)
+    return ok, np.where(ok, resume_s, -1)
+
+
+def _states_of(stored: StoredStates, meter_ids: np.ndarray) -> StoredStates:
+    return stored.take(np.isin(stored.seeds.meter_id, meter_ids))
+
+
+# The estimates that need a series' like-day profile or its history (flat at the last rate over a replacement,
+# or nothing to estimate from: GAP_TOO_LONG): a series resumed from its state has neither, so its meter is validated
+# in full instead.
+_NEEDS_HISTORY_METHODS = F.METHOD_HISTORICAL | F.METHOD_FLAT
+_NEEDS_HISTORY_FLAGS = F.REPLACEMENT | F.GAP_TOO_LONG
+
+
+def _resume_partition(job: _PassJob, states: StoredStates) -> _PassPart:
+    """A partition whose meters resume from their states, all at one local midnight (job.resume_s): only the readings
+    after it are read, each series starting at its state's read (put back in front of them), and only the days
+    from then on are written. A meter with a series that has no state, another interval than its state's, or an
+    estimate that needs the like-day profile or the history is handed back (`fallback`) for a full validation."""
+    seconds: dict[str, float] = {}
+    rules = job.rules
+    from_s = job.resume_s
+    window = PeriodWindow(first_day=_date(local_day_number(from_s)), n_days=(job.window.end_s - from_s) // DAY_S)
+    t = time.perf_counter()
+    with psycopg.connect(job.conninfo, autocommit=True) as conn:
+        landed = fetch_readings(
+            conn, meter_ids=job.meter_ids, channels=(*ENERGY_CHANNELS, CLOCK_CHANNEL), from_s=from_s, to_s=window.end_s
+        )
+    seconds["fetch"] = time.perf_counter() - t
+    t = time.perf_counter()
+    readings = _with_state_reads(landed, states)
+    vee = validate_estimate(readings, rules=rules, window=window, meter_ids=job.meter_ids, register_digits=job.digits,
+                            states=states.seeds)  # fmt: skip
+    seconds["vee"] = time.perf_counter() - t
+    t = time.perf_counter()
+    fresh = _daily_frame(vee, readings.meter_id, readings.channel_id, readings.ts_s, job.meter_ids, job.multiplier,
+                         job.pending_midnight_s)  # fmt: skip
+    key = states.seeds.meter_id.astype(np.int64) << 16 | states.seeds.channel_id.astype(np.int64)
+    series_key = vee.series_meter.astype(np.int64) << 16 | vee.series_channel.astype(np.int64)
+    at = np.clip(np.searchsorted(key, series_key), 0, max(key.shape[0] - 1, 0))
+    # a gap beyond linear interpolation is estimated from the like-day profile, which a resumed series does not have
+    long_gap = vee.state.longest_span_s > rules.estimation.linear_max_s
+    cannot = ~vee.seeded | (states.interval_s[at] != vee.series_interval_s) | long_gap
+    needs_history = ((fresh["methods"] & _NEEDS_HISTORY_METHODS) != 0) | ((fresh["flags"] & _NEEDS_HISTORY_FLAGS) != 0)
+    fallback = np.union1d(vee.series_meter[cannot], fresh["meter_id"][needs_history])
+    fallback = fallback.astype(np.int32)
+    keep = ~np.isin(fresh["meter_id"].to_numpy(), fallback)
+    fresh = fresh[keep].reset_index(drop=True)
+    flags = _beyond_data_dropped(vee.exceptions[~vee.exceptions["rule"].isin(WINDOW_RULES)], readings)
+    flags = flags[~np.isin(flags["meter_id"].to_numpy(), fallback)]
+    seconds["results: days"] = time.perf_counter() - t
+    intervals = interval_frame(vee, readings, fresh, job.meter_ids, job.multiplier, job.digits, rules)
+    seconds["results"] = time.perf_counter() - t
+    resumed = job.meter_ids[~np.isin(job.meter_ids, fallback)]
+    series = np.flatnonzero(~np.isin(vee.series_meter, fallback))
+    return _PassPart(
+        fresh=fresh, flags=flags, flags_from_s=pd.Series(from_s, index=resumed, dtype=np.int64), intervals=intervals,
+        states=states_of(vee, series), states_gone=(np.zeros(0, np.int32), np.zeros(0, np.int16)), fallback=fallback,
+        readings=len(landed), seconds=seconds,
+    )  # fmt: skip
+
+
+def _with_state_reads(landed: ReadingArrays, states: StoredStates) -> ReadingArrays:
+    """The readings with each stored state's read put back in front of its series (quality 0: it was valid)."""
+    s = states.seeds
+    key = landed.meter_id.astype(np.int64) << 16 | landed.channel_id.astype(np.int64)
+    at = np.searchsorted(key, s.meter_id.astype(np.int64) << 16 | s.channel_id.astype(np.int64))
+    return ReadingArrays(
+        meter_id=np.insert(landed.meter_id, at, s.meter_id),
+        channel_id=np.insert(landed.channel_id, at, s.channel_id),
+        ts_s=np.insert(landed.ts_s, at, states.read_s),
+        value=np.insert(landed.value, at, states.register_kwh),
+        quality=np.insert(landed.quality, at, np.zeros(len(states), np.int16)),
+    )
+
+
+def _concat_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([p[name] for p in parts]) for name in STATE_ROWS.names} if parts else {
+        name: np.zeros(0) for name in STATE_ROWS.names}  # fmt: skip
 
 
 def _run_parts(jobs: list[_PassJob], dask_scheduler: str | None) -> list[_PassPart]:
@@ -270,8 +404,9 @@ def _run_parts(jobs: list[_PassJob], dask_scheduler: str | None) -> list[_PassPa
 
 
 def _beyond_data_dropped(exceptions: pd.DataFrame, readings: Any) -> pd.DataFrame:
-    """Without the occurrences that start at or after their series' last read: the kernel estimates a billing
-    period's tail up to its end (GAP_TOO_LONG when that is long), which for data still arriving is the future."""
+    """Without the occurrences that start at or after their energy series' last read: the kernel estimates a
+    billing period's tail up to its end (GAP_TOO_LONG when that is long), which for data still arriving is the
+    future."""
     if exceptions.empty or len(readings) == 0:
         return exceptions
     key = readings.meter_id.astype(np.int64) << 16 | readings.channel_id.astype(np.int64)
@@ -281,6 +416,8 @@ def _beyond_data_dropped(exceptions: pd.DataFrame, readings: Any) -> pd.DataFram
     merged = pd.DataFrame({"_key": exc_key}).merge(newest, on="_key", how="left")
     start_s = E.epoch_s(exceptions["interval_start"])
     keep = ~(merged["_last_s"].notna().to_numpy() & (start_s >= merged["_last_s"].fillna(0).to_numpy(np.int64)))
+    # a clock-offset occurrence is its read itself (interval_start = the read), never an estimate beyond it
+    keep |= exceptions["channel_id"].to_numpy() == CLOCK_CHANNEL
     return exceptions[keep]
 
 
@@ -421,17 +558,18 @@ def _write_versions(conn: psycopg.Connection, rows: pd.DataFrame, made_by: str) 
 
 
 def _replace_flags(
-    conn: psycopg.Connection, meter_ids: np.ndarray, window: PeriodWindow, flags: pd.DataFrame
+    conn: psycopg.Connection, meter_ids: np.ndarray, from_s: np.ndarray, window: PeriodWindow, flags: pd.DataFrame
 ) -> np.ndarray:
-    """The window's occurrences of these meters become this pass's (the kernel reports every read whose interval
-    overlaps the window, and so this deletes exactly what it can re-create). Returns the meters that had or have
-    an occurrence in the window (sorted): the only ones whose episodes can change."""
-    start = pd.Timestamp(window.day0_s, unit="s", tz="UTC")
+    """The occurrences of these meters in their part of the window (from from_s [UTC epoch s] per meter: the
+    window's start, or a resumed meter's state) become this pass's (the kernel reports every read whose interval
+    overlaps it, and so this deletes exactly what it can re-create). Returns the meters that had or have an
+    occurrence there (sorted): the only ones whose episodes can change."""
     end = pd.Timestamp(window.end_s, unit="s", tz="UTC")
     deleted = conn.execute(
-        "WITH gone AS (DELETE FROM vee_flags WHERE meter_id = ANY(%s) AND interval_end > %s AND interval_start < %s"
-        " RETURNING meter_id) SELECT DISTINCT meter_id FROM gone",
-        ([int(m) for m in meter_ids], start.to_pydatetime(), end.to_pydatetime()),
+        "WITH gone AS (DELETE FROM vee_flags f USING unnest(%s::integer[], %s::bigint[]) AS u(m, s)"
+        " WHERE f.meter_id = u.m AND f.interval_end > to_timestamp(u.s) AND f.interval_start < %s"
+        " RETURNING f.meter_id) SELECT DISTINCT meter_id FROM gone",
+        ([int(m) for m in meter_ids], [int(x) for x in from_s], end.to_pydatetime()),
     ).fetchall()
     flagged = np.union1d(np.array([m for (m,) in deleted], np.int64), flags["meter_id"].to_numpy(np.int64))
     if flags.empty:

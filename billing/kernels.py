@@ -105,6 +105,7 @@ class SeriesArrays(NamedTuple):
     hist_kwh_per_day: np.ndarray  # float64, NaN without history
     first_valid_s: np.ndarray  # int64, -1: no valid read
     last_valid_s: np.ndarray  # int64, -1: no valid read
+    longest_span_s: np.ndarray  # int64, the longest span between two valid reads or across a replacement [s]
     # The validation state after the series' last valid read at a local midnight (see SeriesSeed): what a later
     # pass resumes from without reading the series' history again. state_s -1: no such read.
     state_s: np.ndarray  # int64, that read [UTC epoch s]
@@ -150,6 +151,7 @@ def new_series_arrays(n_series: int) -> SeriesArrays:
         hist_kwh_per_day=np.zeros(n_series, np.float64),
         first_valid_s=np.zeros(n_series, np.int64),
         last_valid_s=np.zeros(n_series, np.int64),
+        longest_span_s=np.zeros(n_series, np.int64),
         state_s=np.full(n_series, -1, np.int64),
         state_kwh=np.zeros(n_series, np.float64),
         state_rate=np.zeros(n_series, np.float64),
@@ -584,14 +586,16 @@ def _aggregate_series(
     period_end_s: int,
     days: DayArrays,
     s: int,
-) -> tuple[np.uint32, int]:
+) -> tuple[np.uint32, int, int]:
     """Measured and estimated energy of one series per local day into row s of `days` (zeroed); GAP_TOO_LONG
-    added to verdicts.flags. Returns (series flags, last valid read [s], -1 without)."""
+    added to verdicts.flags. Returns (series flags, last valid read [s], -1 without; the longest span [s] between
+    two valid reads, or across a replacement, 0 without)."""
     interval_s = profile.interval_s
     n_days = days.flags.shape[1]
     last_rate = -1.0
     sflags = np.uint32(0)
     last_valid = -1
+    longest = 0
     day_lo = 0
     day_hi = 0  # [day_lo, day_hi): offsets from day0_s (of t - 1) that belong to day di
     di = 0
@@ -608,6 +612,7 @@ def _aggregate_series(
         a = verdicts.start_s[i]
         if f & _REPLACEMENT:
             last_valid = t
+            longest = max(longest, t - a)
             if not _estimate_open(days, s, a, t, last_rate, profile, th.linear_max_s, day0_s):
                 verdicts.flags[i] |= _GAP_TOO_LONG
                 _flag_days(days.flags, s, a, t, _GAP_TOO_LONG, day0_s)
@@ -617,6 +622,7 @@ def _aggregate_series(
             continue
         last_valid = t
         span = t - a
+        longest = max(longest, span)
         if span <= interval_s:
             if 0 <= di < n_days:
                 days.measured_kwh[s, di] += d
@@ -646,7 +652,7 @@ def _aggregate_series(
     if not tail_ok:
         sflags |= _GAP_TOO_LONG
         _flag_days(days.flags, s, last_valid, period_end_s, _GAP_TOO_LONG, day0_s)
-    return sflags, last_valid
+    return sflags, last_valid, longest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -681,7 +687,7 @@ def aggregate_series(
     verdicts = ReadVerdicts(v.flags.copy(), v.start_s, v.delta_kwh)
     days = new_day_arrays(1, n_days)
     profile = LikeDayProfile(int(p.interval_s), int(p.n_slots), p.kwh, p.n_intervals)
-    sflags, last = _aggregate_series(
+    sflags, last, _ = _aggregate_series(
         ts_s, verdicts, profile, thresholds, int(validation.first_valid_s), int(day0_s), int(period_end_s), days, 0
     )
     return SeriesDays(days=days, flags=verdicts.flags, series_flags=int(sflags), last_valid_s=int(last))
@@ -749,7 +755,7 @@ def vee_kernel(
     # Writes through a NamedTuple's array inside a prange body are lost (numba issues 7135, 10338): the loop
     # writes to local names; passing the record on to a called kernel is fine.
     series_flags, series_interval, series_hist = series.flags, series.interval_s, series.hist_kwh_per_day
-    series_first, series_last = series.first_valid_s, series.last_valid_s
+    series_first, series_last, series_longest = series.first_valid_s, series.last_valid_s, series.longest_span_s
     state_s_out, state_kwh, state_rate = series.state_s, series.state_kwh, series.state_rate
     state_zero, state_avg = series.state_zero_since_s, series.state_avg_kwh_per_day
     seed_rate, seed_zero, seed_avg = seed.rate, seed.zero_since_s, seed.avg_kwh_per_day
@@ -780,7 +786,10 @@ def vee_kernel(
                 state_rate[s] = state[1]
                 state_zero[s] = np.int64(state[2])
                 state_avg[s] = state[3]
-            sflags, last = _aggregate_series(ts[lo:hi], verdicts, profile, th, first, day0_s, period_end_s, days, s)
+            sflags, last, longest = _aggregate_series(
+                ts[lo:hi], verdicts, profile, th, first, day0_s, period_end_s, days, s
+            )
+            series_longest[s] = longest
             series_interval[s] = interval_s
             series_hist[s] = hist
             series_first[s] = first
