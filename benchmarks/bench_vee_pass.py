@@ -169,6 +169,7 @@ def run(quick: bool, meters: int | None = None) -> dict[str, Any]:
         "meters": n,
         "readings of the day": landed,
         "units validated": summary.units,
+        "meters resumed from their state": summary.resumed,
         "readings read by the pass": summary.readings,
         "new versions": sum(summary.versions.values()),
         "pass seconds": round(total, 2),

@@ -29,6 +29,7 @@ import psycopg
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S, local_day_number
 from billing import episodes as E
 from billing import flags as F
+from billing.binary_copy import copy_frame_binary
 from billing.intervals import interval_frame, store_intervals
 from billing.load import fetch_readings
 from billing.quality import ESTIMATE_CODES, FINAL, day_quality
@@ -541,7 +542,7 @@ def _write_versions(conn: psycopg.Connection, rows: pd.DataFrame, made_by: str) 
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS vee_daily_new (LIKE vee_daily_versions INCLUDING DEFAULTS) ON COMMIT DROP"
     )
-    copy_frame(conn, "vee_daily_new", frame.assign(made_by=made_by))
+    copy_frame_binary(conn, "vee_daily_new", frame.assign(made_by=made_by))
     conn.execute(
         "INSERT INTO vee_daily_versions SELECT * FROM vee_daily_new;"
         " INSERT INTO vee_daily (meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured,"

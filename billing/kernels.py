@@ -105,7 +105,7 @@ class SeriesArrays(NamedTuple):
     hist_kwh_per_day: np.ndarray  # float64, NaN without history
     first_valid_s: np.ndarray  # int64, -1: no valid read
     last_valid_s: np.ndarray  # int64, -1: no valid read
-    longest_span_s: np.ndarray  # int64, the longest span between two valid reads or across a replacement [s]
+    longest_span_s: np.ndarray  # int64, the longest estimated span: a gap between valid reads, a replacement [s]
     # The validation state after the series' last valid read at a local midnight (see SeriesSeed): what a later
     # pass resumes from without reading the series' history again. state_s -1: no such read.
     state_s: np.ndarray  # int64, that read [UTC epoch s]
@@ -589,7 +589,7 @@ def _aggregate_series(
 ) -> tuple[np.uint32, int, int]:
     """Measured and estimated energy of one series per local day into row s of `days` (zeroed); GAP_TOO_LONG
     added to verdicts.flags. Returns (series flags, last valid read [s], -1 without; the longest span [s] between
-    two valid reads, or across a replacement, 0 without)."""
+    two valid reads that is estimated (longer than the interval), or across a replacement; 0 without)."""
     interval_s = profile.interval_s
     n_days = days.flags.shape[1]
     last_rate = -1.0
@@ -622,7 +622,8 @@ def _aggregate_series(
             continue
         last_valid = t
         span = t - a
-        longest = max(longest, span)
+        if span > interval_s:
+            longest = max(longest, span)
         if span <= interval_s:
             if 0 <= di < n_days:
                 days.measured_kwh[s, di] += d

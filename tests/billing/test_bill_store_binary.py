@@ -1,6 +1,7 @@
-"""The continuous run's bills stored by binary COPY (billing.bill_ready.copy_frame_binary, BackgroundCopy) on a real
-TimescaleDB: the same rows as billing.store.copy_frame's CSV COPY, in every column type the bills table has and
-with copy_frame's NULL rules; the streams of a BackgroundCopy committed together, or none of them."""
+"""The continuous run's bills stored by binary COPY (billing.binary_copy.copy_frame_binary,
+billing.bill_ready.BackgroundCopy) on a real TimescaleDB: the same rows as billing.store.copy_frame's CSV COPY, in
+every column type the bills table has and with copy_frame's NULL rules; the streams of a BackgroundCopy committed
+together, or none of them."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pytest
 from psycopg import sql
 
 from amr.db.server import DatabaseServer, Role
-from billing.bill_ready import BackgroundCopy, copy_frame_binary
+from billing.bill_ready import BackgroundCopy
+from billing.binary_copy import copy_frame_binary
 from billing.pricing import BILL_DB_COLUMNS
 from billing.store import copy_frame
 
