@@ -265,6 +265,18 @@ def spike_falls_back(ts: np.ndarray, value: np.ndarray, i: int) -> bool:
 
 
 @njit(cache=True)
+def spike_settled(ts: np.ndarray, j: int, i: int) -> bool:
+    """Whether read j, kept although a SPIKE, is final at read i: spike_falls_back has its SPIKE_LOOKAHEAD_READS
+    reads (of other instants) after j among the reads up to i, so no later read can drop it. A series' state is
+    taken only where every kept spike before it is final: resumed with later reads, it must judge as one run."""
+    seen = 0
+    for k in range(j + 1, i + 1):
+        if ts[k] != ts[j]:
+            seen += 1
+    return seen >= SPIKE_LOOKAHEAD_READS
+
+
+@njit(cache=True)
 def _validate_series(
     ts: np.ndarray,
     value: np.ndarray,
@@ -286,7 +298,8 @@ def _validate_series(
     The series resumes from a seed (SeriesSeed: last rate [kWh/s], unchanged since [s], smoothed average day
     [kWh/day]; -1, -1, NaN: none), taken up when its first valid read becomes the base. `state` (float64, 4)
     receives the state after the last valid read at a local midnight: register [kWh], rate, unchanged since, the
-    smoothed average day (an exponential average of the valid intervals' daily rate, horizon th.history_s).
+    smoothed average day (an exponential average of the valid intervals' daily rate, horizon th.history_s); not at a
+    read where a spike kept before it is not final yet (spike_settled).
     Returns (history [kWh/day], NaN without history; first valid read [s], -1 without; that last valid read at a
     local midnight [s], -1 without)."""
     # Integer divisions dominate the per-read cost, so on the regular grid (the common case) the alignment, the
@@ -311,6 +324,7 @@ def _validate_series(
     first_valid_s = -1
     avg = np.nan
     state_s = -1
+    kept_spike = -1  # the last read kept although flagged SPIKE: reads after it may still drop it
     n = ts.shape[0]
     for i in range(n):
         t = ts[i]
@@ -382,6 +396,7 @@ def _validate_series(
             if spike_falls_back(ts, value, i):
                 out.flags[i] = f
                 continue
+            kept_spike = i
         if d == 0.0:
             if zero_start < 0:
                 zero_start = base_ts
@@ -411,7 +426,7 @@ def _validate_series(
         avg = day_kwh if np.isnan(avg) else avg + (day_kwh - avg) * min(1.0, dt / th.history_s)
         base_ts = t
         base_val = v
-        if (t + LOCAL_UTC_OFFSET_S) % DAY_S == 0:
+        if (t + LOCAL_UTC_OFFSET_S) % DAY_S == 0 and (kept_spike < 0 or spike_settled(ts, kept_spike, i)):
             state_s = t
             state[0] = v
             state[1] = last_rate

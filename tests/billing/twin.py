@@ -106,6 +106,7 @@ def twin_validate(
     zero_start: int | None = None
     first_valid = -1
     average: float | None = None  # the smoothed average day [kWh/day]
+    kept_spike: int | None = None
     horizon_s = r.history.days * DAY_S
     n = len(ts)
     for i in range(n):
@@ -168,6 +169,7 @@ def twin_validate(
                 out.flags.append(f)
                 out.delta.append(math.nan)
                 continue
+            kept_spike = i
         if d == 0:
             if zero_start is None:
                 zero_start = base[0]
@@ -181,7 +183,11 @@ def twin_validate(
         per_day = last_rate * DAY_S
         average = per_day if average is None else average + (per_day - average) * min(1.0, dt / horizon_s)
         base = (t, v)
-        if (t + LOCAL_UTC_OFFSET_S) % DAY_S == 0:
+        # a state only where no read after it can still drop a spike kept before it
+        settled = kept_spike is None or len([j for j in range(kept_spike + 1, i + 1) if ts[j] != ts[kept_spike]]) >= (
+            SPIKE_LOOKAHEAD_READS
+        )
+        if (t + LOCAL_UTC_OFFSET_S) % DAY_S == 0 and settled:
             out.state = (t, v, last_rate, -1 if zero_start is None else zero_start, average)
     out.first_valid = first_valid
 
