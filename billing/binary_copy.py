@@ -82,6 +82,11 @@ def _column(series: pd.Series, pg_type: str, *, keep_empty: bool, conn: psycopg.
         dates = pa.array(series, type=pa.date32(), from_pandas=True).fill_null(0)
         days = dates.to_numpy(zero_copy_only=False).astype("datetime64[D]").astype(np.int64)
         return _Column(values=(days - pgcopy.PG_EPOCH_UNIX_DAYS).astype(">i4"), null=null)
+    if pg_type == "timestamp with time zone":  # tz-aware datetime64: microseconds since 2000-01-01 UTC
+        if not isinstance(series.dtype, pd.DatetimeTZDtype):
+            raise ValueError(f"column {name}: a time zone aware datetime column is required for {pg_type}")
+        us = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").astype(np.int64)
+        return _Column(values=np.where(null, 0, us - pgcopy.PG_EPOCH_UNIX_S * pgcopy.US_PER_S).astype(">i8"), null=null)
     if pg_type not in _FIXED_WIRE:
         raise ValueError(f"column {name}: no binary COPY of {pg_type}")
     dtype = np.dtype(_FIXED_WIRE[pg_type])
@@ -234,7 +239,8 @@ def copy_frame_binary(
     """billing.store.copy_frame by binary COPY: the same rows stored (NaN, None and, outside `not_null`, empty text
     as NULL; in a `not_null` text column a missing value is '', as FORCE_NOT_NULL reads the CSV's empty field;
     numeric from the floats' shortest text, Decimals and integers as they are), the fields in the table's column
-    types (smallint, integer, bigint, real, double precision, boolean, date, numeric, text, character)."""
+    types (smallint, integer, bigint, real, double precision, boolean, date, timestamptz (time zone aware),
+    numeric, text, character)."""
     if frame.empty:
         return 0
     types: dict[str, str] = dict(

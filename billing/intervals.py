@@ -31,6 +31,7 @@ from amr import pgcopy
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S
 from billing import flags as F
 from billing import kernels as K
+from billing.binary_copy import copy_frame_binary
 from billing.kernels import (
     LikeDayProfile,
     VeeInputError,
@@ -527,6 +528,13 @@ def store_intervals(conn: psycopg.Connection, intervals: pd.DataFrame, new_versi
     merged = intervals.merge(versions, on=["meter_id", "channel_id", "day"], how="inner")
     if merged.empty:
         return 0
+    # A day's first version has no slots yet (slots are written only with a version of their day): its slots go
+    # straight into the hypertable, only a day versioned again is merged with what is stored.
+    first = merged["version"].to_numpy() == 1
+    written = _copy_new(conn, merged[first])
+    merged = merged[~first]
+    if merged.empty:
+        return written
     columns = {
         "meter_id": merged["meter_id"].to_numpy(np.int32),
         "channel_id": merged["channel_id"].to_numpy(np.int16),
@@ -560,6 +568,25 @@ def store_intervals(conn: psycopg.Connection, intervals: pd.DataFrame, new_versi
             " WHERE abs(vee_intervals.energy_kwh - excluded.energy_kwh) > 1e-9 + 1e-12 * abs(excluded.energy_kwh)"
             " OR vee_intervals.quality <> excluded.quality OR vee_intervals.method IS DISTINCT FROM excluded.method"
         )
-        written = cur.rowcount
+        written += cur.rowcount
     conn.execute("DROP TABLE vee_intervals_new")
     return int(written)
+
+
+def _copy_new(conn: psycopg.Connection, slots: pd.DataFrame) -> int:
+    """Slots no row exists for, by one binary COPY into vee_intervals."""
+    if slots.empty:
+        return 0
+    method = slots["method"].to_numpy(np.int16)
+    frame = pd.DataFrame(
+        {
+            "meter_id": slots["meter_id"].to_numpy(np.int32),
+            "channel_id": slots["channel_id"].to_numpy(np.int16),
+            "interval_end": pd.to_datetime(slots["interval_end_s"].to_numpy(np.int64), unit="s", utc=True),
+            "energy_kwh": slots["energy_kwh"].to_numpy(np.float64),
+            "quality": slots["quality"].to_numpy(np.uint8).view("S1").astype(str),
+            "method": pd.Series(method, dtype="Int16").mask(method == 0),
+            "version": slots["version"].to_numpy(np.int32),
+        }
+    )
+    return copy_frame_binary(conn, "vee_intervals", frame)

@@ -214,12 +214,32 @@ def test_values_the_binary_copy_cannot_write_are_refused(loose: tuple[psycopg.Co
     frame["days"] = [1, 32768, 2]  # outside smallint
     with pytest.raises(ValueError, match="days: values outside smallint"), conn.transaction():
         copy_frame_binary(conn, binary, frame, not_null=NOT_NULL)
-    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN made_at timestamptz").format(sql.Identifier(binary)))
-    frame = _bills(3).assign(made_at=pd.Timestamp("2026-11-01", tz="UTC"))
-    with pytest.raises(ValueError, match="made_at: no binary COPY of timestamp with time zone"), conn.transaction():
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN detail jsonb").format(sql.Identifier(binary)))
+    frame = _bills(3).assign(detail="{}")
+    with pytest.raises(ValueError, match="detail: no binary COPY of jsonb"), conn.transaction():
         copy_frame_binary(conn, binary, frame, not_null=NOT_NULL)
+    conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN detail, ADD COLUMN made_at timestamptz").format(
+        sql.Identifier(binary)))  # fmt: skip
+    naive = _bills(3).assign(made_at=pd.Timestamp("2026-11-01 07:00"))
+    with pytest.raises(ValueError, match="made_at: a time zone aware datetime column"), conn.transaction():
+        copy_frame_binary(conn, binary, naive, not_null=NOT_NULL)
     assert _rows(conn, binary) == []
-    assert copy_frame_binary(conn, binary, frame.iloc[:0], not_null=NOT_NULL) == 0
+    assert copy_frame_binary(conn, binary, naive.iloc[:0], not_null=NOT_NULL) == 0
+
+
+def test_timestamptz_goes_in_as_the_instant_it_names(loose: tuple[psycopg.Connection, str, str]) -> None:
+    conn, _, binary = loose
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN made_at timestamptz").format(sql.Identifier(binary)))
+    instants = pd.Series(pd.to_datetime(["2026-11-01 07:00:00.000001", "1999-12-31 23:59:59.000000", None]).tz_localize(
+        "Asia/Ho_Chi_Minh"))  # fmt: skip
+    frame = _bills(3).assign(made_at=instants)
+    with conn.transaction():
+        copy_frame_binary(conn, binary, frame, not_null=NOT_NULL)
+        got = conn.execute(sql.SQL("SELECT made_at FROM {} ORDER BY made_at NULLS LAST").format(
+            sql.Identifier(binary))).fetchall()  # fmt: skip
+        conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(binary)))
+    want = sorted(t.to_pydatetime() for t in instants.dropna())
+    assert [g for (g,) in got] == [*want, None]
 
 
 def test_decimal_objects_and_booleans_and_reals(db: DatabaseServer) -> None:
