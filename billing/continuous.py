@@ -31,7 +31,7 @@ from billing import episodes as E
 from billing import flags as F
 from billing.binary_copy import copy_frame_binary
 from billing.intervals import interval_frame, store_intervals
-from billing.load import fetch_readings
+from billing.load import DENSE_FETCH_SHARE, fetch_readings
 from billing.quality import ESTIMATE_CODES, FINAL, day_quality
 from billing.rules import VeeRules
 from billing.series_state import STATE_ROWS, StoredStates, load_states, save_states, states_of
@@ -199,7 +199,7 @@ def _pass(
         summary.seconds[stage] = now - t
         t = now
 
-    current = _current_rows(conn, known, window)
+    current = _current_rows(conn, fresh, window)
     new_versions = _changed(fresh, current)
     lap("store: compare")
     _write_versions(conn, new_versions, service)
@@ -487,17 +487,37 @@ def _daily_frame(
     )
 
 
-def _current_rows(conn: psycopg.Connection, meter_ids: np.ndarray, window: PeriodWindow) -> pd.DataFrame:
-    last = window.first_day + timedelta(days=window.n_days - 1)
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured, n_estimated, flags,"
-            " methods, quality, coalesce(method, 0), locked FROM vee_daily"
-            " WHERE meter_id = ANY(%s) AND day BETWEEN %s AND %s",
-            ([int(m) for m in meter_ids], window.first_day, last),
-        )
-        rows = cur.fetchall()
+def _current_rows(conn: psycopg.Connection, fresh: pd.DataFrame, window: PeriodWindow) -> pd.DataFrame:
+    """The current versions of the days `fresh` may replace: per meter, from its first fresh day to the window's
+    end. Meters are read in groups of one first day (a day's resumed meters all start at that day, whose rows are
+    mostly not there yet), each group's id range whole when it is most of it (as fetch_readings)."""
     columns = [*DAILY_COLUMNS[:3], "version", *COMPARED, "locked"]
+    if fresh.empty:
+        return pd.DataFrame(columns=columns)
+    last = window.first_day + timedelta(days=window.n_days - 1)
+    day_number = np.asarray(fresh["day"].to_numpy(), dtype="datetime64[D]").astype(np.int64)
+    meter = fresh["meter_id"].to_numpy(np.int64)
+    meters, at = np.unique(meter, return_inverse=True)
+    first = np.full(meters.shape[0], np.iinfo(np.int64).max)
+    np.minimum.at(first, at, day_number)
+    rows: list[tuple[Any, ...]] = []
+    with conn.cursor() as cur:
+        for day_n in np.unique(first):
+            ids, day = meters[first == day_n], _date(int(day_n))
+            lo, hi = int(ids[0]), int(ids[-1])
+            dense = ids.size * DENSE_FETCH_SHARE >= hi - lo + 1
+            cur.execute(
+                "SELECT meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured, n_estimated,"
+                " flags, methods, quality, coalesce(method, 0), locked FROM vee_daily"
+                " WHERE meter_id BETWEEN %s AND %s AND day BETWEEN %s AND %s"
+                + ("" if dense else " AND meter_id = ANY(%s)"),
+                (lo, hi, day, last) if dense else (lo, hi, day, last, [int(m) for m in ids]),
+            )
+            got = cur.fetchall()
+            if dense and ids.size < hi - lo + 1:
+                wanted = set(ids.tolist())
+                got = [r for r in got if r[0] in wanted]
+            rows += got
     return pd.DataFrame(rows, columns=columns)
 
 
