@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from amr.db.params import int_array_literal
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S, local_day_number
 from billing import episodes as E
 from billing import flags as F
@@ -149,8 +150,9 @@ def _pass(
     window = PeriodWindow(first_day=_date(first_day), n_days=last_day - first_day + 1)
     meter_ids = np.unique(pending[:, 0]).astype(np.int32)
     meters = conn.execute(
-        "SELECT meter_id, multiplier, register_digits FROM meters WHERE meter_id = ANY(%s) ORDER BY meter_id",
-        ([int(m) for m in meter_ids],),
+        "SELECT meter_id, multiplier, register_digits FROM meters WHERE meter_id = ANY(%s::integer[])"
+        " ORDER BY meter_id",
+        (int_array_literal(meter_ids),),
     ).fetchall()
     known = np.array([m[0] for m in meters], dtype=np.int32)
     multiplier = np.array([m[1] for m in meters], dtype=np.float64)
@@ -590,7 +592,7 @@ def _replace_flags(
         "WITH gone AS (DELETE FROM vee_flags f USING unnest(%s::integer[], %s::bigint[]) AS u(m, s)"
         " WHERE f.meter_id = u.m AND f.interval_end > to_timestamp(u.s) AND f.interval_start < %s"
         " RETURNING f.meter_id) SELECT DISTINCT meter_id FROM gone",
-        ([int(m) for m in meter_ids], [int(x) for x in from_s], end.to_pydatetime()),
+        (int_array_literal(meter_ids), int_array_literal(from_s), end.to_pydatetime()),
     ).fetchall()
     flagged = np.union1d(np.array([m for (m,) in deleted], np.int64), flags["meter_id"].to_numpy(np.int64))
     if flags.empty:
@@ -679,7 +681,7 @@ def _settle_pending(conn: psycopg.Connection, pending: np.ndarray) -> None:
     conn.execute(
         "DELETE FROM vee_pending p USING unnest(%s::integer[], %s::integer[], %s::bigint[]) AS u(m, d, k)"
         " WHERE p.meter_id = u.m AND p.day = date '1970-01-01' + u.d AND p.marks = u.k",
-        ([int(x) for x in pending[:, 0]], [int(x) for x in pending[:, 1]], [int(x) for x in pending[:, 2]]),
+        (int_array_literal(pending[:, 0]), int_array_literal(pending[:, 1]), int_array_literal(pending[:, 2])),
     )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from amr.db.params import int_array_literal
 from amr.pgcopy import PG_EPOCH_SQL
 
 UPSERT_SQL = (
@@ -56,11 +57,6 @@ class PendingLastSeen:
         meters, ts = newest_per_meter(np.concatenate(self._meters), np.concatenate(self._ts_us))
         self._meters, self._ts_us, self.pairs = [], [], 0
         return meters, ts
-
-
-def int_array_literal(values: npt.NDArray[Any]) -> str:
-    """A PostgreSQL array literal of integers: psycopg dumps a Python list item by item, ~10x slower."""
-    return "{" + ",".join(map(str, values.tolist())) + "}"
 
 
 def write_last_seen(

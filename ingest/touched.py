@@ -10,9 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from amr.db.params import int_array_literal
 from amr.pgcopy import US_PER_S
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S
-from ingest.last_seen import int_array_literal
 
 MARK_SQL = (
     "INSERT INTO vee_pending (meter_id, day, marks, touched_at)"
