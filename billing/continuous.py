@@ -163,7 +163,7 @@ def _pass(
     pending_midnight_s = meter_first_pending.reindex(known).fillna(meter_first_pending.min()).to_numpy(np.int64) * DAY_S
     pending_midnight_s -= LOCAL_UTC_OFFSET_S
     t = time.perf_counter()
-    stored = load_states(conn, known)
+    stored = load_states(conn, known, rules=rules)
     resumable, resume_s = _resumable(known, pending_midnight_s, stored)
     summary.seconds["claim: states"] = time.perf_counter() - t
 
@@ -292,7 +292,7 @@ def _validate_partition(job: _PassJob) -> _PassPart:
     no_state = vee.state.state_s < 0
     return _PassPart(
         fresh=fresh, flags=flags, flags_from_s=pd.Series(window.day0_s, index=job.meter_ids, dtype=np.int64),
-        intervals=intervals, states=states_of(vee, every),
+        intervals=intervals, states=states_of(vee, every, rules=rules),
         states_gone=(vee.series_meter[no_state], vee.series_channel[no_state]), fallback=np.zeros(0, np.int32),
         readings=len(readings), seconds=seconds,
     )  # fmt: skip
@@ -369,8 +369,8 @@ def _resume_partition(job: _PassJob, states: StoredStates) -> _PassPart:
     series = np.flatnonzero(~np.isin(vee.series_meter, fallback))
     return _PassPart(
         fresh=fresh, flags=flags, flags_from_s=pd.Series(from_s, index=resumed, dtype=np.int64), intervals=intervals,
-        states=states_of(vee, series), states_gone=(np.zeros(0, np.int32), np.zeros(0, np.int16)), fallback=fallback,
-        readings=len(landed), seconds=seconds,
+        states=states_of(vee, series, rules=rules), states_gone=(np.zeros(0, np.int32), np.zeros(0, np.int16)),
+        fallback=fallback, readings=len(landed), seconds=seconds,
     )  # fmt: skip
 
 

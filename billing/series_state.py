@@ -3,6 +3,7 @@ read for the meters a pass claims, written from the pass's results, both by bina
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from amr import pgcopy
+from billing.rules import VeeRules
 from billing.vee import SeriesStates, VeeResult
 
 STATE_ROWS = pgcopy.FixedRows(
@@ -22,7 +24,15 @@ STATE_ROWS = pgcopy.FixedRows(
     ("avg_kwh_per_day", "float8"),
     ("zero_days", "int4"),
     ("interval_s", "int4"),
+    ("rules_key", "int8"),
 )
+
+
+def rules_key(rules: VeeRules) -> int:
+    """A 63-bit digest of the rules: a state made under other rules (thresholds, intervals, status bits) would not
+    judge the reads after it as a validation from the history does, so it is not resumed from."""
+    digest = hashlib.sha256(rules.model_dump_json().encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,9 +80,10 @@ def _from_columns(c: dict[str, np.ndarray]) -> StoredStates:
     )
 
 
-def load_states(conn: psycopg.Connection, meter_ids: np.ndarray) -> StoredStates:
-    """The stored states of these meters' series (meter_ids sorted). The meters' id range is read whole and the
-    others dropped here (a pass claims most of a range: cheaper than an `= ANY(array)` test on every row)."""
+def load_states(conn: psycopg.Connection, meter_ids: np.ndarray, *, rules: VeeRules) -> StoredStates:
+    """The stored states of these meters' series (meter_ids sorted) made under `rules`. The meters' id range is
+    read whole and the others dropped here (a pass claims most of a range: cheaper than an `= ANY(array)` test on
+    every row)."""
     if meter_ids.size == 0:
         records = STATE_ROWS.decode(pgcopy.HEADER + pgcopy.TRAILER)
     else:
@@ -92,12 +103,13 @@ def load_states(conn: psycopg.Connection, meter_ids: np.ndarray) -> StoredStates
     states = _from_columns({name: records[name] for name in STATE_ROWS.names})
     if len(states) and meter_ids.size:
         pos = np.clip(np.searchsorted(meter_ids, states.seeds.meter_id), 0, meter_ids.size - 1)
-        states = states.take(meter_ids[pos] == states.seeds.meter_id)
+        same_rules = records["rules_key"].astype(np.int64) == rules_key(rules)
+        states = states.take((meter_ids[pos] == states.seeds.meter_id) & same_rules)
     return states
 
 
-def states_of(vee: VeeResult, series: np.ndarray) -> dict[str, np.ndarray]:
-    """The state rows (STATE_ROWS columns) of these series of `vee` (indexes) that have one."""
+def states_of(vee: VeeResult, series: np.ndarray, *, rules: VeeRules) -> dict[str, np.ndarray]:
+    """The state rows (STATE_ROWS columns) of these series of `vee` (indexes) that have one, made under `rules`."""
     st = vee.state
     s = series[st.state_s[series] >= 0]
     return {
@@ -110,6 +122,7 @@ def states_of(vee: VeeResult, series: np.ndarray) -> dict[str, np.ndarray]:
         "avg_kwh_per_day": st.state_avg_kwh_per_day[s],
         "zero_days": vee.state_zero_days[s],
         "interval_s": vee.series_interval_s[s],
+        "rules_key": np.full(s.shape[0], rules_key(rules), np.int64),
     }
 
 

@@ -15,6 +15,8 @@ CREATE UNLOGGED TABLE vee_series_state (
     avg_kwh_per_day  double precision NOT NULL,  -- smoothed average day [kWh/day] (NaN: none): the day checks' history
     zero_days        integer NOT NULL,           -- zero days in a row up to the read (ZERO_USE)
     interval_s       integer NOT NULL,           -- the series' read interval [s]
+    rules_key        bigint NOT NULL,            -- the VEE rules it was made under (billing.series_state.rules_key):
+                                                 -- under other rules a pass reads the history instead
     PRIMARY KEY (meter_id, channel_id)
 );
 

@@ -17,6 +17,7 @@ from amr.timebase import DAY_S, local_midnight_utc_s
 from billing import flags as F
 from billing.continuous import PassSummary, drain
 from billing.rules import read_vee_rules
+from billing.series_state import rules_key
 from billing.synthetic import concat, register_reads
 from billing.vee import ReadingArrays
 from tests.ingested import store_through_ingest
@@ -135,3 +136,24 @@ def test_resumed_passes_write_the_days_that_passes_from_the_history_write(
     assert sorted(r for r in _rows(resumed, rules) if r[2] not in checks) == sorted(
         r for r in _rows(full, rules) if r[2] not in checks
     )
+
+
+def test_a_state_made_under_other_rules_is_not_resumed_from(make_database: Callable[[str], DatabaseServer]) -> None:
+    db = make_database("vee_state_rules")
+    _add_meters(db)
+    r = _fleet()
+    landing = local_midnight_utc_s(FIRST + timedelta(days=HISTORY_DAYS))
+    store_through_ingest(db, r.take(r.ts_s <= landing))
+    drain(db.conninfo(Role.BILLING), rules=RULES)
+    keys = "SELECT DISTINCT rules_key FROM vee_series_state"
+    assert _rows(db, keys) == [(rules_key(RULES),)]
+    stricter = RULES.model_copy(update={"spike": RULES.spike.model_copy(update={"factor": 3.0})})
+    store_through_ingest(db, r.take((r.ts_s > landing) & (r.ts_s <= landing + DAY_S)))
+    passes = drain(db.conninfo(Role.BILLING), rules=stricter)
+    assert passes and sum(p.resumed for p in passes) == 0  # every meter validated from its history
+    by_key = dict(_rows(db, "SELECT rules_key, count(*) FROM vee_series_state GROUP BY 1"))
+    # every series validated then has its state made under the new rules; a meter with no read that day (the
+    # fleet's missing reads) keeps its old one, which the next pass does not resume from either
+    assert by_key[rules_key(stricter)] >= DAILY.size + PROFILE.size - 3 and by_key.get(rules_key(RULES), 0) <= 3
+    store_through_ingest(db, r.take((r.ts_s > landing + DAY_S) & (r.ts_s <= landing + 2 * DAY_S)))
+    assert sum(p.resumed for p in drain(db.conninfo(Role.BILLING), rules=stricter)) > 0
