@@ -45,6 +45,7 @@ def _pass_row(table: Table, s: object) -> None:
         f"{s.first_day} .. {s.last_day}",
         f"{s.units:,}",
         f"{s.meters:,}",
+        f"{s.resumed:,}",
         f"{s.readings:,}",
         ", ".join(f"{k} {v:,}" for k, v in s.versions.items()) or "-",
         f"{s.episodes_opened:,} / {s.episodes_cleared:,}",
@@ -54,7 +55,7 @@ def _pass_row(table: Table, s: object) -> None:
 
 def _pass_table() -> Table:
     table = Table(title="VEE passes")
-    for col in ("window", "units", "meters", "readings", "new versions", "episodes opened / cleared", "s"):
+    for col in ("window", "units", "meters", "resumed", "readings", "new versions", "episodes opened / cleared", "s"):
         table.add_column(col, justify="left" if col in ("window", "new versions") else "right")
     return table
 
