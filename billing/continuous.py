@@ -26,13 +26,14 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from amr import pgcopy
 from amr.db.params import int_array_literal
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S, local_day_number
 from billing import episodes as E
 from billing import flags as F
 from billing.binary_copy import copy_frame_binary
 from billing.intervals import interval_frame, store_intervals
-from billing.load import DENSE_FETCH_SHARE, fetch_readings
+from billing.load import DENSE_FETCH_SHARE, copy_out_records, fetch_readings
 from billing.quality import ESTIMATE_CODES, FINAL, day_quality
 from billing.rules import VeeRules
 from billing.series_state import STATE_ROWS, StoredStates, load_states, save_states, states_of
@@ -87,6 +88,10 @@ class PassSummary:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+_PENDING_ROWS = pgcopy.FixedRows(("meter_id", "int4"), ("day", "int4"), ("marks", "int8"))  # day: since 1970
+_METER_ROWS = pgcopy.FixedRows(("meter_id", "int4"), ("multiplier", "float8"), ("register_digits", "int2"))
+
+
 def estimate_span_days(rules: VeeRules) -> int:
     """Days an estimate can span (rules.estimation.max_s), rounded up, plus the day it ends in."""
     return -(-rules.estimation.max_s // DAY_S) + 1
@@ -136,27 +141,32 @@ def _pass(
 ) -> None:
     t = time.perf_counter()
     where = "WHERE day <= %s" if until is not None else ""
-    rows = conn.execute(
-        f"SELECT meter_id, day - date '1970-01-01', marks FROM vee_pending {where} ORDER BY day, meter_id LIMIT %s",
+    units = copy_out_records(
+        conn,
+        f"COPY (SELECT meter_id, (day - date '1970-01-01')::integer, marks FROM vee_pending {where}"
+        " ORDER BY day, meter_id LIMIT %s) TO STDOUT (FORMAT BINARY)",
+        _PENDING_ROWS,
         ((until, max_units) if until is not None else (max_units,)),
-    ).fetchall()
-    if not rows:
+    )
+    if units.size == 0:
         return
-    pending = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    pending = np.stack([units[c].astype(np.int64) for c in _PENDING_ROWS.names], axis=1)
     first_pending = int(pending[:, 1].min())
     pending = pending[pending[:, 1] < first_pending + MAX_WINDOW_DAYS]
     span = estimate_span_days(rules)
     first_day, last_day = first_pending - span, int(pending[:, 1].max()) + span
     window = PeriodWindow(first_day=_date(first_day), n_days=last_day - first_day + 1)
     meter_ids = np.unique(pending[:, 0]).astype(np.int32)
-    meters = conn.execute(
-        "SELECT meter_id, multiplier, register_digits FROM meters WHERE meter_id = ANY(%s::integer[])"
-        " ORDER BY meter_id",
+    meters = copy_out_records(
+        conn,
+        "COPY (SELECT meter_id, multiplier, register_digits FROM meters WHERE meter_id = ANY(%s::integer[])"
+        " ORDER BY meter_id) TO STDOUT (FORMAT BINARY)",
+        _METER_ROWS,
         (int_array_literal(meter_ids),),
-    ).fetchall()
-    known = np.array([m[0] for m in meters], dtype=np.int32)
-    multiplier = np.array([m[1] for m in meters], dtype=np.float64)
-    digits = np.array([m[2] for m in meters], dtype=np.int64)
+    )
+    known = meters["meter_id"].astype(np.int32)
+    multiplier = meters["multiplier"].astype(np.float64)
+    digits = meters["register_digits"].astype(np.int64)
     summary.seconds["claim"] = time.perf_counter() - t
 
     meter_first_pending = pd.Series(pending[:, 1]).groupby(pending[:, 0]).min()

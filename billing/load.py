@@ -36,10 +36,24 @@ READING_ROWS = pgcopy.FixedRows(
 )
 
 
+def copy_out_records(
+    conn: psycopg.Connection, query: sql.Composable | str, layout: pgcopy.FixedRows, params: tuple[object, ...] = ()
+) -> np.ndarray:
+    """The rows of `query` (a `COPY (...) TO STDOUT (FORMAT BINARY)` whose fields are `layout`'s) as its records."""
+    buf = bytearray()
+    with conn.cursor() as cur, cur.copy(query, params or None) as copy:  # type: ignore[arg-type]
+        for chunk in copy:
+            buf += chunk
+    return layout.decode(buf)
+
+
 def parse_binary_readings(buf: bytes | bytearray | memoryview) -> ReadingArrays:
     """Parse a PostgreSQL binary COPY of (meter_id int4, channel_id int2, ts timestamptz, value float8,
     quality int2) into native arrays (amr.pgcopy.CopyFormatError when the stream has another layout)."""
-    rows = READING_ROWS.decode(buf)
+    return _readings_of(READING_ROWS.decode(buf))
+
+
+def _readings_of(rows: np.ndarray) -> ReadingArrays:
     return ReadingArrays(
         meter_id=rows["meter_id"].astype(np.int32),
         channel_id=rows["channel_id"].astype(np.int16),
@@ -70,11 +84,7 @@ def fetch_readings(
     query = sql.SQL(
         "COPY (SELECT {} FROM readings WHERE {} ORDER BY meter_id, channel_id, ts) TO STDOUT (FORMAT BINARY)"
     ).format(sql.SQL(", ").join(sql.Identifier(c) for c in READING_ROWS.names), sql.SQL(" AND ").join(where))
-    buf = bytearray()
-    with conn.cursor() as cur, cur.copy(query) as copy:
-        for chunk in copy:
-            buf += chunk
-    readings = parse_binary_readings(buf)
+    readings = _readings_of(copy_out_records(conn, query, READING_ROWS))
     if dense and meter_ids.size < hi - lo + 1:
         wanted = np.zeros(hi - lo + 1, dtype=bool)
         wanted[meter_ids.astype(np.int64) - lo] = True

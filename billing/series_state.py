@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from amr import pgcopy
+from billing.load import copy_out_records
 from billing.rules import VeeRules
 from billing.vee import SeriesStates, VeeResult
 
@@ -95,11 +96,7 @@ def load_states(conn: psycopg.Connection, meter_ids: np.ndarray, *, rules: VeeRu
             sql.Literal(int(meter_ids[0])),
             sql.Literal(int(meter_ids[-1])),
         )
-        buf = bytearray()
-        with conn.cursor() as cur, cur.copy(query) as copy:
-            for chunk in copy:
-                buf += chunk
-        records = STATE_ROWS.decode(buf)
+        records = copy_out_records(conn, query, STATE_ROWS)
     states = _from_columns({name: records[name] for name in STATE_ROWS.names})
     if len(states) and meter_ids.size:
         pos = np.clip(np.searchsorted(meter_ids, states.seeds.meter_id), 0, meter_ids.size - 1)
