@@ -49,6 +49,9 @@ MAX_PASS_UNITS = 200_000
 # Meters per partition: a pass window (~3 weeks with the history) of daily reads on 5 channels is ~100 reads a
 # meter, so 50,000 meters keep a partition's readings near 250 MB, as billing's partitions.
 PASS_PARTITION_METERS = 50_000
+# A meter resumed from its states reads a day or so of readings, not the window with its history (~6 rows a day
+# for a daily meter with a 10 % chance of a profile, against ~100): its partitions hold this many times the meters.
+RESUMED_PARTITION_FACTOR = 10
 MAX_WINDOW_DAYS = 62  # pending days per pass: a backlog of months drains oldest first
 SERVE_INTERVAL_S = 5.0  # between passes when idle: a reading is validated within seconds of landing
 BUSY_RETRY_S = 1.0  # another pass holds the lock
@@ -179,13 +182,12 @@ def _pass(
 
     def jobs_of(sel: np.ndarray, states: StoredStates | None, from_s: int = -1) -> list[_PassJob]:
         ids, mult, dig, mid = known[sel], multiplier[sel], digits[sel], pending_midnight_s[sel]
+        size = partition_meters * (RESUMED_PARTITION_FACTOR if states is not None else 1)
         return [
-            _PassJob(conninfo=conninfo, meter_ids=ids[lo : lo + partition_meters],
-                     multiplier=mult[lo : lo + partition_meters], digits=dig[lo : lo + partition_meters],
-                     pending_midnight_s=mid[lo : lo + partition_meters], window=window, rules=rules,
-                     states=None if states is None else _states_of(states, ids[lo : lo + partition_meters]),
-                     resume_s=from_s)
-            for lo in range(0, len(ids), partition_meters)
+            _PassJob(conninfo=conninfo, meter_ids=ids[lo : lo + size], multiplier=mult[lo : lo + size],
+                     digits=dig[lo : lo + size], pending_midnight_s=mid[lo : lo + size], window=window, rules=rules,
+                     states=None if states is None else _states_of(states, ids[lo : lo + size]), resume_s=from_s)
+            for lo in range(0, len(ids), size)
         ]  # fmt: skip
 
     # Meters that resume from their states, one window per states' midnight (a backlog's meters may differ).
