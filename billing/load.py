@@ -31,9 +31,6 @@ CONTINUOUS_PARTITION_METERS = 250_000
 # costs ~1 us, an `meter_id = ANY(array)` test in PostgreSQL ~0.7 us on every row (a 50,000-meter VEE pass: 14.3 s
 # against 7.2 s for the same range read whole).
 DENSE_FETCH_SHARE = 2
-# ... and through the index, meter by meter, when at most 1/FEW_FETCH_SHARE of it is (a probe per meter and chunk
-# costs less than reading the other 95 % of the range).
-FEW_FETCH_SHARE = 20
 # The readings as billing reads and writes them (billing.synthetic writes test data in the same layout).
 READING_ROWS = pgcopy.FixedRows(
     ("meter_id", "int4"), ("channel_id", "int2"), ("ts", "timestamptz"), ("value", "float8"), ("quality", "int2")
@@ -84,15 +81,6 @@ def fetch_readings(
         sql.SQL("ts > to_timestamp({}) AND ts <= to_timestamp({})").format(sql.Literal(from_s), sql.Literal(to_s)),
     ]
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in READING_ROWS.names)
-    if meter_ids.size * FEW_FETCH_SHARE <= hi - lo + 1:
-        # A few meters scattered over the ids (those a VEE pass validates from their history): each read through the
-        # index, chunk by chunk; a test of every row of the range against the array would read the whole table.
-        where[0] = sql.SQL("meter_id = m.id")
-        query = sql.SQL(
-            "COPY (SELECT {} FROM unnest({}::integer[]) AS m(id) CROSS JOIN LATERAL (SELECT {} FROM readings WHERE {})"
-            " AS r ORDER BY meter_id, channel_id, ts) TO STDOUT (FORMAT BINARY)"
-        ).format(columns, sql.Literal(int_array_literal(meter_ids)), columns, sql.SQL(" AND ").join(where))
-        return _readings_of(copy_out_records(conn, query, READING_ROWS))
     if not dense:  # a filtered fleet (city, power company): only its meters within the range
         where.append(sql.SQL("meter_id = ANY({}::integer[])").format(sql.Literal(int_array_literal(meter_ids))))
     query = sql.SQL(

@@ -220,7 +220,7 @@ def test_a_pass_on_a_dask_cluster_writes_what_one_process_writes(
         store_through_ingest(db, r)
     passes = drain(here.conninfo(Role.BILLING), rules=RULES)
     on_dask = run_pass(there.conninfo(Role.BILLING), rules=RULES, partition_meters=3, dask_scheduler="local")
-    assert on_dask.units == sum(p.units for p in passes) and on_dask.seconds["fetch"] > 0
+    assert on_dask.units == sum(p.units for p in passes) and on_dask.seconds["fetch: history"] > 0
     query = (
         "SELECT meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured, n_estimated, flags,"
         " quality, method, reason FROM vee_daily ORDER BY 1, 2, 3"

@@ -11,7 +11,6 @@ import pytest
 
 from amr.db.server import DatabaseServer, Role
 from amr.timebase import DAY_S, local_midnight_utc_s
-from billing import load
 from billing.load import DENSE_FETCH_SHARE, fetch_meters, fetch_readings
 from billing.synthetic import copy_readings, register_reads
 
@@ -66,24 +65,6 @@ def test_the_same_rows_whichever_way_the_meters_are_selected(fleet: DatabaseServ
     assert got == expected
     assert set(r.meter_id.tolist()) == set(ids)
     assert r.meter_id.dtype == np.int32 and r.ts_s.dtype == np.int64
-
-
-@pytest.mark.parametrize("ids", [[1, 12], [7], [3, 9]])
-def test_a_few_scattered_meters_are_read_meter_by_meter_with_the_same_rows(
-    fleet: DatabaseServer, ids: list[int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(load, "FEW_FETCH_SHARE", 5)  # two of twelve ids is "few" here; in production 1/20
-    from_s = local_midnight_utc_s(FIRST) + DAY_S // 2
-    to_s = local_midnight_utc_s(FIRST) + 3 * DAY_S
-    with psycopg.connect(fleet.conninfo(Role.BILLING), autocommit=True) as conn:
-        r = fetch_readings(conn, meter_ids=np.array(ids, np.int32), channels=(1,), from_s=from_s, to_s=to_s)
-        expected = _expected(conn, ids, from_s, to_s)
-        plan = "\n".join(row[0] for row in conn.execute(
-            "EXPLAIN SELECT r.* FROM unnest(%s::integer[]) AS m(id) CROSS JOIN LATERAL (SELECT * FROM readings"
-            " WHERE meter_id = m.id AND channel_id = ANY('{1}'::smallint[]) AND ts > to_timestamp(%s)"
-            " AND ts <= to_timestamp(%s)) AS r", (ids, from_s, to_s)).fetchall())  # fmt: skip
-    assert list(zip(r.meter_id.tolist(), r.channel_id.tolist(), r.ts_s.tolist(), strict=True)) == expected != []
-    assert "Index" in plan and "Seq Scan" not in plan  # the index, not a scan of every row
 
 
 def test_the_share_that_reads_a_whole_range_keeps_the_wanted_meters_a_majority() -> None:
