@@ -38,7 +38,15 @@ from billing.quality import ESTIMATE_CODES, FINAL, day_quality
 from billing.rules import VeeRules
 from billing.series_state import STATE_ROWS, StoredStates, load_states, save_states, states_of
 from billing.store import copy_frame
-from billing.vee import CLOCK_CHANNEL, ENERGY_CHANNELS, PeriodWindow, ReadingArrays, VeeResult, validate_estimate
+from billing.vee import (
+    CLOCK_CHANNEL,
+    ENERGY_CHANNELS,
+    PeriodWindow,
+    ReadingArrays,
+    VeeResult,
+    series_key,
+    validate_estimate,
+)
 
 _SEGMENT_STRIDE_S = 1 << 33  # above any epoch second this side of year 2200: series apart in one sorted array
 SERVICE = "vee-service"  # made_by of automatic versions and the vee_state row
@@ -361,9 +369,8 @@ def _resume_partition(job: _PassJob, states: StoredStates) -> _PassPart:
     t = time.perf_counter()
     fresh = _daily_frame(vee, readings.meter_id, readings.channel_id, readings.ts_s, job.meter_ids, job.multiplier,
                          job.pending_midnight_s)  # fmt: skip
-    key = states.seeds.meter_id.astype(np.int64) << 16 | states.seeds.channel_id.astype(np.int64)
-    series_key = vee.series_meter.astype(np.int64) << 16 | vee.series_channel.astype(np.int64)
-    at = np.clip(np.searchsorted(key, series_key), 0, max(key.shape[0] - 1, 0))
+    key = series_key(states.seeds.meter_id, states.seeds.channel_id)
+    at = np.clip(np.searchsorted(key, series_key(vee.series_meter, vee.series_channel)), 0, max(key.shape[0] - 1, 0))
     # a gap beyond linear interpolation is estimated from the like-day profile, which a resumed series does not have
     long_gap = vee.state.longest_span_s > rules.estimation.linear_max_s
     cannot = ~vee.seeded | (states.interval_s[at] != vee.series_interval_s) | long_gap
@@ -389,8 +396,7 @@ def _resume_partition(job: _PassJob, states: StoredStates) -> _PassPart:
 def _with_state_reads(landed: ReadingArrays, states: StoredStates) -> ReadingArrays:
     """The readings with each stored state's read put back in front of its series (quality 0: it was valid)."""
     s = states.seeds
-    key = landed.meter_id.astype(np.int64) << 16 | landed.channel_id.astype(np.int64)
-    at = np.searchsorted(key, s.meter_id.astype(np.int64) << 16 | s.channel_id.astype(np.int64))
+    at = np.searchsorted(series_key(landed.meter_id, landed.channel_id), series_key(s.meter_id, s.channel_id))
     return ReadingArrays(
         meter_id=np.insert(landed.meter_id, at, s.meter_id),
         channel_id=np.insert(landed.channel_id, at, s.channel_id),
@@ -424,10 +430,10 @@ def _beyond_data_dropped(exceptions: pd.DataFrame, readings: Any) -> pd.DataFram
     future."""
     if exceptions.empty or len(readings) == 0:
         return exceptions
-    key = readings.meter_id.astype(np.int64) << 16 | readings.channel_id.astype(np.int64)
+    key = series_key(readings.meter_id, readings.channel_id)
     last = np.flatnonzero(np.r_[key[1:] != key[:-1], True])  # sorted by (meter, channel, ts): a series' last row
     newest = pd.DataFrame({"_key": key[last], "_last_s": readings.ts_s[last]})
-    exc_key = exceptions["meter_id"].to_numpy(np.int64) << 16 | exceptions["channel_id"].to_numpy(np.int64)
+    exc_key = series_key(exceptions["meter_id"].to_numpy(), exceptions["channel_id"].to_numpy())
     merged = pd.DataFrame({"_key": exc_key}).merge(newest, on="_key", how="left")
     start_s = E.epoch_s(exceptions["interval_start"])
     keep = ~(merged["_last_s"].notna().to_numpy() & (start_s >= merged["_last_s"].fillna(0).to_numpy(np.int64)))
@@ -458,12 +464,12 @@ def _daily_frame(
         return pd.DataFrame(columns=[c for c in DAILY_COLUMNS if c not in ("version", "reason")])
     # each series' first and last local day with a read (a read at midnight closes the day before)
     energy = np.isin(read_channel, ENERGY_CHANNELS)
-    key = read_meter[energy].astype(np.int64) << 16 | read_channel[energy].astype(np.int64)
+    key = series_key(read_meter[energy], read_channel[energy])
     ts = read_ts_s[energy]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     ends = np.r_[starts[1:], key.shape[0]] - 1
-    series_key = vee.series_meter.astype(np.int64) << 16 | vee.series_channel.astype(np.int64)
-    pos = np.searchsorted(key[starts], series_key)
+    keys = series_key(vee.series_meter, vee.series_channel)
+    pos = np.searchsorted(key[starts], keys)
     first_read_day = local_day_number(ts[starts][pos])
     # Closed days only: the last day written is the one before the day of the last read (a read at midnight closes
     # the day before). A profile meter's day is written once its midnight read is in, not at every push of it.

@@ -165,6 +165,11 @@ class VeeResult:
         return int(hits[0])
 
 
+def series_key(meter_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
+    """One int64 per (meter, channel) series, ordered as the pair: meter << 16 | channel (channel ids fit 16 bits)."""
+    return np.asarray(meter_id).astype(np.int64) << 16 | np.asarray(channel_id).astype(np.int64)
+
+
 def check_readings(r: ReadingArrays, *, sorted_check: bool = True) -> None:
     """Refuse arrays the kernels cannot take: wrong dtype, unequal lengths, not C-contiguous, not sorted
     (validate_estimate checks the order while it finds the series, in the same pass)."""
@@ -354,10 +359,10 @@ def _seed(
     zero_run0 = np.zeros(n, np.int64)
     if states is None or len(states) == 0 or n == 0:
         return seed, seeded, zero_run0
-    key = states.meter_id.astype(np.int64) << 16 | states.channel_id.astype(np.int64)
+    key = series_key(states.meter_id, states.channel_id)
     if key.shape[0] > 1 and bool((key[1:] <= key[:-1]).any()):
         raise VeeInputError("states: rows must be sorted by (meter_id, channel_id), one per series")
-    want = series_meter.astype(np.int64) << 16 | series_channel.astype(np.int64)
+    want = series_key(series_meter, series_channel)
     pos = np.clip(np.searchsorted(key, want), 0, key.shape[0] - 1)
     seeded = key[pos] == want
     at = pos[seeded]
