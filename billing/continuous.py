@@ -576,19 +576,22 @@ def _changed(fresh: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_versions(conn: psycopg.Connection, rows: pd.DataFrame, made_by: str) -> None:
+    """Every row to the history by one binary COPY; the first versions (no current row: an edit never makes one)
+    straight into vee_daily by another; only the days versioned again go through a staging table and an upsert.
+    Both tables get the transaction's now() as made_at."""
     if rows.empty:
         return
     frame = rows.assign(method=rows["method"].astype("Int16").mask(rows["method"] == 0))[list(DAILY_COLUMNS)]
+    made_at = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+    copy_frame_binary(conn, "vee_daily_versions", frame.assign(made_by=made_by, made_at=made_at))
+    first = (frame["version"] == 1).to_numpy()
+    copy_frame_binary(conn, "vee_daily", frame[first].assign(locked=False, made_at=made_at))
+    if first.all():
+        return
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS vee_daily_new (LIKE vee_daily) ON COMMIT DROP")
+    copy_frame_binary(conn, "vee_daily_new", frame[~first].assign(locked=False, made_at=made_at))
     conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS vee_daily_new (LIKE vee_daily_versions INCLUDING DEFAULTS) ON COMMIT DROP"
-    )
-    copy_frame_binary(conn, "vee_daily_new", frame.assign(made_by=made_by))
-    conn.execute(
-        "INSERT INTO vee_daily_versions SELECT * FROM vee_daily_new;"
-        " INSERT INTO vee_daily (meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured,"
-        " n_estimated, flags, methods, quality, method, reason, locked, made_at)"
-        " SELECT meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured, n_estimated, flags,"
-        " methods, quality, method, reason, false, made_at FROM vee_daily_new"
+        "INSERT INTO vee_daily SELECT * FROM vee_daily_new"
         " ON CONFLICT (meter_id, channel_id, day) DO UPDATE SET version = excluded.version,"
         " measured_kwh = excluded.measured_kwh, estimated_kwh = excluded.estimated_kwh,"
         " n_measured = excluded.n_measured, n_estimated = excluded.n_estimated, flags = excluded.flags,"

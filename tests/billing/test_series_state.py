@@ -17,7 +17,7 @@ from amr.timebase import DAY_S, local_midnight_utc_s
 from billing import flags as F
 from billing.continuous import PassSummary, drain
 from billing.rules import read_vee_rules
-from billing.series_state import rules_key
+from billing.series_state import STATE_ROWS, load_states, rules_key, save_states, stored_columns
 from billing.synthetic import concat, register_reads
 from billing.vee import ReadingArrays
 from tests.ingested import store_through_ingest
@@ -78,6 +78,11 @@ def _rows(db: DatabaseServer, query: str) -> list[tuple[object, ...]]:
         return conn.execute(query).fetchall()  # type: ignore[arg-type]
 
 
+def _states(db: DatabaseServer) -> dict[str, np.ndarray]:
+    with psycopg.connect(db.conninfo(Role.OWNER)) as conn:
+        return stored_columns(conn)
+
+
 def _land_day_by_day(db: DatabaseServer, r: ReadingArrays, *, forget_states: bool) -> list[PassSummary]:
     """The history, then each landing day (its reads after its midnight, to the next), a drain after each."""
     _add_meters(db)
@@ -90,7 +95,7 @@ def _land_day_by_day(db: DatabaseServer, r: ReadingArrays, *, forget_states: boo
         store_through_ingest(db, r.take((r.ts_s > lo) & (r.ts_s <= lo + DAY_S)))
         if forget_states:
             with psycopg.connect(db.conninfo(Role.OWNER), autocommit=True) as conn:
-                conn.execute("TRUNCATE vee_series_state")
+                conn.execute("TRUNCATE vee_series_state_blocks")
         summaries += drain(db.conninfo(Role.BILLING), rules=RULES)
     return summaries
 
@@ -145,15 +150,56 @@ def test_a_state_made_under_other_rules_is_not_resumed_from(make_database: Calla
     landing = local_midnight_utc_s(FIRST + timedelta(days=HISTORY_DAYS))
     store_through_ingest(db, r.take(r.ts_s <= landing))
     drain(db.conninfo(Role.BILLING), rules=RULES)
-    keys = "SELECT DISTINCT rules_key FROM vee_series_state"
-    assert _rows(db, keys) == [(rules_key(RULES),)]
+    assert set(_states(db)["rules_key"].tolist()) == {rules_key(RULES)}
     stricter = RULES.model_copy(update={"spike": RULES.spike.model_copy(update={"factor": 3.0})})
     store_through_ingest(db, r.take((r.ts_s > landing) & (r.ts_s <= landing + DAY_S)))
     passes = drain(db.conninfo(Role.BILLING), rules=stricter)
     assert passes and sum(p.resumed for p in passes) == 0  # every meter validated from its history
-    by_key = dict(_rows(db, "SELECT rules_key, count(*) FROM vee_series_state GROUP BY 1"))
+    keys, counts = np.unique(_states(db)["rules_key"], return_counts=True)
+    by_key = dict(zip(keys.tolist(), counts.tolist(), strict=True))
     # every series validated then has its state made under the new rules; a meter with no read that day (the
     # fleet's missing reads) keeps its old one, which the next pass does not resume from either
     assert by_key[rules_key(stricter)] >= DAILY.size + PROFILE.size - 3 and by_key.get(rules_key(RULES), 0) <= 3
     store_through_ingest(db, r.take((r.ts_s > landing + DAY_S) & (r.ts_s <= landing + 2 * DAY_S)))
     assert sum(p.resumed for p in drain(db.conninfo(Role.BILLING), rules=stricter)) > 0
+
+
+def _state_rows(meter_ids: list[int], *, read_s: int, rules: int) -> dict[str, np.ndarray]:
+    n = len(meter_ids)
+    values = {name: np.zeros(n, np.dtype(dtype).newbyteorder("=")) for name, dtype in STATE_ROWS.dtype.descr[2::2]}
+    return values | {
+        "meter_id": np.array(meter_ids, np.int32),
+        "channel_id": np.ones(n, np.int16),
+        "read_s": np.full(n, read_s, np.int64),
+        "register_kwh": np.arange(n, dtype=np.float64) + 0.5,
+        "interval_s": np.full(n, DAY_S, np.int32),
+        "rules_key": np.full(n, rules, np.int64),
+    }
+
+
+def test_states_are_stored_by_block_and_a_pass_rewrites_only_its_series(
+    make_database: Callable[[str], DatabaseServer],
+) -> None:
+    db = make_database("vee_state_blocks")
+    key = rules_key(RULES)
+    nothing = (np.zeros(0, np.int32), np.zeros(0, np.int16))
+    with psycopg.connect(db.conninfo(Role.BILLING)) as conn:
+        # meters 1, 2 and 1,025 share no block with 5,000; the 63-bit rules key survives the round trip exactly
+        save_states(conn, _state_rows([1, 2, 1025, 5000], read_s=100, rules=key), nothing)
+        # a later pass: meter 2 has a new state, 1,025 lost its own (validated from its history, no state)
+        assert save_states(conn, _state_rows([2], read_s=200, rules=key), (np.array([1025], np.int32),
+                                                                            np.array([1], np.int16))) == 1  # fmt: skip
+        stored = stored_columns(conn)
+        assert stored["meter_id"].tolist() == [1, 2, 5000]
+        assert stored["read_s"].tolist() == [100, 200, 100]
+        assert stored["rules_key"].tolist() == [key] * 3
+        blocks = conn.execute("SELECT block, series FROM vee_series_state_blocks ORDER BY block").fetchall()
+        assert blocks == [(0, 2), (5000 >> 10, 1)]
+        # a block of another layout is no state (a cache), not an error; the others still load
+        conn.execute("UPDATE vee_series_state_blocks SET states = '\\x0102' WHERE block = 0")
+        loaded = load_states(conn, np.array([1, 2, 5000], np.int32), rules=RULES)
+        assert loaded.seeds.meter_id.tolist() == [5000]
+        # and the next pass over the block writes it afresh
+        save_states(conn, _state_rows([3], read_s=300, rules=key), nothing)
+        assert stored_columns(conn)["meter_id"].tolist() == [3, 5000]
+        assert load_states(conn, np.array([3], np.int32), rules=RULES).seeds.meter_id.tolist() == [3]
