@@ -17,6 +17,7 @@ Two encoders, for two kinds of rows:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +50,31 @@ FIXED_WIRE_DTYPES: dict[str, str] = {
     "timestamptz": ">i8",
 }
 _LENGTH_FIELD_PREFIX = "len_"
+_ARRAY_HEADER_PREFIX = "hdr_"
+# Element type OIDs an array's wire header names (PostgreSQL's pg_type): a COPY into a column of another element
+# type is refused by the server.
+_ARRAY_ELEMENT_OIDS = {"int2": 21, "int4": 23, "int8": 20, "float8": 701}
+_ARRAY_TYPE = re.compile(r"^(int2|int4|int8|float8)\[([1-9][0-9]{0,4})\]$")
+_TEXT_TYPE = re.compile(r"^text\(([1-9][0-9]{0,4})\)$")
+
+
+@dataclass(frozen=True)
+class _ArrayKind:
+    element: str
+    n: int
+
+
+def _fixed_kind(name: str, pg_type: str) -> str | _ArrayKind:
+    """A column's wire dtype: a fixed-width type, ``text(n)`` (exactly n bytes of text) or ``T[n]`` (a 1-D array of
+    n non-NULL elements of int2, int4, int8 or float8, lower bound 1)."""
+    if pg_type in FIXED_WIRE_DTYPES:
+        return FIXED_WIRE_DTYPES[pg_type]
+    if m := _TEXT_TYPE.match(pg_type):
+        return f"S{m[1]}"
+    if m := _ARRAY_TYPE.match(pg_type):
+        return _ArrayKind(m[1], int(m[2]))
+    known = [*sorted(FIXED_WIRE_DTYPES), "text(n)", "int2[n]", "int4[n]", "int8[n]", "float8[n]"]
+    raise ValueError(f"column {name}: {pg_type!r} is not one of {known}")
 
 
 class CopyFormatError(AmrError):
@@ -83,7 +109,10 @@ class FixedRows:
     """The tuple layout of a COPY whose every field is NOT NULL and fixed-width: one numpy record per row.
 
     ``FixedRows(("ts", "timestamptz"), ("meter_id", "int4"))`` matches ``COPY t (ts, meter_id) ... (FORMAT BINARY)``;
-    the record has fields ``n_fields``, then per column ``len_<name>`` and ``<name>``.
+    the record has fields ``n_fields``, then per column ``len_<name>`` and ``<name>``. A column may also be
+    ``text(n)`` (exactly n bytes, values an ``S<n>`` array) or an array ``float8[n]`` (also int2, int4, int8: n
+    non-NULL elements; values a (rows, n) array; in the record ``hdr_<name>``, then ``<name>`` whose elements'
+    values are ``records[name]["v"]``).
     """
 
     def __init__(self, *columns: tuple[str, str]) -> None:
@@ -92,24 +121,40 @@ class FixedRows:
         names = [name for name, _ in columns]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate column names in {names}")
-        for name, pg_type in columns:
-            if pg_type not in FIXED_WIRE_DTYPES:
-                raise ValueError(f"column {name}: {pg_type!r} is not one of {sorted(FIXED_WIRE_DTYPES)}")
-            if name == "n_fields" or name.startswith(_LENGTH_FIELD_PREFIX):
+        for name, _ in columns:
+            if name == "n_fields" or name.startswith((_LENGTH_FIELD_PREFIX, _ARRAY_HEADER_PREFIX)):
                 raise ValueError(f"column {name}: the name clashes with the record's count and length fields")
         self.columns: tuple[tuple[str, str], ...] = tuple(columns)
-        fields: list[tuple[str, str]] = [("n_fields", ">i2")]
+        fields: list[tuple[str, object] | tuple[str, object, tuple[int, ...]]] = [("n_fields", ">i2")]
+        self.widths: dict[str, int] = {}  # each field's byte length on the wire
+        self.arrays: dict[str, int] = {}  # array columns: their element count
+        constant_fields: dict[str, object] = {"n_fields": len(columns)}
         for name, pg_type in columns:
-            fields += [(_LENGTH_FIELD_PREFIX + name, ">i4"), (name, FIXED_WIRE_DTYPES[pg_type])]
+            kind = _fixed_kind(name, pg_type)
+            fields.append((_LENGTH_FIELD_PREFIX + name, ">i4"))
+            if isinstance(kind, _ArrayKind):
+                element = np.dtype(FIXED_WIRE_DTYPES[kind.element])
+                fields += [
+                    (_ARRAY_HEADER_PREFIX + name, ">i4", (5,)),
+                    (name, [("len", ">i4"), ("v", element)], (kind.n,)),
+                ]
+                self.widths[name] = 20 + kind.n * (4 + element.itemsize)
+                self.arrays[name] = kind.n
+                constant_fields[_ARRAY_HEADER_PREFIX + name] = (1, 0, _ARRAY_ELEMENT_OIDS[kind.element], kind.n, 1)
+            else:
+                fields.append((name, kind))
+                self.widths[name] = np.dtype(kind).itemsize
+            constant_fields[_LENGTH_FIELD_PREFIX + name] = self.widths[name]
         self.dtype = np.dtype(fields)
-        self.widths: dict[str, int] = {name: np.dtype(FIXED_WIRE_DTYPES[t]).itemsize for name, t in columns}
-        # The bytes of one record holding the field count and every length, copied into all rows by one broadcast
-        # byte copy (a Python-level assignment per length field, or a structured copy, costs several times more
-        # on small batches; this encoder is ingest's hot path).
+        # The bytes of one record holding the field count, every length and every array header, copied into all
+        # rows by one broadcast byte copy (a Python-level assignment per length field, or a structured copy, costs
+        # several times more on small batches; this encoder is ingest's hot path).
         constant = np.zeros(1, dtype=self.dtype)
-        constant["n_fields"] = len(columns)
-        for name, width in self.widths.items():
-            constant[_LENGTH_FIELD_PREFIX + name] = width
+        for field, value in constant_fields.items():
+            constant[field] = value
+        for name in self.arrays:
+            constant[name]["len"] = self.dtype[name].base["v"].itemsize
+        self._constant = constant
         self._constant_bytes = constant.view(np.uint8)
         self._header = np.frombuffer(HEADER, dtype=np.uint8)
         self._trailer = np.frombuffer(TRAILER, dtype=np.uint8)
@@ -133,6 +178,13 @@ class FixedRows:
     def _fill(self, records: np.ndarray, values: Mapping[str, npt.ArrayLike]) -> None:
         np.copyto(records.view(np.uint8).reshape(len(records), self.dtype.itemsize), self._constant_bytes)
         for name in self.widths:
+            if name in self.arrays:
+                records[name]["v"] = values[name]
+                continue
+            if self.dtype[name].kind == "S":
+                text = np.asarray(values[name])
+                if text.dtype != self.dtype[name] or (len(text) and not text.view(np.uint8).all()):
+                    raise ValueError(f"column {name}: text of exactly {self.widths[name]} bytes, none of them NUL")
             records[name] = values[name]
 
     def encode(self, values: Mapping[str, npt.ArrayLike]) -> bytes:
@@ -178,6 +230,13 @@ class FixedRows:
             for name, width in self.widths.items():
                 if (records[_LENGTH_FIELD_PREFIX + name] != width).any():
                     raise CopyFormatError(f"binary COPY field {name} is not always {width} bytes (NULL?)")
+            for name in self.arrays:
+                if (records[_ARRAY_HEADER_PREFIX + name] != self._constant[_ARRAY_HEADER_PREFIX + name]).any() or (
+                    records[name]["len"] != self._constant[name]["len"]
+                ).any():
+                    raise CopyFormatError(
+                        f"binary COPY array {name} is not {self.arrays[name]} elements of its type (a NULL?)"
+                    )
         return records
 
 

@@ -151,6 +151,46 @@ def test_decoding_refuses_nulls_other_types_and_cut_streams(owner_conn: psycopg.
         rows.decode(b"k,v\n1,2.0\n")
 
 
+def test_fixed_rows_round_trip_fixed_arrays_and_text_through_postgresql(owner_conn: psycopg.Connection) -> None:
+    rows = FixedRows(("k", "int4"), ("e", "float8[3]"), ("q", "text(3)"), ("m", "int2[3]"), ("l", "int8[1]"))
+    values = {
+        "k": np.array([1, 2], np.int32),
+        "e": np.array([[0.5, np.nan, -1e300], [np.inf, 0.0, 2.25]]),
+        "q": np.array([b"ASN", b"EEA"], "S3"),
+        "m": np.array([[0, 17, -1], [25, 14, 32767]], np.int16),
+        "l": np.array([[2**63 - 1], [-(2**63)]], np.int64),
+    }
+    owner_conn.execute("CREATE TEMP TABLE arrays (k int4, e float8[], q text, m smallint[], l bigint[])")
+    stream = rows.encode(values)
+    _copy_in(owner_conn, "COPY arrays FROM STDIN (FORMAT BINARY)", stream)
+    stored = owner_conn.execute("SELECT k, e[1], e[3], q, m, l, array_lower(e, 1) FROM arrays ORDER BY k").fetchall()
+    assert stored == [(1, 0.5, -1e300, "ASN", [0, 17, -1], [2**63 - 1], 1), (2, np.inf, 2.25, "EEA", [25, 14, 32767],
+                                                                              [-(2**63)], 1)]  # fmt: skip
+    out = _copy_out(owner_conn, "COPY (SELECT * FROM arrays ORDER BY k) TO STDOUT (FORMAT BINARY)")
+    assert out == stream  # PostgreSQL writes the very bytes the encoder wrote
+    records = rows.decode(out)
+    np.testing.assert_array_equal(records["e"]["v"], values["e"])
+    np.testing.assert_array_equal(records["m"]["v"], values["m"])
+    assert records["q"].tolist() == [b"ASN", b"EEA"] and records["l"]["v"].tolist() == [[2**63 - 1], [-(2**63)]]
+    # an array of another element type, length or with a NULL, and text of another length, are refused
+    with pytest.raises(psycopg.errors.DatatypeMismatch):
+        other = FixedRows(("k", "int4"), ("e", "int8[3]"), ("q", "text(3)"), ("m", "int2[3]"), ("l", "int8[1]"))
+        _copy_in(
+            owner_conn,
+            "COPY arrays FROM STDIN (FORMAT BINARY)",
+            other.encode(values | {"e": np.zeros((2, 3), np.int64)}),
+        )
+    owner_conn.rollback()
+    for e_q in ("ARRAY[1, NULL, 2]::float8[], 'ASN'", "ARRAY[1, 2]::float8[], 'ASN'", "ARRAY[1, 2, 3]::float8[], 'AS'"):
+        query = f"SELECT 1::int4, {e_q}, ARRAY[0, 0, 0]::int2[], ARRAY[1]::int8[]"
+        with pytest.raises(CopyFormatError):
+            rows.decode(_copy_out(owner_conn, f"COPY ({query}) TO STDOUT (FORMAT BINARY)"))
+    with pytest.raises(ValueError, match="exactly 3 bytes, none of them NUL"):
+        rows.encode(values | {"q": np.array([b"AS", b"EEA"], "S3")})
+    with pytest.raises(ValueError, match="'float8\\[0\\]' is not one of"):
+        FixedRows(("e", "float8[0]"))
+
+
 def test_fixed_rows_refuse_missing_and_uneven_columns() -> None:
     rows = FixedRows(("k", "int4"), ("v", "float8"))
     with pytest.raises(ValueError, match="missing \\['v'\\], unknown \\['w'\\]"):
