@@ -19,7 +19,9 @@ tests/billing/interval_twin.py is the plain-Python twin the tests check them aga
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -31,7 +33,6 @@ from amr import pgcopy
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S
 from billing import flags as F
 from billing import kernels as K
-from billing.binary_copy import copy_frame_binary
 from billing.kernels import (
     LikeDayProfile,
     VeeInputError,
@@ -42,7 +43,6 @@ from billing.kernels import (
 )
 from billing.quality import ACTUAL, SUBSTITUTED, VARIABLE, day_quality
 from billing.rules import VeeRules, VeeThresholds, kernel_thresholds
-from billing.store import COPY_CHUNK_ROWS
 from billing.vee import (
     FlagRecords,
     ReadingArrays,
@@ -50,6 +50,7 @@ from billing.vee import (
     check_readings,
     default_holiday_days,
     lookup_digits,
+    series_key,
     series_segments,
 )
 
@@ -62,18 +63,29 @@ INTERVAL_DTYPES: dict[str, type] = {
     "quality": np.int16,  # ASCII code of the AEMO flag (ord('A'), ...)
     "method": np.int16,  # AEMO method number, 0: none
     "day": np.int64,  # local day number of interval_end - 1 s
+    "interval_s": np.int64,  # the series' interval [s]
 }
 INTERVAL_COLUMNS = tuple(INTERVAL_DTYPES)
-# the staging table's binary COPY rows (every field NOT NULL and fixed-width)
-_STAGED_ROWS = pgcopy.FixedRows(
-    ("meter_id", "int4"),
-    ("channel_id", "int2"),
-    ("interval_end", "timestamptz"),
-    ("energy_kwh", "float8"),
-    ("quality", "int2"),
-    ("method", "int2"),
-    ("version", "int4"),
-)
+# Rows per binary COPY write of day rows (a 30-minute day is ~900 bytes on the wire): ~45 MB buffers.
+DAY_COPY_CHUNK_ROWS = 50_000
+NO_VALUE = ord("N")  # AEMO null data: a slot the pass does not write (energy NaN)
+
+
+@functools.cache
+def day_rows(n_slots: int) -> pgcopy.FixedRows:
+    """The binary COPY rows of vee_interval_days for a day of `n_slots` slots (sql/099_vee_interval_days.sql)."""
+    return pgcopy.FixedRows(
+        ("meter_id", "int4"),
+        ("channel_id", "int2"),
+        ("day", "date"),
+        ("interval_s", "int4"),
+        ("energy_kwh", f"float8[{n_slots}]"),
+        ("quality", f"text({n_slots})"),
+        ("method", f"int2[{n_slots}]"),
+        ("version", "int4"),
+        ("made_at", "timestamptz"),
+    )
+
 
 _NOT_A_READ = np.uint32(F.DUPLICATE | F.STATUS_INVALID)
 _NEGATIVE = np.uint32(F.NEGATIVE)
@@ -492,6 +504,7 @@ def interval_frame(
             "quality": quality.astype("S1").view(np.uint8).astype(np.int16),
             "method": method.astype(np.int16),
             "day": (end_s - 1 + LOCAL_UTC_OFFSET_S) // DAY_S,
+            "interval_s": series.interval_s[slot_series],
         }
     )
 
@@ -514,79 +527,86 @@ def _day_versions(new_versions: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
 
 
 def store_intervals(conn: psycopg.Connection, intervals: pd.DataFrame, new_versions: pd.DataFrame) -> int:
-    """Upsert the pass's interval slots (interval_frame's) of the days it gave a new version (`new_versions`, with
-    that version: the daily version the value was made at) whose energy, quality or method changed, or that are
-    new. A day whose daily result did not change keeps its slots: a pass whose window read other history may split
-    a gap inside it a little differently, which is not a new result (and half a daily pass's slots are those of the
-    day before, already stored). A day a person edited (locked) gets no new version and keeps its intervals.
-    One binary COPY into a temporary table and one INSERT .. ON CONFLICT DO UPDATE .. WHERE changed; nothing is
-    deleted. Returns the rows written."""
+    """Store the pass's interval slots (interval_frame's) of the days it gave a new version (`new_versions`, with
+    that version: the daily version the values were made at), one vee_interval_days row per day. A day's first
+    version has no row yet: those go straight in by binary COPY. A day versioned again is staged and its row
+    rewritten only when a slot's energy, quality or method changed: a pass whose window read other history may
+    split a gap a little differently, which is not a new result. A day whose daily result did not change keeps its
+    row, and a day a person edited (locked: no new version) keeps its intervals. Returns the day rows written."""
     if intervals.empty:
         return 0
-    keys = np.unique(intervals["meter_id"].to_numpy(np.int64) << 16 | intervals["channel_id"].to_numpy(np.int64))
+    keys = np.unique(series_key(intervals["meter_id"].to_numpy(), intervals["channel_id"].to_numpy()))
     versions = _day_versions(new_versions, keys)
     merged = intervals.merge(versions, on=["meter_id", "channel_id", "day"], how="inner")
     if merged.empty:
         return 0
-    # A day's first version has no slots yet (slots are written only with a version of their day): its slots go
-    # straight into the hypertable, only a day versioned again is merged with what is stored.
+    made_at = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+    made_at_us = (made_at - pgcopy.PG_EPOCH) // timedelta(microseconds=1)
     first = merged["version"].to_numpy() == 1
-    written = _copy_new(conn, merged[first])
-    merged = merged[~first]
-    if merged.empty:
+    written = _copy_days(conn, "vee_interval_days", merged[first], made_at_us)
+    if first.all():
         return written
-    columns = {
-        "meter_id": merged["meter_id"].to_numpy(np.int32),
-        "channel_id": merged["channel_id"].to_numpy(np.int16),
-        "interval_end": pgcopy.unix_s_to_pg_us(merged["interval_end_s"].to_numpy(np.int64)),
-        "energy_kwh": merged["energy_kwh"].to_numpy(np.float64),
-        "quality": merged["quality"].to_numpy(np.int16),
-        "method": merged["method"].to_numpy(np.int16),
-        "version": merged["version"].to_numpy(np.int32),
-    }
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS vee_intervals_new (meter_id integer, channel_id smallint,"
-        " interval_end timestamptz, energy_kwh double precision, quality smallint, method smallint, version integer)"
-        " ON COMMIT DROP"
-    )
-    query = sql.SQL("COPY vee_intervals_new ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in _STAGED_ROWS.names)
-    )
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS vee_interval_days_new (LIKE vee_interval_days) ON COMMIT DROP")
+    _copy_days(conn, "vee_interval_days_new", merged[~first], made_at_us)
     with conn.cursor() as cur:
-        with cur.copy(query) as copy:
-            copy.write(pgcopy.HEADER)
-            for lo in range(0, len(merged), COPY_CHUNK_ROWS):
-                copy.write(_STAGED_ROWS.encode_tuples({k: v[lo : lo + COPY_CHUNK_ROWS] for k, v in columns.items()}))
-            copy.write(pgcopy.TRAILER)
         cur.execute(
-            "INSERT INTO vee_intervals (meter_id, channel_id, interval_end, energy_kwh, quality, method, version)"
-            " SELECT meter_id, channel_id, interval_end, energy_kwh, chr(quality), nullif(method, 0), version"
-            " FROM vee_intervals_new"
-            " ON CONFLICT (meter_id, channel_id, interval_end) DO UPDATE SET energy_kwh = excluded.energy_kwh,"
-            " quality = excluded.quality, method = excluded.method, version = excluded.version,"
-            " made_at = excluded.made_at"
-            " WHERE abs(vee_intervals.energy_kwh - excluded.energy_kwh) > 1e-9 + 1e-12 * abs(excluded.energy_kwh)"
-            " OR vee_intervals.quality <> excluded.quality OR vee_intervals.method IS DISTINCT FROM excluded.method"
+            "INSERT INTO vee_interval_days AS d SELECT * FROM vee_interval_days_new"
+            " ON CONFLICT (meter_id, channel_id, day) DO UPDATE SET interval_s = excluded.interval_s,"
+            " energy_kwh = excluded.energy_kwh, quality = excluded.quality, method = excluded.method,"
+            " version = excluded.version, made_at = excluded.made_at"
+            " WHERE d.interval_s <> excluded.interval_s OR d.quality <> excluded.quality"
+            " OR d.method <> excluded.method OR EXISTS (SELECT FROM unnest(d.energy_kwh, excluded.energy_kwh) u(a, b)"
+            "  WHERE a <> b AND NOT abs(a - b) <= 1e-9 + 1e-12 * abs(b))"  # NaN = NaN in PostgreSQL; NaN <= x never
         )
         written += cur.rowcount
-    conn.execute("DROP TABLE vee_intervals_new")
+    conn.execute("DROP TABLE vee_interval_days_new")
     return int(written)
 
 
-def _copy_new(conn: psycopg.Connection, slots: pd.DataFrame) -> int:
-    """Slots no row exists for, by one binary COPY into vee_intervals."""
+def _copy_days(conn: psycopg.Connection, table: str, slots: pd.DataFrame, made_at_us: int) -> int:
+    """The slots (interval_frame's, with a version) as one row per (meter, channel, day) by binary COPY into
+    `table`: a day's slots by their index on its local grid, slots not in `slots` NaN and 'N'."""
     if slots.empty:
         return 0
-    method = slots["method"].to_numpy(np.int16)
-    frame = pd.DataFrame(
-        {
-            "meter_id": slots["meter_id"].to_numpy(np.int32),
-            "channel_id": slots["channel_id"].to_numpy(np.int16),
-            "interval_end": pd.to_datetime(slots["interval_end_s"].to_numpy(np.int64), unit="s", utc=True),
-            "energy_kwh": slots["energy_kwh"].to_numpy(np.float64),
-            "quality": slots["quality"].to_numpy(np.uint8).view("S1").astype(str),
-            "method": pd.Series(method, dtype="Int16").mask(method == 0),
-            "version": slots["version"].to_numpy(np.int32),
+    written = 0
+    interval_s = slots["interval_s"].to_numpy(np.int64)
+    for step in np.unique(interval_s):
+        sel = slots[interval_s == step]
+        n_slots = int(DAY_S // step)
+        key = series_key(sel["meter_id"].to_numpy(), sel["channel_id"].to_numpy())
+        day = sel["day"].to_numpy(np.int64)
+        end_s = sel["interval_end_s"].to_numpy(np.int64)
+        slot = (end_s - (day * DAY_S - LOCAL_UTC_OFFSET_S)) // step - 1
+        order = np.lexsort((slot, day, key))
+        key, day, slot = key[order], day[order], slot[order]
+        starts = np.flatnonzero(np.r_[True, (key[1:] != key[:-1]) | (day[1:] != day[:-1])])
+        row = np.cumsum(np.r_[False, (key[1:] != key[:-1]) | (day[1:] != day[:-1])])
+        n_days = starts.size
+        energy = np.full((n_days, n_slots), np.nan)
+        quality = np.full((n_days, n_slots), NO_VALUE, np.uint8)
+        method = np.zeros((n_days, n_slots), np.int16)
+        energy[row, slot] = sel["energy_kwh"].to_numpy(np.float64)[order]
+        quality[row, slot] = sel["quality"].to_numpy(np.int16)[order]
+        method[row, slot] = sel["method"].to_numpy(np.int16)[order]
+        columns = {
+            "meter_id": (key[starts] >> 16).astype(np.int32),
+            "channel_id": (key[starts] & 0xFFFF).astype(np.int16),
+            "day": pgcopy.unix_days_to_pg_days(day[starts]),
+            "interval_s": np.full(n_days, step, np.int32),
+            "energy_kwh": energy,
+            "quality": quality.view(f"S{n_slots}").ravel(),
+            "method": method,
+            "version": sel["version"].to_numpy(np.int32)[order][starts],
+            "made_at": np.full(n_days, made_at_us, np.int64),
         }
-    )
-    return copy_frame_binary(conn, "vee_intervals", frame)
+        rows = day_rows(n_slots)
+        query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in rows.names)
+        )
+        with conn.cursor() as cur, cur.copy(query) as copy:
+            copy.write(pgcopy.HEADER)
+            for lo in range(0, n_days, DAY_COPY_CHUNK_ROWS):
+                copy.write(rows.encode_tuples({k: v[lo : lo + DAY_COPY_CHUNK_ROWS] for k, v in columns.items()}))
+            copy.write(pgcopy.TRAILER)
+        written += n_days
+    return written

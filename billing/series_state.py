@@ -99,7 +99,7 @@ def _decode_block(block: int, stream: bytes) -> np.ndarray | None:
 def _read_blocks(conn: psycopg.Connection, query: str, params: tuple[object, ...]) -> np.ndarray:
     """The records of the blocks the query returns (block, states), in block order."""
     with conn.cursor(binary=True) as cur:
-        blocks = [_decode_block(b, bytes(st)) for b, st in cur.execute(query, params)]  # type: ignore[arg-type]
+        blocks = [_decode_block(b, bytes(st)) for b, st in cur.execute(query, params)]
     kept = [b for b in blocks if b is not None]
     return np.concatenate(kept) if kept else STATE_ROWS.decode(pgcopy.HEADER + pgcopy.TRAILER)
 

@@ -1,20 +1,23 @@
-"""Interval-level validated results of the continuous VEE on a real TimescaleDB (vee_intervals,
-sql/096_vee_intervals.sql): a profile meter's gap is estimated slot by slot and its late reads turn the estimates
-into actuals at the next pass, the slots add up to vee_daily, a daily-register meter gets none, and a spike is never
-an actual."""
+"""Interval-level validated results of the continuous VEE on a real TimescaleDB (vee_interval_days and its view
+vee_intervals, sql/099_vee_interval_days.sql): a profile meter's gap is estimated slot by slot and its late reads
+turn the estimates into actuals at the next pass, the slots add up to vee_daily, a daily-register meter gets none,
+and a spike is never an actual."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
+import pandas as pd
 import psycopg
 import pytest
 
+from amr.db.migrate import migrations_dir
 from amr.db.server import DatabaseServer, Role
 from amr.timebase import local_midnight_utc_s
 from billing.continuous import drain, run_pass
+from billing.intervals import store_intervals
 from billing.rules import read_vee_rules
 from billing.synthetic import concat, register_reads
 from billing.vee import ReadingArrays
@@ -127,8 +130,8 @@ def test_profile_gaps_are_estimated_then_replaced_by_late_reads(idb: DatabaseSer
     assert run_pass(idb.conninfo(Role.BILLING), rules=RULES).units == 0
     assert _rows(idb, "SELECT max(made_at), count(*) FROM vee_intervals") == before
 
-    # the late reads arrive: the gap's slots become actuals (version 2, the day's late_data version), the rest of
-    # the days are not rewritten
+    # the late reads arrive: the gap's slots become actuals (version 2, the day's late_data version); the gap's day
+    # is rewritten (its row: sql/099_vee_interval_days.sql), no other day
     first_made = before[0][0]
     store_through_ingest(idb, r.take(late))
     drain(idb.conninfo(Role.BILLING), rules=RULES)
@@ -137,8 +140,8 @@ def test_profile_gaps_are_estimated_then_replaced_by_late_reads(idb: DatabaseSer
     assert sum(e for _, e, *_ in gap) == pytest.approx(register_kwh, rel=1e-12)
     first = _slots(idb, _at(GAP_DAY, 10), _at(GAP_DAY, 10, 30))[0]
     assert first[1] == pytest.approx((_register(r, _at(GAP_DAY, 10, 30)) - _register(r, _at(GAP_DAY, 10))) * MULTIPLIER)
-    changed = _rows(idb, "SELECT count(*) FROM vee_intervals WHERE made_at > %s", (first_made,))[0][0]
-    assert changed == 6
+    changed = _rows(idb, "SELECT day, version FROM vee_interval_days WHERE made_at > %s", (first_made,))
+    assert changed == [(GAP_DAY, 2)]
     assert _rows(idb, "SELECT version, reason FROM vee_daily WHERE meter_id = %s AND channel_id = 1 AND day = %s",
                  (PROFILE, GAP_DAY)) == [(2, "late_data")]  # fmt: skip
     assert _daily_mismatches(idb) == []
@@ -148,4 +151,62 @@ def test_the_reader_reads_intervals_and_may_not_write_them(idb: DatabaseServer) 
     with psycopg.connect(idb.conninfo(Role.READER)) as conn:
         assert conn.execute("SELECT count(*) FROM vee_intervals").fetchone() is not None
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("DELETE FROM vee_intervals")
+            conn.execute("DELETE FROM vee_interval_days")
+
+
+def test_a_changed_slot_rewrites_its_day_and_an_unchanged_day_stays(
+    make_database: Callable[[str], DatabaseServer],
+) -> None:
+    """store_intervals on a day versioned again: a row only when a slot's energy (beyond rounding), quality or
+    method changed."""
+    db = make_database("vee_interval_days_upsert")
+    ends = local_midnight_utc_s(GAP_DAY) + HALF_HOUR * np.arange(1, 49)
+    slots = pd.DataFrame({"meter_id": np.full(48, 7, np.int32), "channel_id": np.ones(48, np.int16),
+                          "interval_end_s": ends, "energy_kwh": np.linspace(0.1, 1.0, 48),
+                          "quality": np.full(48, ord("A"), np.int16), "method": np.zeros(48, np.int16),
+                          "day": np.full(48, (GAP_DAY - date(1970, 1, 1)).days, np.int64),
+                          "interval_s": np.full(48, HALF_HOUR, np.int64)})  # fmt: skip
+
+    def version(v: int) -> pd.DataFrame:
+        return pd.DataFrame({"meter_id": [7], "channel_id": [1], "day": [GAP_DAY], "version": [v]})
+
+    with psycopg.connect(db.conninfo(Role.BILLING)) as conn:
+        assert store_intervals(conn, slots.iloc[2:], version(1)) == 1  # the first two slots have no value yet
+        assert store_intervals(conn, slots.iloc[2:].assign(energy_kwh=slots["energy_kwh"] * (1 + 1e-14)),
+                               version(2)) == 0  # fmt: skip
+        assert store_intervals(conn, slots.iloc[2:], version(3)) == 0
+        energy = slots["energy_kwh"].to_numpy().copy()
+        energy[30] += 1e-6
+        assert store_intervals(conn, slots.assign(energy_kwh=energy), version(4)) == 1  # slots 1, 2 and 31 changed
+        quality = slots["quality"].to_numpy().copy()
+        quality[5] = ord("S")
+        assert store_intervals(conn, slots.assign(energy_kwh=energy, quality=quality), version(5)) == 1
+        conn.commit()
+    got = _rows(db, "SELECT energy_kwh, quality, method, version FROM vee_intervals WHERE meter_id = 7"
+                    " ORDER BY interval_end")  # fmt: skip
+    assert [r[0] for r in got] == pytest.approx(energy.tolist(), rel=1e-15)
+    assert "".join(str(r[1]) for r in got) == "AAAAAS" + "A" * 42 and {r[2:] for r in got} == {(None, 5)}
+
+
+def test_the_upgrade_keeps_every_slot_written_before_it(make_database: Callable[[str], DatabaseServer]) -> None:
+    """sql/099_vee_interval_days.sql on slots written as rows by sql/096_vee_intervals.sql: the view gives them back,
+    a gap stays a gap."""
+    db = make_database("vee_intervals_upgrade")
+    sql_dir = migrations_dir()
+    old = [(5, 1, _at(GAP_DAY, 0, 30) + HALF_HOUR * k, 0.5 + k, "S" if k in (3, 4) else "A",
+            17 if k in (3, 4) else None, 1 if k < 48 else 2) for k in range(60) if k not in (10, 11)]  # fmt: skip
+    with psycopg.connect(db.conninfo(Role.OWNER), autocommit=True) as conn:
+        conn.execute("DROP VIEW vee_intervals; DROP TABLE vee_interval_days")
+        conn.execute((sql_dir / "096_vee_intervals.sql").read_text().encode())
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO vee_intervals (meter_id, channel_id, interval_end, energy_kwh, quality, method, version)"
+                " VALUES (%s, %s, to_timestamp(%s), %s, %s, %s, %s)",
+                old,
+            )
+        conn.execute((sql_dir / "099_vee_interval_days.sql").read_text().encode())
+    got = _rows(db, "SELECT meter_id, channel_id, extract(epoch FROM interval_end)::bigint, energy_kwh, quality,"
+                    " method, version FROM vee_intervals ORDER BY interval_end")  # fmt: skip
+    assert got == old  # slots 48 on end the day after GAP_DAY: its day was written at version 2
+    days = _rows(db, "SELECT day, interval_s, length(quality), version FROM vee_interval_days ORDER BY day")
+    assert days == [(GAP_DAY, HALF_HOUR, 48, 1), (GAP_DAY + timedelta(days=1), HALF_HOUR, 48, 2)]

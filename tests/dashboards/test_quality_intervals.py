@@ -9,7 +9,6 @@ import psycopg
 import pytest
 
 from amr.db.server import DatabaseServer, Role
-from amr.timebase import local_midnight_utc_s
 from dashboards.pages import quality
 from dashboards.source import DataSource
 from tests.dashboards import seed
@@ -20,7 +19,6 @@ def test_drilldown_draws_the_intervals_of_a_profile_meter(
 ) -> None:
     server = dash_db[0]
     day = vee_plan.day(2)
-    t0 = local_midnight_utc_s(day)
     first, last = vee_plan.day(14), vee_plan.day(1)
     src = DataSource(server.conninfo(Role.READER))
     with psycopg.connect(server.conninfo(Role.OWNER), autocommit=True) as conn:
@@ -29,11 +27,13 @@ def test_drilldown_draws_the_intervals_of_a_profile_meter(
             before = quality.render_drilldown(src, seed.VEE_SERIAL, first, last).figure
             assert before is not None
             assert "validated intervals [kWh]" not in [t.name for t in before.data]
+            # the day's row (sql/099_vee_interval_days.sql): slots 20 to 25 interpolated
             conn.execute(
-                "INSERT INTO vee_intervals (meter_id, channel_id, interval_end, energy_kwh, quality, method, version)"
-                " SELECT %s, 1, to_timestamp(%s + k * 1800), 0.25, CASE WHEN k BETWEEN 20 AND 25 THEN 'S' ELSE 'A' END,"
-                " CASE WHEN k BETWEEN 20 AND 25 THEN 17 END, 1 FROM generate_series(1, 48) AS k",
-                (meter_id, t0),
+                "INSERT INTO vee_interval_days (meter_id, channel_id, day, interval_s, energy_kwh, quality, method,"
+                " version, made_at) SELECT %s, 1, %s, 1800, array_agg(0.25::float8), string_agg(CASE WHEN k BETWEEN"
+                " 20 AND 25 THEN 'S' ELSE 'A' END, '' ORDER BY k), array_agg(CASE WHEN k BETWEEN 20 AND 25 THEN 17"
+                " ELSE 0 END::smallint ORDER BY k), 1, now() FROM generate_series(1, 48) AS k",
+                (meter_id, day),
             )
             fig = quality.render_drilldown(src, seed.VEE_SERIAL, first, last).figure
             assert fig is not None
@@ -43,5 +43,5 @@ def test_drilldown_draws_the_intervals_of_a_profile_meter(
             assert "17 linear interpolation" in trace.hovertext[20] and "version 1" in trace.hovertext[20]
             assert fig.layout.yaxis4.overlaying == "y"
         finally:
-            conn.execute("DELETE FROM vee_intervals WHERE meter_id = %s", (meter_id,))
+            conn.execute("DELETE FROM vee_interval_days WHERE meter_id = %s", (meter_id,))
             src.close()
