@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -204,21 +205,59 @@ def _pass(
     parts = _run_parts(jobs, dask_scheduler)
     fallback = np.unique(np.concatenate([p.fallback for p in parts] + [np.zeros(0, np.int32)]))
     summary.resumed = int(resumable.sum()) - int(fallback.size)
-    parts += _run_parts(jobs_of(~resumable | np.isin(known, fallback), None), dask_scheduler)
+    # The other meters are validated from their history (a read of many days, from disk at a city's scale) on
+    # their own connections while this one stores the resumed meters' results: the two sets of meters are
+    # disjoint, and both go in this one transaction.
+    t_store = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vee-history") as pool:
+        later = pool.submit(_run_parts, jobs_of(~resumable | np.isin(known, fallback), None), dask_scheduler)
+        written = _store_parts(conn, parts, window, service, summary)
+        t = time.perf_counter()
+        history_parts = later.result()
+        summary.seconds["wait: history"] = time.perf_counter() - t
+    written = pd.concat([written, _store_parts(conn, history_parts, window, service, summary)])
+    parts += history_parts
+    t = time.perf_counter()
+    _settle_pending(conn, pending)
+    summary.seconds["store: pending"] = time.perf_counter() - t
+    t = time.perf_counter()
+    save_states(
+        conn,
+        _concat_columns([p.states for p in parts]),
+        (np.concatenate([p.states_gone[0] for p in parts]), np.concatenate([p.states_gone[1] for p in parts])),
+    )
+    summary.seconds["store: states"] = time.perf_counter() - t
+    summary.seconds["store"] = time.perf_counter() - t_store  # with the overlapped validation of the others
     for part in parts:
         for stage, seconds in part.seconds.items():
             summary.seconds[stage] = summary.seconds.get(stage, 0.0) + seconds
+
+    summary.units = len(pending)
+    summary.meters = len(known)
+    summary.readings = sum(p.readings for p in parts)  # what was read: a resumed and then fallen back meter twice
+    summary.first_day, summary.last_day = window.first_day, _date(last_day)
+    reasons = written["reason"].value_counts().sort_index()
+    summary.versions = {str(k): int(v) for k, v in reasons.items()}
+
+
+def _store_parts(
+    conn: psycopg.Connection, parts: list[_PassPart], window: PeriodWindow, service: str, summary: PassSummary
+) -> pd.DataFrame:
+    """Compare and write these partitions' days, interval slots, occurrences and episodes (their meters' own: no
+    other call of a pass stores the same meters); adds each stage's seconds and the episodes to `summary` and
+    returns the reasons of the new versions written."""
+    if not parts:
+        return pd.DataFrame({"reason": pd.Series([], dtype=object)})
     fresh = pd.concat([p.fresh for p in parts], ignore_index=True)
     flags = pd.concat([p.flags for p in parts], ignore_index=True)
     intervals = pd.concat([p.intervals for p in parts], ignore_index=True)
     flags_from_s = pd.concat([p.flags_from_s for p in parts]).sort_index()
-
-    t = t_store = time.perf_counter()
+    t = time.perf_counter()
 
     def lap(stage: str) -> None:
         nonlocal t
         now = time.perf_counter()
-        summary.seconds[stage] = now - t
+        summary.seconds[stage] = summary.seconds.get(stage, 0.0) + now - t
         t = now
 
     current = _current_rows(conn, fresh, window)
@@ -231,23 +270,10 @@ def _pass(
     flagged = _replace_flags(conn, flags_from_s.index.to_numpy(np.int32), flags_from_s.to_numpy(np.int64), window,
                              flags)  # fmt: skip
     opened, cleared = _rebuild_episodes(conn, flagged, window)
+    summary.episodes_opened += opened
+    summary.episodes_cleared += cleared
     lap("store: flags and episodes")
-    _settle_pending(conn, pending)
-    lap("store: pending")
-    save_states(
-        conn,
-        _concat_columns([p.states for p in parts]),
-        (np.concatenate([p.states_gone[0] for p in parts]), np.concatenate([p.states_gone[1] for p in parts])),
-    )
-    lap("store: states")  # fmt: skip
-    summary.seconds["store"] = time.perf_counter() - t_store
-
-    summary.units = len(pending)
-    summary.meters = len(known)
-    summary.readings = sum(p.readings for p in parts)  # what was read: a resumed and then fallen back meter twice
-    summary.first_day, summary.last_day = window.first_day, _date(last_day)
-    summary.versions = {str(k): int(v) for k, v in new_versions["reason"].value_counts().sort_index().items()}
-    summary.episodes_opened, summary.episodes_cleared = opened, cleared
+    return new_versions[["reason"]]
 
 
 @dataclass(kw_only=True)
