@@ -38,6 +38,7 @@ from billing.vee import (
     PeriodWindow,
     VeeResult,
     empty_exceptions,
+    series_key,
 )
 
 _UNIX_EPOCH = np.datetime64("1970-01-01", "D")
@@ -49,10 +50,9 @@ def days_as_vee(days: ValidatedDays, window: PeriodWindow) -> VeeResult:
     day0 = int((np.datetime64(window.first_day, "D") - _UNIX_EPOCH).astype(np.int64))
     d_idx = days.day - day0
     inside = (d_idx >= 0) & (d_idx < window.n_days)
-    key = days.meter_id.astype(np.int64)[inside] << 16 | days.channel_id.astype(np.int64)[inside]
-    series_key, s_idx = np.unique(key, return_inverse=True)
+    keys, s_idx = np.unique(series_key(days.meter_id[inside], days.channel_id[inside]), return_inverse=True)
     d_idx = d_idx[inside]
-    s_count, d_count = series_key.shape[0], window.n_days
+    s_count, d_count = keys.shape[0], window.n_days
     out = K.new_day_arrays(s_count, d_count)
 
     def put(target: np.ndarray, values: np.ndarray) -> None:
@@ -67,8 +67,8 @@ def days_as_vee(days: ValidatedDays, window: PeriodWindow) -> VeeResult:
     empty = np.zeros(0, np.int64)
     return VeeResult(
         window=window,
-        series_meter=(series_key >> 16).astype(np.int32),
-        series_channel=(series_key & 0xFFFF).astype(np.int16),
+        series_meter=(keys >> 16).astype(np.int32),
+        series_channel=(keys & 0xFFFF).astype(np.int16),
         measured=out.measured_kwh,
         estimated=out.estimated_kwh,
         n_measured=out.n_measured,

@@ -439,15 +439,15 @@ def interval_frame(
     if fresh.empty or not profile.any():
         return empty
     # the days written per profile series: fresh holds a contiguous run of days per series
-    series_key = vee.series_meter.astype(np.int64) << 16 | vee.series_channel.astype(np.int64)
-    key = fresh["meter_id"].to_numpy(np.int64) << 16 | fresh["channel_id"].to_numpy(np.int64)
-    mine = np.isin(key, series_key[profile])
+    vee_key = series_key(vee.series_meter, vee.series_channel)
+    key = series_key(fresh["meter_id"].to_numpy(), fresh["channel_id"].to_numpy())
+    mine = np.isin(key, vee_key[profile])
     if not mine.any():
         return empty
     day_number = np.asarray(fresh["day"].to_numpy()[mine], dtype="datetime64[D]").astype(np.int64)
     ranges = pd.DataFrame({"key": key[mine], "day": day_number}).groupby("key")["day"].agg(["min", "max"])
-    pos = np.minimum(np.searchsorted(ranges.index.to_numpy(), series_key), len(ranges) - 1)
-    written = ranges.index.to_numpy()[pos] == series_key
+    pos = np.minimum(np.searchsorted(ranges.index.to_numpy(), vee_key), len(ranges) - 1)
+    written = ranges.index.to_numpy()[pos] == vee_key
     chosen = np.flatnonzero(profile & written)
     first_day = ranges["min"].to_numpy()[pos[chosen]]
     last_day = ranges["max"].to_numpy()[pos[chosen]]
@@ -514,7 +514,7 @@ def _day_versions(new_versions: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
     the pass gave a new version (never a locked day: the pass leaves those alone)."""
     if new_versions.empty:
         return pd.DataFrame(columns=["meter_id", "channel_id", "day", "version"])
-    key = new_versions["meter_id"].to_numpy(np.int64) << 16 | new_versions["channel_id"].to_numpy(np.int64)
+    key = series_key(new_versions["meter_id"].to_numpy(), new_versions["channel_id"].to_numpy())
     mine = np.isin(key, keys)
     return pd.DataFrame(
         {

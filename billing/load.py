@@ -19,7 +19,7 @@ from psycopg import sql
 
 from amr import pgcopy
 from amr.db.params import int_array_literal
-from billing.vee import ReadingArrays
+from billing.vee import ReadingArrays, series_key
 
 # Meters per partition: a month and two weeks of daily reads on 4 channels is ~180 reads per meter, so 50,000
 # meters keep one partition's COPY buffer near 400 MB at 42 bytes a row; interval data needs fewer meters.
@@ -441,7 +441,7 @@ def fetch_cycle_sums(
         if len({a.shape[0] for a in arrays}) > 1:
             raise pgcopy.CopyFormatError("the cycle sums' arrays differ in length")
     c = dict(zip((name for name, _ in CYCLE_SUM_COLUMNS), arrays, strict=True))
-    key = c["meter_id"].astype(np.int64) << 16 | c["channel_id"].astype(np.int64)
+    key = series_key(c["meter_id"], c["channel_id"])
     if (np.diff(key) <= 0).any():  # array_agg keeps the sorted input's order; should it not, sort
         order = np.argsort(key, kind="stable")
         c = {k: v[order] for k, v in c.items()}
