@@ -455,12 +455,8 @@ def interval_frame(
     # their energy reads: the same series of validate_estimate's energy reads (records.seg) in `readings`
     records = vee.flag_records
     e_lo, e_hi = records.seg[chosen], records.seg[chosen + 1]
-    o_lo = np.empty(chosen.size, np.int64)
-    m_lo = np.searchsorted(readings.meter_id, vee.series_meter[chosen], side="left")
-    m_hi = np.searchsorted(readings.meter_id, vee.series_meter[chosen], side="right")
-    for k in range(chosen.size):
-        ch = readings.channel_id[m_lo[k] : m_hi[k]]
-        o_lo[k] = m_lo[k] + np.searchsorted(ch, vee.series_channel[chosen[k]], side="left")
+    # readings are sorted by (meter, channel, ts): so are their series keys
+    o_lo = np.searchsorted(series_key(readings.meter_id, readings.channel_id), vee_key[chosen], side="left")
     lengths = e_hi - e_lo
     out_off = np.r_[0, np.cumsum(lengths)]
     take = np.repeat(o_lo - out_off[:-1], lengths) + np.arange(int(out_off[-1]), dtype=np.int64)
