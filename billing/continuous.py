@@ -670,15 +670,17 @@ def _rebuild_episodes(conn: psycopg.Connection, meter_ids: np.ndarray, window: P
             columns=["meter_id", "channel_id", "rule", "interval_start", "interval_end", "severity", "value"],
         )
         cur.execute(
-            "SELECT episode_id, meter_id, channel_id, rule, first_start, last_end, status FROM vee_episodes"
+            "SELECT episode_id, meter_id, channel_id, rule, first_start, last_end, status, occurrences, severity,"
+            " value_min, value_max FROM vee_episodes"
             " WHERE meter_id = ANY(%s) AND last_end > %s AND status <> 'auto_resolved'"
             " ORDER BY episode_id",
             (ids, horizon),
         )
         stored = pd.DataFrame(
             cur.fetchall(),
-            columns=["episode_id", "meter_id", "channel_id", "rule", "first_start", "last_end", "status"],
-        )
+            columns=["episode_id", "meter_id", "channel_id", "rule", "first_start", "last_end", "status",
+                     "occurrences", "severity", "value_min", "value_max"],
+        )  # fmt: skip
     plan = E.plan_episodes(E.islands(flags), stored)
     with conn.cursor() as cur:
         if not plan.updates.empty:

@@ -66,13 +66,15 @@ class EpisodePlan:
 
 def plan_episodes(runs: pd.DataFrame, stored: pd.DataFrame) -> EpisodePlan:
     """Match each run to the stored episode of the same key it overlaps (within JOIN_S); `stored`: episode_id,
-    the key, first_start, last_end, status. A run keeps its episode's review state (an auto-resolved one reopens);
-    a stored open or acknowledged episode that no run overlaps any more was cleared by later data or an edit."""
-    by_key: dict[tuple[int, int, str], list[tuple[int, int, int, str]]] = {}
+    the key, first_start, last_end, status, occurrences, severity, value_min, value_max. A run keeps its episode's
+    review state (an auto-resolved one reopens); a stored open or acknowledged episode that no run overlaps any more
+    was cleared by later data or an edit. A run equal to its episode (same span, count, severity, values and
+    status: most of a pass's, whose meters' occurrences since the horizon are read again) is no update."""
+    by_key: dict[tuple[int, int, str], list[tuple[int, int, int, str, tuple[object, ...]]]] = {}
     stored_rows: list[dict[Any, Any]] = stored.to_dict("records")
     for row in stored_rows:
         by_key.setdefault((int(row["meter_id"]), int(row["channel_id"]), str(row["rule"])), []).append(
-            (int(row["episode_id"]), _s(row["first_start"]), _s(row["last_end"]), str(row["status"]))
+            (int(row["episode_id"]), _s(row["first_start"]), _s(row["last_end"]), str(row["status"]), _facts(row))
         )
     taken: set[int] = set()
     update_rows: list[dict[Any, Any]] = []
@@ -80,18 +82,19 @@ def plan_episodes(runs: pd.DataFrame, stored: pd.DataFrame) -> EpisodePlan:
     for run in runs.to_dict("records"):
         lo, hi = _s(run["first_start"]), _s(run["last_end"])
         match = None
-        for episode_id, first, last, status in by_key.get(
+        for episode_id, first, last, status, facts in by_key.get(
             (int(run["meter_id"]), int(run["channel_id"]), run["rule"]), []
         ):
             if episode_id not in taken and first - JOIN_S <= hi and lo <= last + JOIN_S:
-                match = (episode_id, status)
+                match = (episode_id, status, (first, last, *facts))
                 break
         if match is None:
             insert_rows.append(run | {"status": "open"})
             continue
         taken.add(match[0])
         status = match[1] if match[1] in REVIEWED or match[1] == "open" else "open"
-        update_rows.append(run | {"episode_id": match[0], "status": status})
+        if status != match[1] or match[2] != (lo, hi, *_facts(run)):
+            update_rows.append(run | {"episode_id": match[0], "status": status})
     cleared = [
         int(r["episode_id"])
         for r in stored_rows
@@ -102,6 +105,16 @@ def plan_episodes(runs: pd.DataFrame, stored: pd.DataFrame) -> EpisodePlan:
         inserts=pd.DataFrame(insert_rows, columns=[*runs.columns, "status"]),
         cleared=cleared,
     )
+
+
+def _facts(row: dict[Any, Any]) -> tuple[object, ...]:
+    """What an episode row says besides its span: occurrences, severity, value_min, value_max (NaN and None alike:
+    no value)."""
+
+    def value(x: Any) -> float | None:
+        return None if x is None or pd.isna(x) else float(x)
+
+    return int(row["occurrences"]), str(row["severity"]), value(row["value_min"]), value(row["value_max"])
 
 
 def epoch_s(times: pd.Series) -> np.ndarray:
