@@ -50,6 +50,7 @@ from rich.console import Console
 from rich.table import Table
 
 from amr import pgcopy
+from amr.db.copy_out import copy_out
 from amr.db.server import DatabaseServer, Role
 from amr.settings import DatabaseSettings, Settings
 from amr.timebase import DAY_S, local_midnight_utc_s
@@ -298,18 +299,20 @@ def _fill_pending(conn: psycopg.Connection, n: int, rng: np.random.Generator) ->
 def _drain(db: DatabaseServer, query: str) -> tuple[float, int]:
     """Seconds and bytes of a binary COPY out, its chunks copied into a ring buffer (the reading, not the
     keeping: a city's rows do not fit in memory twice)."""
-    ring = bytearray(COPY_FLOOR_BUFFER)
-    view = memoryview(ring)
-    pos = total = 0
+    view = memoryview(bytearray(COPY_FLOOR_BUFFER))
+    pos = 0
+
+    def keep(chunk: memoryview) -> None:
+        nonlocal pos
+        size = len(chunk)
+        if pos + size > COPY_FLOOR_BUFFER:
+            pos = 0
+        view[pos : pos + size] = chunk
+        pos += size
+
     t = time.perf_counter()
-    with psycopg.connect(db.conninfo(Role.BILLING)) as conn, conn.cursor() as cur, cur.copy(query) as copy:
-        for chunk in copy:
-            size = len(chunk)
-            if pos + size > COPY_FLOOR_BUFFER:
-                pos = 0
-            view[pos : pos + size] = chunk
-            pos += size
-            total += size
+    with psycopg.connect(db.conninfo(Role.BILLING)) as conn:
+        total = copy_out(conn, query, keep)
     return time.perf_counter() - t, total
 
 

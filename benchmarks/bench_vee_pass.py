@@ -29,6 +29,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
+from amr.db.copy_out import copy_out_bytes
 from amr.db.server import DatabaseServer, Role
 from amr.settings import DatabaseSettings, Settings
 from amr.timebase import DAY_S, local_midnight_utc_s
@@ -128,16 +129,10 @@ def copy_out(db: DatabaseServer, from_s: int, to_s: int) -> tuple[float, int]:
         " AND ts > to_timestamp(%s) AND ts <= to_timestamp(%s) ORDER BY meter_id, channel_id, ts)"
         " TO STDOUT (FORMAT BINARY)"
     )
-    t = time.perf_counter()
-    size = 0
-    with (
-        psycopg.connect(db.conninfo(Role.BILLING)) as conn,
-        conn.cursor() as cur,
-        cur.copy(query, ([*ENERGY_CHANNELS, CLOCK_CHANNEL], from_s, to_s)) as copy,
-    ):
-        for chunk in copy:
-            size += len(chunk)
-    return time.perf_counter() - t, size
+    with psycopg.connect(db.conninfo(Role.BILLING)) as conn:
+        t = time.perf_counter()
+        size = len(copy_out_bytes(conn, query, ([*ENERGY_CHANNELS, CLOCK_CHANNEL], from_s, to_s)))
+        return time.perf_counter() - t, size
 
 
 def run(quick: bool, meters: int | None = None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from amr import pgcopy
+from amr.db.copy_out import copy_out_bytes
 from amr.db.params import int_array_literal
 from billing.vee import ReadingArrays, series_key
 
@@ -41,11 +42,7 @@ def copy_out_records(
     conn: psycopg.Connection, query: sql.Composable | str, layout: pgcopy.FixedRows, params: tuple[object, ...] = ()
 ) -> np.ndarray:
     """The rows of `query` (a `COPY (...) TO STDOUT (FORMAT BINARY)` whose fields are `layout`'s) as its records."""
-    buf = bytearray()
-    with conn.cursor() as cur, cur.copy(query, params or None) as copy:  # type: ignore[arg-type]
-        for chunk in copy:
-            buf += chunk
-    return layout.decode(buf)
+    return layout.decode(copy_out_bytes(conn, query, params))
 
 
 def parse_binary_readings(buf: bytes | bytearray | memoryview) -> ReadingArrays:
@@ -149,10 +146,7 @@ def fetch_meters(
     query = sql.SQL("COPY (SELECT {} FROM meters WHERE {} ORDER BY meter_id) TO STDOUT (FORMAT csv)").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.SQL(" AND ").join(where)
     )
-    buf = bytearray()
-    with conn.cursor() as cur, cur.copy(query) as copy:
-        for chunk in copy:
-            buf += chunk
+    buf = copy_out_bytes(conn, query)
     # CSV through pandas' C parser: millions of meters without a Python object per row and column.
     text = {c: object for c in ("serial", "customer_code", "city", "power_company", "tariff_class")}
     df = pd.read_csv(
@@ -224,11 +218,7 @@ def fetch_validated_days(
     query = sql.SQL(
         "COPY (SELECT {} FROM vee_daily WHERE {} ORDER BY meter_id, channel_id, day) TO STDOUT (FORMAT BINARY)"
     ).format(sql.SQL(", ").join(sql.Identifier(c) for c in VALIDATED_DAY_ROWS.names), sql.SQL(" AND ").join(where))
-    buf = bytearray()
-    if meter_ids.size:
-        with conn.cursor() as cur, cur.copy(query) as copy:
-            for chunk in copy:
-                buf += chunk
+    buf = copy_out_bytes(conn, query) if meter_ids.size else bytearray()
     rows = VALIDATED_DAY_ROWS.decode(buf if buf else pgcopy.HEADER + pgcopy.TRAILER)
     return ValidatedDays(
         meter_id=rows["meter_id"].astype(np.int32),
@@ -430,13 +420,10 @@ def fetch_cycle_sums(
         query = cycle_sums_query(
             meter_ids=meter_ids, channels=channels, first_day=first_day, n_days=n_days, start=start, end=end
         )
-        buf = bytearray()
-        with conn.transaction(), conn.cursor() as cur:
+        with conn.transaction():
             for setting in CYCLE_SUM_SETTINGS:
-                cur.execute(setting)
-            with cur.copy(query) as copy:
-                for chunk in copy:
-                    buf += chunk
+                conn.execute(setting)
+            buf = copy_out_bytes(conn, query)
         arrays = decode_array_row(buf, wires)
         if len({a.shape[0] for a in arrays}) > 1:
             raise pgcopy.CopyFormatError("the cycle sums' arrays differ in length")
