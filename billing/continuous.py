@@ -203,6 +203,7 @@ def _pass(
     jobs = [job for r in np.unique(resume_s[resumable])
             for job in jobs_of(resumable & (resume_s == r), stored, int(r))]  # fmt: skip
     parts = _run_parts(jobs, dask_scheduler)
+    _add_seconds(summary, parts)
     fallback = np.unique(np.concatenate([p.fallback for p in parts] + [np.zeros(0, np.int32)]))
     summary.resumed = int(resumable.sum()) - int(fallback.size)
     # The other meters are validated from their history (a read of many days, from disk at a city's scale) on
@@ -215,6 +216,7 @@ def _pass(
         t = time.perf_counter()
         history_parts = later.result()
         summary.seconds["wait: history"] = time.perf_counter() - t
+    _add_seconds(summary, history_parts)
     written = pd.concat([written, _store_parts(conn, history_parts, window, service, summary)])
     parts += history_parts
     t = time.perf_counter()
@@ -228,9 +230,6 @@ def _pass(
     )
     summary.seconds["store: states"] = time.perf_counter() - t
     summary.seconds["store"] = time.perf_counter() - t_store  # with the overlapped validation of the others
-    for part in parts:
-        for stage, seconds in part.seconds.items():
-            summary.seconds[stage] = summary.seconds.get(stage, 0.0) + seconds
 
     summary.units = len(pending)
     summary.meters = len(known)
@@ -238,6 +237,12 @@ def _pass(
     summary.first_day, summary.last_day = window.first_day, _date(last_day)
     reasons = written["reason"].value_counts().sort_index()
     summary.versions = {str(k): int(v) for k, v in reasons.items()}
+
+
+def _add_seconds(summary: PassSummary, parts: list[_PassPart]) -> None:
+    for part in parts:
+        for stage, seconds in part.seconds.items():
+            summary.seconds[stage] = summary.seconds.get(stage, 0.0) + seconds
 
 
 def _store_parts(
