@@ -7,7 +7,7 @@ with a 30-minute profile (readings every 1800 s), over the rules' history days, 
 day and the day itself, 0.3 % of reads missing. Everything before the day is validated first (untimed: the state
 the service leaves). Then the day lands through ingest's marking (vee_pending), and ONE pass validates, estimates
 and stores it: the figure. The pass resumes each series from the state the history's validation left
-(sql/097_vee_series_state.sql) and reads the day's readings, plus the history of the few meters whose faults need
+(sql/098_vee_series_state_blocks.sql) and reads the day's readings, plus the history of the few meters whose faults need
 it (a like-day estimate). Baseline, in the same run: a binary COPY-out of the day's readings (the rows that
 landed, which the pass validates and stores), drained into memory; the ratio is of rows/s on those rows. HCMC at
 scale 1.0 is 2.5 M meters (the issue's target: under 60 s, rows/s at least 0.5x the COPY-out); --quick is 50,000.

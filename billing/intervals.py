@@ -573,10 +573,14 @@ def _copy_days(conn: psycopg.Connection, table: str, slots: pd.DataFrame, made_a
         day = sel["day"].to_numpy(np.int64)
         end_s = sel["interval_end_s"].to_numpy(np.int64)
         slot = (end_s - (day * DAY_S - LOCAL_UTC_OFFSET_S)) // step - 1
-        order = np.lexsort((slot, day, key))
+        # a day's slots must be adjacent (their order does not matter: they go to their index); interval_frame
+        # gives them so, series by series in time order, and a sort of 12 M slots costs a second
+        grouped = (key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & (day[1:] >= day[:-1]))
+        order = slice(None) if grouped.all() else np.lexsort((slot, day, key))
         key, day, slot = key[order], day[order], slot[order]
-        starts = np.flatnonzero(np.r_[True, (key[1:] != key[:-1]) | (day[1:] != day[:-1])])
-        row = np.cumsum(np.r_[False, (key[1:] != key[:-1]) | (day[1:] != day[:-1])])
+        new_day = np.r_[True, (key[1:] != key[:-1]) | (day[1:] != day[:-1])]
+        starts = np.flatnonzero(new_day)
+        row = np.cumsum(new_day) - 1
         n_days = starts.size
         energy = np.full((n_days, n_slots), np.nan)
         quality = np.full((n_days, n_slots), NO_VALUE, np.uint8)

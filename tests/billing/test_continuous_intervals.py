@@ -181,6 +181,9 @@ def test_a_changed_slot_rewrites_its_day_and_an_unchanged_day_stays(
         quality = slots["quality"].to_numpy().copy()
         quality[5] = ord("S")
         assert store_intervals(conn, slots.assign(energy_kwh=energy, quality=quality), version(5)) == 1
+        # the same slots in another order (the sorting path): the same day, nothing to rewrite
+        shuffled = slots.assign(energy_kwh=energy, quality=quality).sample(frac=1.0, random_state=3)
+        assert store_intervals(conn, shuffled, version(6)) == 0
         conn.commit()
     got = _rows(db, "SELECT energy_kwh, quality, method, version FROM vee_intervals WHERE meter_id = 7"
                     " ORDER BY interval_end")  # fmt: skip
