@@ -266,6 +266,7 @@ def _store_parts(
         t = now
 
     current = _current_rows(conn, fresh, window)
+    lap("store: current")
     new_versions = _changed(fresh, current)
     lap("store: compare")
     _write_versions(conn, new_versions, service)
@@ -579,6 +580,11 @@ def _changed(fresh: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
     splits a gap a little differently, and that is not a reason to correct a bill. Reads that arrive for the day,
     or another method (a forward estimate interpolated once the closing read is in), replace it."""
     key = ["meter_id", "channel_id", "day"]
+    if current.empty:  # a day's first pass (most of a resumed city's days): all new, nothing to compare
+        out = fresh[[*key, *COMPARED]].copy()
+        out["version"] = np.ones(len(out), np.int32)
+        out["reason"] = "first_pass"
+        return out.reset_index(drop=True)
     merged = fresh.merge(current, on=key, how="left", suffixes=("", "_cur"), indicator=True)
     is_new = (merged["_merge"] == "left_only").to_numpy()
     same = np.ones(len(merged), bool)
