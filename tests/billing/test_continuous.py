@@ -18,7 +18,7 @@ import pytest
 
 from amr.db.server import DatabaseServer, Role
 from amr.timebase import DAY_S, local_midnight_utc_s
-from billing.continuous import drain, run_pass
+from billing.continuous import _claim_units, drain, run_pass
 from billing.editing import DayRef, EditRefused, edit_day, undo_day
 from billing.rules import read_vee_rules
 from billing.synthetic import concat, register_reads
@@ -228,3 +228,17 @@ def test_a_pass_on_a_dask_cluster_writes_what_one_process_writes(
     assert _rows(there, query) == _rows(here, query) != []
     flags = "SELECT meter_id, channel_id, rule, interval_start, interval_end FROM vee_flags ORDER BY 1, 2, 3, 4"
     assert _rows(there, flags) == _rows(here, flags)
+
+
+def test_a_pass_claims_every_unit_or_the_oldest_days_first(make_database: Callable[[str], DatabaseServer]) -> None:
+    db = make_database("vee_claim")
+    late, early = date(2026, 9, 3), date(2026, 9, 1)
+    units = [(m, late, 1) for m in (5, 1, 3)] + [(m, early, 2) for m in (4, 2)] + [(6, date(2026, 9, 2), 7)]
+    with psycopg.connect(db.conninfo(Role.OWNER), autocommit=True) as conn:
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO vee_pending (meter_id, day, marks) VALUES (%s, %s, %s)", units)
+        epoch = date(1970, 1, 1)
+        want = sorted(((m, (d - epoch).days, k) for m, d, k in units), key=lambda u: (u[1], u[0]))
+        assert _claim_units(conn, None, 100).tolist() == [list(u) for u in want]  # read whole, sorted here
+        assert _claim_units(conn, None, 3).tolist() == [list(u) for u in want[:3]]  # more than a pass takes
+        assert _claim_units(conn, date(2026, 9, 2), 100).tolist() == [list(u) for u in want[:3]]
