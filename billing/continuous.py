@@ -225,6 +225,7 @@ def _pass(
         conn,
         _concat_columns([p.states for p in parts]),
         (np.concatenate([p.states_gone[0] for p in parts]), np.concatenate([p.states_gone[1] for p in parts])),
+        read=stored,
     )
     summary.seconds["store: states"] = time.perf_counter() - t
     summary.seconds["store"] = time.perf_counter() - t_store  # with the overlapped validation of the others

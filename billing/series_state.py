@@ -4,10 +4,10 @@ states are kept by blocks of meter ids, each a binary COPY stream of fixed-width
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import psycopg
@@ -32,6 +32,7 @@ STATE_ROWS = pgcopy.FixedRows(
 # A block holds the states of 1,024 consecutive meter ids (~100 kB at a city's density): a pass over a city's day
 # rewrites ~2,400 rows; a small pass rewrites only the few blocks its meters fall in.
 BLOCK_BITS = 10
+_NO_RECORDS = STATE_ROWS.decode(pgcopy.HEADER + pgcopy.TRAILER)
 _log = logging.getLogger(__name__)
 
 
@@ -42,7 +43,7 @@ def rules_key(rules: VeeRules) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class StoredStates:
     """The stored states of some meters' series, sorted by (meter_id, channel_id)."""
 
@@ -50,6 +51,10 @@ class StoredStates:
     read_s: np.ndarray  # int64, the state's read: a local midnight [UTC epoch s]
     register_kwh: np.ndarray  # float64, its register value [kWh]
     interval_s: np.ndarray  # int64
+    # what load_states read: the blocks first..last (inclusive) and all their rows (STATE_ROWS records, the other
+    # meters' and other rules' too), which save_states merges into instead of reading them again
+    blocks: tuple[int, int] | None = None
+    block_records: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -101,7 +106,7 @@ def _read_blocks(conn: psycopg.Connection, query: str, params: tuple[object, ...
     with conn.cursor(binary=True) as cur:
         blocks = [_decode_block(b, bytes(st)) for b, st in cur.execute(query, params)]
     kept = [b for b in blocks if b is not None]
-    return np.concatenate(kept) if kept else STATE_ROWS.decode(pgcopy.HEADER + pgcopy.TRAILER)
+    return np.concatenate(kept) if kept else _NO_RECORDS
 
 
 def stored_columns(conn: psycopg.Connection) -> dict[str, np.ndarray]:
@@ -114,19 +119,17 @@ def load_states(conn: psycopg.Connection, meter_ids: np.ndarray, *, rules: VeeRu
     """The stored states of these meters' series (meter_ids sorted) made under `rules`: the blocks of the meters'
     id range are read whole and the others' rows dropped here."""
     if meter_ids.size == 0:
-        records = STATE_ROWS.decode(pgcopy.HEADER + pgcopy.TRAILER)
-    else:
-        records = _read_blocks(
-            conn,
-            "SELECT block, states FROM vee_series_state_blocks WHERE block BETWEEN %s AND %s ORDER BY block",
-            (int(meter_ids[0]) >> BLOCK_BITS, int(meter_ids[-1]) >> BLOCK_BITS),
-        )
+        return _from_columns({name: _NO_RECORDS[name] for name in STATE_ROWS.names})
+    blocks = (int(meter_ids[0]) >> BLOCK_BITS, int(meter_ids[-1]) >> BLOCK_BITS)
+    records = _read_blocks(
+        conn, "SELECT block, states FROM vee_series_state_blocks WHERE block BETWEEN %s AND %s ORDER BY block", blocks
+    )
     states = _from_columns({name: records[name] for name in STATE_ROWS.names})
-    if len(states) and meter_ids.size:
+    if len(states):
         pos = np.clip(np.searchsorted(meter_ids, states.seeds.meter_id), 0, meter_ids.size - 1)
         same_rules = records["rules_key"].astype(np.int64) == rules_key(rules)
         states = states.take((meter_ids[pos] == states.seeds.meter_id) & same_rules)
-    return states
+    return dataclasses.replace(states, blocks=blocks, block_records=records)
 
 
 def states_of(vee: VeeResult, series: np.ndarray, *, rules: VeeRules) -> dict[str, np.ndarray]:
@@ -147,21 +150,38 @@ def states_of(vee: VeeResult, series: np.ndarray, *, rules: VeeRules) -> dict[st
     }
 
 
-def save_states(conn: psycopg.Connection, rows: dict[str, np.ndarray], gone: tuple[np.ndarray, np.ndarray]) -> int:
+def save_states(
+    conn: psycopg.Connection,
+    rows: dict[str, np.ndarray],
+    gone: tuple[np.ndarray, np.ndarray],
+    *,
+    read: StoredStates | None = None,
+) -> int:
     """Store these state rows (STATE_ROWS columns; one per series, replacing the series' stored one) and drop the
     series in `gone` (meter ids, channel ids): those a pass validated from their history and left without a state.
-    Every block they fall in is rewritten whole (read back, merged, written). Returns the rows stored."""
+    Every block they fall in is rewritten whole: merged into what `read` (load_states' result in this transaction,
+    under the pass lock: no other writer) read of it, or into the block read again. Returns the rows stored."""
     gone_meter, gone_channel = gone
     n = int(rows["meter_id"].shape[0])
     if n == 0 and gone_meter.size == 0:
         return 0
     new_key = series_key(rows["meter_id"], rows["channel_id"])
     touched = np.unique(np.concatenate([rows["meter_id"], gone_meter]).astype(np.int64) >> BLOCK_BITS)
-    old = _read_blocks(
-        conn,
-        "SELECT block, states FROM vee_series_state_blocks WHERE block = ANY(%s::integer[]) ORDER BY block FOR UPDATE",
-        (int_array_literal(touched),),
-    )
+    if (
+        read is not None
+        and read.blocks is not None
+        and read.block_records is not None
+        and (read.blocks[0] <= touched[0] and touched[-1] <= read.blocks[1])
+    ):
+        old = read.block_records
+        old = old[np.isin(old["meter_id"].astype(np.int64) >> BLOCK_BITS, touched)]
+    else:
+        old = _read_blocks(
+            conn,
+            "SELECT block, states FROM vee_series_state_blocks WHERE block = ANY(%s::integer[]) ORDER BY block"
+            " FOR UPDATE",
+            (int_array_literal(touched),),
+        )
     old_key = series_key(old["meter_id"].astype(np.int32), old["channel_id"].astype(np.int16))
     keep = ~np.isin(old_key, np.concatenate([new_key, series_key(gone_meter, gone_channel)]))
     native = {name: old.dtype[name].newbyteorder("=") for name in STATE_ROWS.names}

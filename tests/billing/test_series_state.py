@@ -203,3 +203,13 @@ def test_states_are_stored_by_block_and_a_pass_rewrites_only_its_series(
         save_states(conn, _state_rows([3], read_s=300, rules=key), nothing)
         assert stored_columns(conn)["meter_id"].tolist() == [3, 5000]
         assert load_states(conn, np.array([3], np.int32), rules=RULES).seeds.meter_id.tolist() == [3]
+        # a pass merges into the blocks it read when it claimed its meters (other rules' rows kept), not read again
+        read = load_states(conn, np.array([3, 5000], np.int32), rules=RULES)
+        save_states(conn, _state_rows([5001], read_s=400, rules=key + 1), nothing)  # after the read: not in it
+        save_states(conn, _state_rows([4], read_s=500, rules=key), nothing, read=read)
+        stored = stored_columns(conn)
+        assert stored["meter_id"].tolist() == [3, 4, 5000, 5001]
+        # block 4 merged into what `read` had of it: 5001, saved after the read, is gone (in a pass nothing writes
+        # between: the pass lock); block 0 is not touched
+        save_states(conn, _state_rows([5002], read_s=600, rules=key), nothing, read=read)
+        assert stored_columns(conn)["meter_id"].tolist() == [3, 4, 5000, 5002]
