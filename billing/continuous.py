@@ -32,6 +32,7 @@ from amr.db.params import int_array_literal
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S, local_day_number
 from billing import episodes as E
 from billing import flags as F
+from billing import kernels as K
 from billing.binary_copy import copy_frame_binary
 from billing.intervals import interval_frame, store_intervals
 from billing.load import DENSE_FETCH_SHARE, copy_out_records, fetch_readings
@@ -61,6 +62,9 @@ PASS_PARTITION_METERS = 50_000
 # A meter resumed from its states reads a day or so of readings, not the window with its history (~6 rows a day
 # for a daily meter with a 10 % chance of a profile, against ~100): its partitions hold this many times the meters.
 RESUMED_PARTITION_FACTOR = 10
+# Partitions validated at once here (no Dask): one's readings stream from the server (the socket wait releases the
+# GIL) while another's kernels and frames run; two bound the memory to two partitions' readings.
+PARTITION_THREADS = 2
 MAX_WINDOW_DAYS = 62  # pending days per pass: a backlog of months drains oldest first
 SERVE_INTERVAL_S = 5.0  # between passes when idle: a reading is validated within seconds of landing
 BUSY_RETRY_S = 1.0  # another pass holds the lock
@@ -467,7 +471,7 @@ def _concat_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
 
 def _run_parts(jobs: list[_PassJob], dask_scheduler: str | None) -> list[_PassPart]:
     """Every partition's results in job order: on the Dask cluster at `dask_scheduler` ('local': a LocalCluster),
-    else here, one after the other."""
+    else here, PARTITION_THREADS at a time."""
     if dask_scheduler and len(jobs) > 1:
         from billing.distributed import run_on_dask
 
@@ -475,7 +479,10 @@ def _run_parts(jobs: list[_PassJob], dask_scheduler: str | None) -> list[_PassPa
         for k, part in run_on_dask(_validate_partition, jobs, dask_scheduler):
             out[k] = part
         return [p for p in out if p is not None]
-    return [_validate_partition(job) for job in jobs]
+    if len(jobs) == 1 or not K.concurrent_calls_safe():
+        return [_validate_partition(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=PARTITION_THREADS, thread_name_prefix="vee-partition") as pool:
+        return list(pool.map(_validate_partition, jobs))
 
 
 def _beyond_data_dropped(exceptions: pd.DataFrame, readings: Any) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -962,6 +963,21 @@ def tou_sum_kernel(
             diff = abs(total - rates)
             if diff > tol_kwh and diff > tol_ratio * abs(total):
                 day_flags[t, d] |= _TOU_SUM
+
+
+@njit(cache=True, parallel=True)
+def _touch_threads(a: np.ndarray) -> float:
+    total = 0.0
+    for i in prange(a.shape[0]):
+        total += a[i]
+    return total
+
+
+def concurrent_calls_safe() -> bool:
+    """Whether the kernels may run from two Python threads at once: numba's OpenMP and TBB threading layers allow
+    it, the workqueue layer (what numba falls back to without either library) aborts the process."""
+    _touch_threads(np.zeros(2))  # the layer is chosen at the first parallel call
+    return numba.threading_layer() in ("omp", "tbb")
 
 
 @njit(cache=True)

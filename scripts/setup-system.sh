@@ -12,6 +12,7 @@ PACKAGES=(
   socat
   chromium
   python3-venv
+  libgomp1  # numba's OpenMP threading layer: thread-safe, so a VEE pass validates two partitions at once
 )
 
 as_root() {

@@ -516,3 +516,9 @@ def test_exception_rows_and_reading_flags_from_the_kernel_records() -> None:
         "object",
         "float64",
     ]
+
+
+def test_the_kernels_may_run_from_two_threads_at_once() -> None:
+    # a VEE pass validates two partitions at once (billing.continuous.PARTITION_THREADS): numba must run on a
+    # thread-safe layer (OpenMP: libgomp1, installed by scripts/setup-system.sh)
+    assert K.concurrent_calls_safe()
