@@ -210,24 +210,26 @@ def test_a_profile_meters_day_is_written_once_complete_not_at_each_push(vdb: Dat
 def test_a_pass_on_a_dask_cluster_writes_what_one_process_writes(
     make_database: Callable[[str], DatabaseServer],
 ) -> None:
-    here, there = make_database("vee_here"), make_database("vee_dask")
+    here, there, threads = make_database("vee_here"), make_database("vee_dask"), make_database("vee_threads")
     meters = range(1, 9)
     r = register_reads(meter_ids=np.array(list(meters)), first_day=FIRST, n_days=30, interval_s=DAY_S,
                        kwh_per_day=np.linspace(5.0, 40.0, len(meters)), rng=np.random.default_rng(8))  # fmt: skip
     r = r.take(~((r.meter_id % 3 == 0) & np.isin(r.ts_s, [_midnight(FIRST + timedelta(days=d)) for d in (9, 10)])))
-    for db in (here, there):
+    for db in (here, there, threads):
         _add_meters(db, meters)
         store_through_ingest(db, r)
     passes = drain(here.conninfo(Role.BILLING), rules=RULES)
     on_dask = run_pass(there.conninfo(Role.BILLING), rules=RULES, partition_meters=3, dask_scheduler="local")
     assert on_dask.units == sum(p.units for p in passes) and on_dask.seconds["fetch: history"] > 0
+    in_threads = run_pass(threads.conninfo(Role.BILLING), rules=RULES, partition_meters=3)  # 3 partitions, 2 at once
+    assert in_threads.units == on_dask.units
     query = (
         "SELECT meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured, n_estimated, flags,"
         " quality, method, reason FROM vee_daily ORDER BY 1, 2, 3"
     )
-    assert _rows(there, query) == _rows(here, query) != []
+    assert _rows(there, query) == _rows(here, query) == _rows(threads, query) != []
     flags = "SELECT meter_id, channel_id, rule, interval_start, interval_end FROM vee_flags ORDER BY 1, 2, 3, 4"
-    assert _rows(there, flags) == _rows(here, flags)
+    assert _rows(there, flags) == _rows(here, flags) == _rows(threads, flags)
 
 
 def test_a_pass_claims_every_unit_or_the_oldest_days_first(make_database: Callable[[str], DatabaseServer]) -> None:
