@@ -60,8 +60,9 @@ MAX_PASS_UNITS = 200_000
 # meter, so 50,000 meters keep a partition's readings near 250 MB, as billing's partitions.
 PASS_PARTITION_METERS = 50_000
 # A meter resumed from its states reads a day or so of readings, not the window with its history (~6 rows a day
-# for a daily meter with a 10 % chance of a profile, against ~100): its partitions hold this many times the meters.
-RESUMED_PARTITION_FACTOR = 10
+# for a daily meter with a 10 % chance of a profile, against ~100): its partitions hold this many times the meters
+# (a city's day: 10 partitions of 250,000 meters, ~1.5 M readings each, two at a time).
+RESUMED_PARTITION_FACTOR = 5
 # Partitions validated at once here (no Dask): one's readings stream from the server (the socket wait releases the
 # GIL) while another's kernels and frames run; two bound the memory to two partitions' readings.
 PARTITION_THREADS = 2
@@ -105,6 +106,22 @@ class PassSummary:
 
 
 _PENDING_ROWS = pgcopy.FixedRows(("meter_id", "int4"), ("day", "int4"), ("marks", "int8"))  # day: since 1970
+# the current versions _current_rows reads (day: days since 1970; quality: its ASCII code; method 0: none)
+_CURRENT_ROWS = pgcopy.FixedRows(
+    ("meter_id", "int4"),
+    ("channel_id", "int2"),
+    ("day", "int4"),
+    ("version", "int4"),
+    ("measured_kwh", "float8"),
+    ("estimated_kwh", "float8"),
+    ("n_measured", "int4"),
+    ("n_estimated", "int4"),
+    ("flags", "int4"),
+    ("methods", "int2"),
+    ("quality", "int2"),
+    ("method", "int2"),
+    ("locked", "bool"),
+)
 _METER_ROWS = pgcopy.FixedRows(("meter_id", "int4"), ("multiplier", "float8"), ("register_digits", "int2"))
 
 
@@ -581,25 +598,31 @@ def _current_rows(conn: psycopg.Connection, fresh: pd.DataFrame, window: PeriodW
     meters, at = np.unique(meter, return_inverse=True)
     first = np.full(meters.shape[0], np.iinfo(np.int64).max)
     np.minimum.at(first, at, day_number)
-    rows: list[tuple[Any, ...]] = []
-    with conn.cursor() as cur:
-        for day_n in np.unique(first):
-            ids, day = meters[first == day_n], _date(int(day_n))
-            lo, hi = int(ids[0]), int(ids[-1])
-            dense = ids.size * DENSE_FETCH_SHARE >= hi - lo + 1
-            cur.execute(
-                "SELECT meter_id, channel_id, day, version, measured_kwh, estimated_kwh, n_measured, n_estimated,"
-                " flags, methods, quality, coalesce(method, 0), locked FROM vee_daily"
-                " WHERE meter_id BETWEEN %s AND %s AND day BETWEEN %s AND %s"
-                + ("" if dense else " AND meter_id = ANY(%s)"),
-                (lo, hi, day, last) if dense else (lo, hi, day, last, [int(m) for m in ids]),
-            )
-            got = cur.fetchall()
-            if dense and ids.size < hi - lo + 1:
-                wanted = set(ids.tolist())
-                got = [r for r in got if r[0] in wanted]
-            rows += got
-    return pd.DataFrame(rows, columns=columns)
+    parts = []
+    for day_n in np.unique(first):
+        ids, day = meters[first == day_n], _date(int(day_n))
+        lo, hi = int(ids[0]), int(ids[-1])
+        dense = ids.size * DENSE_FETCH_SHARE >= hi - lo + 1
+        got = copy_out_records(
+            conn,
+            "COPY (SELECT meter_id, channel_id, (day - date '1970-01-01')::integer, version, measured_kwh,"
+            " estimated_kwh, n_measured, n_estimated, flags, methods, ascii(quality)::smallint,"
+            " coalesce(method, 0)::smallint, locked FROM vee_daily"
+            " WHERE meter_id BETWEEN %s AND %s AND day BETWEEN %s AND %s"
+            + ("" if dense else " AND meter_id = ANY(%s::integer[])")
+            + ") TO STDOUT (FORMAT BINARY)",
+            _CURRENT_ROWS,
+            (lo, hi, day, last) if dense else (lo, hi, day, last, int_array_literal(ids)),
+        )
+        if dense and ids.size < hi - lo + 1:
+            got = got[np.isin(got["meter_id"].astype(np.int64), ids)]
+        parts.append(got)
+    rows = np.concatenate(parts)
+    frame = pd.DataFrame({name: rows[name].astype(rows[name].dtype.newbyteorder("=")) for name in _CURRENT_ROWS.names})
+    frame["day"] = pd.to_datetime(frame["day"].to_numpy(np.int64), unit="D").date  # as _daily_frame's
+    frame["quality"] = frame["quality"].to_numpy(np.uint8).view("S1").astype(str).astype(object)
+    frame["locked"] = frame["locked"].astype(bool)
+    return frame[columns]
 
 
 def _changed(fresh: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
