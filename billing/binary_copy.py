@@ -14,6 +14,7 @@ import pyarrow as pa
 from numba import njit
 from psycopg import sql
 from psycopg.adapt import PyFormat
+from psycopg.copy import QueuedLibpqWriter
 
 from amr import pgcopy
 
@@ -254,7 +255,8 @@ def copy_frame_binary(
     query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
     )
-    with conn.cursor() as cur, cur.copy(query) as copy:
+    # The chunks go to the server from a writer thread (psycopg's queued writer) while the next one is encoded here.
+    with conn.cursor() as cur, cur.copy(query, writer=QueuedLibpqWriter(cur)) as copy:
         copy.write(pgcopy.HEADER)
         for lo in range(0, len(frame), chunk_rows):
             copy.write(_encode_tuples(columns, lo, min(lo + chunk_rows, len(frame))).data)

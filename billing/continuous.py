@@ -230,13 +230,14 @@ def _pass(
     # disjoint, and both go in this one transaction.
     t_store = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vee-history") as pool:
-        later = pool.submit(_run_parts, jobs_of(~resumable | np.isin(known, fallback), None), dask_scheduler)
+        later = pool.submit(_from_history, jobs_of(~resumable | np.isin(known, fallback), None), dask_scheduler,
+                            conninfo, window)  # fmt: skip
         written = _store_parts(conn, parts, window, service, summary)
         t = time.perf_counter()
-        history_parts = later.result()
+        history_parts, history_current = later.result()
         summary.seconds["wait: history"] = time.perf_counter() - t
     _add_seconds(summary, history_parts)
-    written = pd.concat([written, _store_parts(conn, history_parts, window, service, summary)])
+    written = pd.concat([written, _store_parts(conn, history_parts, window, service, summary, history_current)])
     parts += history_parts
     t = time.perf_counter()
     _settle_pending(conn, pending)
@@ -288,12 +289,34 @@ def _add_seconds(summary: PassSummary, parts: list[_PassPart]) -> None:
             summary.seconds[stage] = summary.seconds.get(stage, 0.0) + seconds
 
 
+def _from_history(
+    jobs: list[_PassJob], dask_scheduler: str | None, conninfo: str, window: PeriodWindow
+) -> tuple[list[_PassPart], pd.DataFrame]:
+    """The meters that cannot resume, validated from their history, and the current versions of the days they may
+    replace: both read from disk at a city's scale, on connections of their own while the pass's connection stores
+    the resumed meters (other meters: under READ COMMITTED this reads what the pass's connection would)."""
+    parts = _run_parts(jobs, dask_scheduler)
+    if not parts:
+        return parts, pd.DataFrame()
+    t = time.perf_counter()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        current = _current_rows(conn, pd.concat([p.fresh for p in parts], ignore_index=True), window)
+    parts[0].seconds["fetch: history current"] = time.perf_counter() - t
+    return parts, current
+
+
 def _store_parts(
-    conn: psycopg.Connection, parts: list[_PassPart], window: PeriodWindow, service: str, summary: PassSummary
+    conn: psycopg.Connection,
+    parts: list[_PassPart],
+    window: PeriodWindow,
+    service: str,
+    summary: PassSummary,
+    current: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Compare and write these partitions' days, interval slots, occurrences and episodes (their meters' own: no
     other call of a pass stores the same meters); adds each stage's seconds and the episodes to `summary` and
-    returns the reasons of the new versions written."""
+    returns the reasons of the new versions written. `current`: the current versions of their days (_current_rows),
+    when already read."""
     if not parts:
         return pd.DataFrame({"reason": pd.Series([], dtype=object)})
     fresh = pd.concat([p.fresh for p in parts], ignore_index=True)
@@ -308,7 +331,8 @@ def _store_parts(
         summary.seconds[stage] = summary.seconds.get(stage, 0.0) + now - t
         t = now
 
-    current = _current_rows(conn, fresh, window)
+    if current is None:
+        current = _current_rows(conn, fresh, window)
     lap("store: current")
     new_versions = _changed(fresh, current)
     lap("store: compare")
