@@ -51,9 +51,9 @@ class StoredStates:
     read_s: np.ndarray  # int64, the state's read: a local midnight [UTC epoch s]
     register_kwh: np.ndarray  # float64, its register value [kWh]
     interval_s: np.ndarray  # int64
-    # what load_states read: the blocks first..last (inclusive) and all their rows (STATE_ROWS records, the other
-    # meters' and other rules' too), which save_states merges into instead of reading them again
-    blocks: tuple[int, int] | None = None
+    # what load_states read: the blocks (sorted ids) and all their rows (STATE_ROWS records, the other meters' and
+    # other rules' too), which save_states merges into instead of reading them again
+    blocks: np.ndarray | None = None
     block_records: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -116,14 +116,20 @@ def stored_columns(conn: psycopg.Connection) -> dict[str, np.ndarray]:
 
 
 def load_states(conn: psycopg.Connection, meter_ids: np.ndarray, *, rules: VeeRules) -> StoredStates:
-    """The stored states of these meters' series (meter_ids sorted) made under `rules`: the blocks of the meters'
-    id range are read whole and the others' rows dropped here."""
+    """The stored states of these meters' series (meter_ids sorted) made under `rules`: the blocks they fall in are
+    read whole (all of their id range when the meters fill most of it, a city's pass) and the others' rows dropped
+    here."""
     if meter_ids.size == 0:
         return _from_columns({name: _NO_RECORDS[name] for name in STATE_ROWS.names})
-    blocks = (int(meter_ids[0]) >> BLOCK_BITS, int(meter_ids[-1]) >> BLOCK_BITS)
-    records = _read_blocks(
-        conn, "SELECT block, states FROM vee_series_state_blocks WHERE block BETWEEN %s AND %s ORDER BY block", blocks
-    )
+    blocks = np.unique(meter_ids.astype(np.int64) >> BLOCK_BITS)
+    lo, hi = int(blocks[0]), int(blocks[-1])
+    params: tuple[object, ...]
+    if blocks.size * 2 >= hi - lo + 1:
+        blocks = np.arange(lo, hi + 1, dtype=np.int64)
+        query, params = "WHERE block BETWEEN %s AND %s", (lo, hi)
+    else:  # a few meters far apart (a service's small pass): only their blocks
+        query, params = "WHERE block = ANY(%s::integer[])", (int_array_literal(blocks),)
+    records = _read_blocks(conn, f"SELECT block, states FROM vee_series_state_blocks {query} ORDER BY block", params)
     states = _from_columns({name: records[name] for name in STATE_ROWS.names})
     if len(states):
         pos = np.clip(np.searchsorted(meter_ids, states.seeds.meter_id), 0, meter_ids.size - 1)
@@ -171,7 +177,7 @@ def save_states(
         read is not None
         and read.blocks is not None
         and read.block_records is not None
-        and (read.blocks[0] <= touched[0] and touched[-1] <= read.blocks[1])
+        and np.isin(touched, read.blocks).all()
     ):
         old = read.block_records
         old = old[np.isin(old["meter_id"].astype(np.int64) >> BLOCK_BITS, touched)]

@@ -203,6 +203,10 @@ def test_states_are_stored_by_block_and_a_pass_rewrites_only_its_series(
         save_states(conn, _state_rows([3], read_s=300, rules=key), nothing)
         assert stored_columns(conn)["meter_id"].tolist() == [3, 5000]
         assert load_states(conn, np.array([3], np.int32), rules=RULES).seeds.meter_id.tolist() == [3]
+        # meters far apart: only their blocks are read (block 4's 5000, not block 0's 3)
+        far = load_states(conn, np.array([5000, 900_000], np.int32), rules=RULES)
+        assert far.blocks is not None and far.blocks.tolist() == [4, 900_000 >> 10]
+        assert far.seeds.meter_id.tolist() == [5000]
         # a pass merges into the blocks it read when it claimed its meters (other rules' rows kept), not read again
         read = load_states(conn, np.array([3, 5000], np.int32), rules=RULES)
         save_states(conn, _state_rows([5001], read_s=400, rules=key + 1), nothing)  # after the read: not in it
