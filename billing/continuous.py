@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import psycopg
+from psycopg import sql
 
 from amr import pgcopy
 from amr.db.params import int_array_literal
@@ -35,7 +36,7 @@ from billing import flags as F
 from billing import kernels as K
 from billing.binary_copy import copy_frame_binary
 from billing.intervals import interval_frame, store_intervals
-from billing.load import DENSE_FETCH_SHARE, copy_out_records, fetch_readings
+from billing.load import IdFilter, copy_out_records, fetch_readings
 from billing.quality import ESTIMATE_CODES, FINAL, day_quality
 from billing.rules import VeeRules
 from billing.series_state import STATE_ROWS, StoredStates, load_states, save_states, states_of
@@ -183,18 +184,17 @@ def _pass(
     first_day, last_day = first_pending - span, int(pending[:, 1].max()) + span
     window = PeriodWindow(first_day=_date(first_day), n_days=last_day - first_day + 1)
     meter_ids = np.unique(pending[:, 0]).astype(np.int32)
-    lo, hi = int(meter_ids[0]), int(meter_ids[-1])
-    dense = meter_ids.size * DENSE_FETCH_SHARE >= hi - lo + 1  # as fetch_readings: the range whole, then filtered
+    ids = IdFilter("meter_id", meter_ids)
     meters = copy_out_records(
         conn,
-        "COPY (SELECT meter_id, multiplier, register_digits FROM meters WHERE meter_id BETWEEN %s AND %s"
-        + ("" if dense else " AND meter_id = ANY(%s::integer[])")
-        + " ORDER BY meter_id) TO STDOUT (FORMAT BINARY)",
+        sql.SQL(
+            "COPY (SELECT meter_id, multiplier, register_digits FROM meters WHERE {} ORDER BY meter_id)"
+            " TO STDOUT (FORMAT BINARY)"
+        ).format(ids.condition()),
         _METER_ROWS,
-        (lo, hi) if dense else (lo, hi, int_array_literal(meter_ids)),
     )
-    if dense:
-        meters = meters[np.isin(meters["meter_id"].astype(np.int32), meter_ids, assume_unique=True)]
+    if (keep := ids.wanted(meters["meter_id"])) is not None:
+        meters = meters[keep]
     known = meters["meter_id"].astype(np.int32)
     multiplier = meters["multiplier"].astype(np.float64)
     digits = meters["register_digits"].astype(np.int64)
@@ -624,22 +624,20 @@ def _current_rows(conn: psycopg.Connection, fresh: pd.DataFrame, window: PeriodW
     np.minimum.at(first, at, day_number)
     parts = []
     for day_n in np.unique(first):
-        ids, day = meters[first == day_n], _date(int(day_n))
-        lo, hi = int(ids[0]), int(ids[-1])
-        dense = ids.size * DENSE_FETCH_SHARE >= hi - lo + 1
+        ids = IdFilter("meter_id", meters[first == day_n])
         got = copy_out_records(
             conn,
-            "COPY (SELECT meter_id, channel_id, (day - date '1970-01-01')::integer, version, measured_kwh,"
-            " estimated_kwh, n_measured, n_estimated, flags, methods, ascii(quality)::smallint,"
-            " coalesce(method, 0)::smallint, locked FROM vee_daily"
-            " WHERE meter_id BETWEEN %s AND %s AND day BETWEEN %s AND %s"
-            + ("" if dense else " AND meter_id = ANY(%s::integer[])")
-            + ") TO STDOUT (FORMAT BINARY)",
+            sql.SQL(
+                "COPY (SELECT meter_id, channel_id, (day - date '1970-01-01')::integer, version, measured_kwh,"
+                " estimated_kwh, n_measured, n_estimated, flags, methods, ascii(quality)::smallint,"
+                " coalesce(method, 0)::smallint, locked FROM vee_daily WHERE {} AND day BETWEEN %s AND %s)"
+                " TO STDOUT (FORMAT BINARY)"
+            ).format(ids.condition()),
             _CURRENT_ROWS,
-            (lo, hi, day, last) if dense else (lo, hi, day, last, int_array_literal(ids)),
+            (_date(int(day_n)), last),
         )
-        if dense and ids.size < hi - lo + 1:
-            got = got[np.isin(got["meter_id"].astype(np.int64), ids)]
+        if (keep := ids.wanted(got["meter_id"])) is not None:
+            got = got[keep]
         parts.append(got)
     rows = np.concatenate(parts)
     frame = pd.DataFrame({name: rows[name].astype(rows[name].dtype.newbyteorder("=")) for name in _CURRENT_ROWS.names})

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import psycopg
 from psycopg import sql
@@ -28,10 +29,54 @@ PARTITION_METERS = 50_000
 # Billing from the validated days (fetch_cycle_sums) reads one sum per series, not the days: a partition's memory is
 # small at any size, and fewer partitions leave the database less idle between them (HCMC: 10 instead of 50).
 CONTINUOUS_PARTITION_METERS = 250_000
-# fetch_readings reads a whole id range when at least 1/DENSE_FETCH_SHARE of it is wanted: a row sent and dropped
+# A query reads a whole id range (IdFilter) when at least 1/DENSE_FETCH_SHARE of it is wanted: a row sent and dropped
 # costs ~1 us, an `meter_id = ANY(array)` test in PostgreSQL ~0.7 us on every row (a 50,000-meter VEE pass: 14.3 s
 # against 7.2 s for the same range read whole).
 DENSE_FETCH_SHARE = 2
+
+
+@dataclass(frozen=True)
+class IdFilter:
+    """How a query selects the rows of some ids (sorted, unique, at least one) in an integer `column`: their range
+    whole when they fill at least 1/DENSE_FETCH_SHARE of it, the rows of the others then dropped here (`wanted`),
+    else the range and the ids themselves."""
+
+    column: str
+    ids: np.ndarray
+
+    @property
+    def lo(self) -> int:
+        return int(self.ids[0])
+
+    @property
+    def hi(self) -> int:
+        return int(self.ids[-1])
+
+    @property
+    def whole_range(self) -> bool:
+        return self.ids.size * DENSE_FETCH_SHARE >= self.hi - self.lo + 1
+
+    def condition(self) -> sql.Composed:
+        column = sql.Identifier(self.column)
+        in_range = sql.SQL("{} BETWEEN {} AND {}").format(column, sql.Literal(self.lo), sql.Literal(self.hi))
+        if self.whole_range:
+            return in_range
+        ids = sql.Literal(int_array_literal(self.ids))
+        return sql.SQL("{} AND {} = ANY({}::integer[])").format(in_range, column, ids)
+
+    def returned(self) -> np.ndarray:
+        """The ids whose rows `condition` returns."""
+        return np.arange(self.lo, self.hi + 1, dtype=np.int64) if self.whole_range else self.ids
+
+    def wanted(self, values: npt.ArrayLike) -> np.ndarray | None:
+        """Which of the returned rows (their `column` values) are of the ids; None when all are."""
+        if not self.whole_range or self.ids.size == self.hi - self.lo + 1:
+            return None
+        lookup = np.zeros(self.hi - self.lo + 1, dtype=bool)
+        lookup[self.ids.astype(np.int64) - self.lo] = True
+        return lookup[np.asarray(values).astype(np.int64) - self.lo]
+
+
 # The readings as billing reads and writes them (billing.synthetic writes test data in the same layout).
 READING_ROWS = pgcopy.FixedRows(
     ("meter_id", "int4"), ("channel_id", "int2"), ("ts", "timestamptz"), ("value", "float8"), ("quality", "int2")
@@ -68,26 +113,23 @@ def fetch_readings(
     (meter_id, channel_id, ts)."""
     if meter_ids.size == 0:
         return parse_binary_readings(pgcopy.HEADER + pgcopy.TRAILER)
-    lo, hi = int(meter_ids[0]), int(meter_ids[-1])
     # Most of the id range wanted (a VEE pass's pending meters, a partition of a city): reading the range and
-    # dropping the few others here costs less than PostgreSQL testing every row against a long id array.
-    dense = meter_ids.size * DENSE_FETCH_SHARE >= hi - lo + 1
+    # dropping the few others here costs less than PostgreSQL testing every row against a long id array; a filtered
+    # fleet (city, power company): only its meters within the range.
+    ids = IdFilter("meter_id", meter_ids)
     where: list[sql.Composable] = [
-        sql.SQL("meter_id BETWEEN {} AND {}").format(sql.Literal(lo), sql.Literal(hi)),
+        ids.condition(),
         sql.SQL("channel_id = ANY({}::smallint[])").format(sql.Literal(list(channels))),
         sql.SQL("ts > to_timestamp({}) AND ts <= to_timestamp({})").format(sql.Literal(from_s), sql.Literal(to_s)),
     ]
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in READING_ROWS.names)
-    if not dense:  # a filtered fleet (city, power company): only its meters within the range
-        where.append(sql.SQL("meter_id = ANY({}::integer[])").format(sql.Literal(int_array_literal(meter_ids))))
     query = sql.SQL(
         "COPY (SELECT {} FROM readings WHERE {} ORDER BY meter_id, channel_id, ts) TO STDOUT (FORMAT BINARY)"
     ).format(columns, sql.SQL(" AND ").join(where))
     readings = _readings_of(copy_out_records(conn, query, READING_ROWS))
-    if dense and meter_ids.size < hi - lo + 1:
-        wanted = np.zeros(hi - lo + 1, dtype=bool)
-        wanted[meter_ids.astype(np.int64) - lo] = True
-        readings = readings.take(wanted[readings.meter_id.astype(np.int64) - lo])
+    keep = ids.wanted(readings.meter_id)
+    if keep is not None:
+        readings = readings.take(keep)
     return readings
 
 

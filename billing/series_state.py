@@ -11,9 +11,11 @@ import logging
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from amr import pgcopy
 from amr.db.params import int_array_literal
+from billing.load import IdFilter
 from billing.rules import VeeRules
 from billing.vee import SeriesStates, VeeResult, series_key
 
@@ -101,7 +103,7 @@ def _decode_block(block: int, stream: bytes) -> np.ndarray | None:
         return None
 
 
-def _read_blocks(conn: psycopg.Connection, query: str, params: tuple[object, ...]) -> np.ndarray:
+def _read_blocks(conn: psycopg.Connection, query: sql.Composed | str, params: tuple[object, ...]) -> np.ndarray:
     """The records of the blocks the query returns (block, states), in block order."""
     with conn.cursor(binary=True) as cur:
         blocks = [_decode_block(b, bytes(st)) for b, st in cur.execute(query, params)]
@@ -121,21 +123,16 @@ def load_states(conn: psycopg.Connection, meter_ids: np.ndarray, *, rules: VeeRu
     here."""
     if meter_ids.size == 0:
         return _from_columns({name: _NO_RECORDS[name] for name in STATE_ROWS.names})
-    blocks = np.unique(meter_ids.astype(np.int64) >> BLOCK_BITS)
-    lo, hi = int(blocks[0]), int(blocks[-1])
-    params: tuple[object, ...]
-    if blocks.size * 2 >= hi - lo + 1:
-        blocks = np.arange(lo, hi + 1, dtype=np.int64)
-        query, params = "WHERE block BETWEEN %s AND %s", (lo, hi)
-    else:  # a few meters far apart (a service's small pass): only their blocks
-        query, params = "WHERE block = ANY(%s::integer[])", (int_array_literal(blocks),)
-    records = _read_blocks(conn, f"SELECT block, states FROM vee_series_state_blocks {query} ORDER BY block", params)
+    # the blocks the meters fall in: their whole range, or only those when the meters are far apart (a small pass)
+    blocks = IdFilter("block", np.unique(meter_ids.astype(np.int64) >> BLOCK_BITS))
+    query = sql.SQL("SELECT block, states FROM vee_series_state_blocks WHERE {} ORDER BY block")
+    records = _read_blocks(conn, query.format(blocks.condition()), ())
     states = _from_columns({name: records[name] for name in STATE_ROWS.names})
     if len(states):
         pos = np.clip(np.searchsorted(meter_ids, states.seeds.meter_id), 0, meter_ids.size - 1)
         same_rules = records["rules_key"].astype(np.int64) == rules_key(rules)
         states = states.take((meter_ids[pos] == states.seeds.meter_id) & same_rules)
-    return dataclasses.replace(states, blocks=blocks, block_records=records)
+    return dataclasses.replace(states, blocks=blocks.returned(), block_records=records)
 
 
 def states_of(vee: VeeResult, series: np.ndarray, *, rules: VeeRules) -> dict[str, np.ndarray]:
