@@ -39,6 +39,7 @@ from billing.vee import (
     VeeResult,
     empty_exceptions,
     series_key,
+    series_of_key,
 )
 
 _UNIX_EPOCH = np.datetime64("1970-01-01", "D")
@@ -65,10 +66,11 @@ def days_as_vee(days: ValidatedDays, window: PeriodWindow) -> VeeResult:
     put(out.flags, days.flags)
     put(out.methods, days.methods)
     empty = np.zeros(0, np.int64)
+    series_meter, series_channel = series_of_key(keys)
     return VeeResult(
         window=window,
-        series_meter=(keys >> 16).astype(np.int32),
-        series_channel=(keys & 0xFFFF).astype(np.int16),
+        series_meter=series_meter,
+        series_channel=series_channel,
         measured=out.measured_kwh,
         estimated=out.estimated_kwh,
         n_measured=out.n_measured,

@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import psycopg
 from numba import njit, prange
-from psycopg import sql
 
 from amr import pgcopy
 from amr.timebase import DAY_S, LOCAL_UTC_OFFSET_S
@@ -43,6 +42,7 @@ from billing.kernels import (
 )
 from billing.quality import ACTUAL, SUBSTITUTED, VARIABLE, day_quality
 from billing.rules import VeeRules, VeeThresholds, kernel_thresholds
+from billing.store import copy_fixed_rows
 from billing.vee import (
     FlagRecords,
     ReadingArrays,
@@ -51,6 +51,7 @@ from billing.vee import (
     default_holiday_days,
     lookup_digits,
     series_key,
+    series_of_key,
     series_segments,
 )
 
@@ -588,9 +589,10 @@ def _copy_days(conn: psycopg.Connection, table: str, slots: pd.DataFrame, made_a
         energy[row, slot] = sel["energy_kwh"].to_numpy(np.float64)[order]
         quality[row, slot] = sel["quality"].to_numpy(np.int16)[order]
         method[row, slot] = sel["method"].to_numpy(np.int16)[order]
+        meter_id, channel_id = series_of_key(key[starts])
         columns = {
-            "meter_id": (key[starts] >> 16).astype(np.int32),
-            "channel_id": (key[starts] & 0xFFFF).astype(np.int16),
+            "meter_id": meter_id,
+            "channel_id": channel_id,
             "day": pgcopy.unix_days_to_pg_days(day[starts]),
             "interval_s": np.full(n_days, step, np.int32),
             "energy_kwh": energy,
@@ -599,14 +601,5 @@ def _copy_days(conn: psycopg.Connection, table: str, slots: pd.DataFrame, made_a
             "version": sel["version"].to_numpy(np.int32)[order][starts],
             "made_at": np.full(n_days, made_at_us, np.int64),
         }
-        rows = day_rows(n_slots)
-        query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in rows.names)
-        )
-        with conn.cursor() as cur, cur.copy(query) as copy:
-            copy.write(pgcopy.HEADER)
-            for lo in range(0, n_days, DAY_COPY_CHUNK_ROWS):
-                copy.write(rows.encode_tuples({k: v[lo : lo + DAY_COPY_CHUNK_ROWS] for k, v in columns.items()}))
-            copy.write(pgcopy.TRAILER)
-        written += n_days
+        written += copy_fixed_rows(conn, table, day_rows(n_slots), columns, chunk_rows=DAY_COPY_CHUNK_ROWS)
     return written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -83,14 +84,27 @@ def write_daily(conn: psycopg.Connection, vee: VeeResult, *, multiplier: np.ndar
         "methods": vee.day_methods.ravel(),
         "vee_run_id": np.full(s_count * d_count, run_id, dtype=np.int64),
     }
-    n_rows = s_count * d_count
-    query = sql.SQL("COPY daily_consumption ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in DAILY_ROWS.names)
+    return copy_fixed_rows(conn, "daily_consumption", DAILY_ROWS, columns)
+
+
+def copy_fixed_rows(
+    conn: psycopg.Connection,
+    table: str,
+    rows: pgcopy.FixedRows,
+    columns: Mapping[str, np.ndarray],
+    *,
+    chunk_rows: int = COPY_CHUNK_ROWS,
+) -> int:
+    """Binary COPY of equal-length wire-value columns (`rows`' names) into `table`, encoded `chunk_rows` at a time;
+    returns the rows written."""
+    n_rows = len(next(iter(columns.values())))
+    query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in rows.names)
     )
     with conn.cursor() as cur, cur.copy(query) as copy:
         copy.write(pgcopy.HEADER)
-        for lo in range(0, n_rows, COPY_CHUNK_ROWS):
-            copy.write(DAILY_ROWS.encode_tuples({k: v[lo : lo + COPY_CHUNK_ROWS] for k, v in columns.items()}))
+        for lo in range(0, n_rows, chunk_rows):
+            copy.write(rows.encode_tuples({k: v[lo : lo + chunk_rows] for k, v in columns.items()}))
         copy.write(pgcopy.TRAILER)
     return n_rows
 

@@ -170,6 +170,12 @@ def series_key(meter_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
     return np.asarray(meter_id).astype(np.int64) << 16 | np.asarray(channel_id).astype(np.int64)
 
 
+def series_of_key(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """series_key's (meter_id int32, channel_id int16) back."""
+    key = np.asarray(key, dtype=np.int64)
+    return (key >> 16).astype(np.int32), (key & 0xFFFF).astype(np.int16)
+
+
 def check_readings(r: ReadingArrays, *, sorted_check: bool = True) -> None:
     """Refuse arrays the kernels cannot take: wrong dtype, unequal lengths, not C-contiguous, not sorted
     (validate_estimate checks the order while it finds the series, in the same pass)."""
